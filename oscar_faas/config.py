@@ -1,0 +1,151 @@
+"""Gateway settings, read once from an injectable environment.
+
+Every setting the gateway knows lives here, so the rest of the code never reads
+``os.environ``: tests pass a plain dict, production passes ``os.environ``.
+OSCAR's own variable names are used wherever OSCAR has one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+
+#: Where OpenFaaS mounts secrets inside a function (and the gateway when it runs as one).
+OPENFAAS_SECRETS_DIR = "/var/openfaas/secrets"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """Parse a boolean setting strictly, so a typo is an error rather than ``False``."""
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def parse_float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative, got {value!r}")
+    return number
+
+
+def parse_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must not be negative, got {value!r}")
+    return number
+
+
+def _read_secret_file(directory: str, name: str) -> str | None:
+    path = Path(directory) / name
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway is configured with.
+
+    Defaults match what ``oscar-faas serve`` uses locally, so a local user types nothing extra.
+    """
+
+    oscar_username: str = "oscar"
+    oscar_password: str = "oscar"
+    oscar_name: str = "oscar"
+    oscar_namespace: str = "oscar"
+    services_namespace: str = "oscar-svc"
+
+    #: Base URL of the OpenFaaS gateway; ``None`` means "start the embedded provider".
+    openfaas_url: str | None = None
+    openfaas_username: str | None = None
+    openfaas_password: str | None = None
+    #: Seconds to wait for OpenFaaS management calls (deploy, list, ...).
+    openfaas_timeout: float = 30.0
+
+    minio_endpoint: str = ""
+    minio_access_key: str = ""
+    minio_secret_key: str = ""
+    minio_region: str = "us-east-1"
+    minio_tls_verify: bool = True
+
+    #: Longest synchronous invocation, in seconds (OSCAR's WRITE_TIMEOUT default).
+    run_timeout: float = 300.0
+    #: How long /run retries while a freshly deployed function answers 503 (not ready).
+    run_ready_wait: float = 30.0
+    #: Largest /run request body in bytes; 0 means no limit.
+    max_body_size: int = 0
+
+    #: Watchdog settings handed to every function (OSCAR's WATCHDOG_* variables).
+    watchdog_max_inflight: int = 1
+    watchdog_exec_timeout: int = 0
+    watchdog_read_timeout: int = 300
+    watchdog_write_timeout: int = 300
+
+    #: How long the gateway caches a service (for the /run token check), in seconds.
+    service_cache_ttl: float = 5.0
+
+    @property
+    def minio_configured(self) -> bool:
+        """True when a MinIO endpoint is set, so buckets can be created and outputs written."""
+        return bool(self.minio_endpoint)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``env`` (``os.environ`` when omitted).
+
+        :raises ConfigError: a value has the wrong form; the message names the variable.
+        """
+        env = os.environ if env is None else env
+        get = env.get
+        secrets_dir = get("OPENFAAS_SECRETS_DIR", OPENFAAS_SECRETS_DIR)
+        of_user = get("OPENFAAS_USERNAME") or _read_secret_file(secrets_dir, "basic-auth-user")
+        of_pass = get("OPENFAAS_PASSWORD") or _read_secret_file(secrets_dir, "basic-auth-password")
+        url = (get("OPENFAAS_URL") or "").strip().rstrip("/") or None
+        if url and "://" not in url:
+            url = "http://" + url
+        return cls(
+            oscar_username=get("OSCAR_USERNAME", cls.oscar_username),
+            oscar_password=get("OSCAR_PASSWORD", cls.oscar_password),
+            oscar_name=get("OSCAR_NAME", cls.oscar_name),
+            oscar_namespace=get("OSCAR_NAMESPACE", cls.oscar_namespace),
+            services_namespace=get("OSCAR_SERVICES_NAMESPACE", cls.services_namespace),
+            openfaas_url=url,
+            openfaas_username=of_user or None,
+            openfaas_password=of_pass or None,
+            openfaas_timeout=parse_float("OPENFAAS_TIMEOUT", get("OPENFAAS_TIMEOUT", "30")),
+            minio_endpoint=get("MINIO_ENDPOINT", "").strip().rstrip("/"),
+            minio_access_key=get("MINIO_ACCESS_KEY", ""),
+            minio_secret_key=get("MINIO_SECRET_KEY", ""),
+            minio_region=get("MINIO_REGION") or cls.minio_region,
+            minio_tls_verify=parse_bool("MINIO_TLS_VERIFY", get("MINIO_TLS_VERIFY", "true")),
+            run_timeout=parse_float("RUN_TIMEOUT", get("RUN_TIMEOUT", "300")),
+            run_ready_wait=parse_float("RUN_READY_WAIT", get("RUN_READY_WAIT", "30")),
+            max_body_size=parse_int("MAX_BODY_SIZE", get("MAX_BODY_SIZE", "0")),
+            watchdog_max_inflight=parse_int(
+                "WATCHDOG_MAX_INFLIGHT", get("WATCHDOG_MAX_INFLIGHT", "1")),
+            watchdog_exec_timeout=parse_int(
+                "WATCHDOG_EXEC_TIMEOUT", get("WATCHDOG_EXEC_TIMEOUT", "0")),
+            watchdog_read_timeout=parse_int(
+                "WATCHDOG_READ_TIMEOUT", get("WATCHDOG_READ_TIMEOUT", "300")),
+            watchdog_write_timeout=parse_int(
+                "WATCHDOG_WRITE_TIMEOUT", get("WATCHDOG_WRITE_TIMEOUT", "300")),
+            service_cache_ttl=parse_float(
+                "SERVICE_CACHE_TTL", get("SERVICE_CACHE_TTL", "5")),
+        )
