@@ -1,0 +1,36 @@
+"""The gateway's Flask application factory.
+
+State lives in ``app.extensions["oscar_faas"]`` (no module globals), so each gunicorn worker
+and each test gets its own settings, OpenFaaS connection pool and service cache.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ..config import Settings
+from ..errors import ConfigError
+from ..openfaas import OpenFaaSClient
+from ..registry import ServiceRegistry
+from . import errors, run, services, system
+from .context import EXTENSION, Gateway, gateway
+
+__all__ = ["create_app", "gateway", "Gateway"]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the gateway app; ``settings`` default to the process environment.
+
+    :raises ConfigError: a setting is malformed or ``OPENFAAS_URL`` is missing.
+    """
+    settings = settings or Settings.from_env()
+    if not settings.openfaas_url:
+        raise ConfigError("OPENFAAS_URL is not set: point it at an OpenFaaS gateway, or use "
+                          "'oscar-faas serve', which starts the embedded provider")
+    app = Flask(__name__)
+    client = OpenFaaSClient(settings)
+    app.extensions[EXTENSION] = Gateway(settings, client, ServiceRegistry(settings, client))
+    for blueprint in (system.bp, services.bp, run.bp):
+        app.register_blueprint(blueprint)
+    errors.init_app(app)
+    return app

@@ -1,0 +1,42 @@
+"""One error handler for the whole API.
+
+Errors are short ``text/plain`` messages, as gin's ``c.String`` writes them, with the status
+their class carries. Nothing unexpected ever reaches a client as a traceback: it is logged and
+answered with a plain 500.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from ..auth import REALM
+from ..errors import OscarFaasError, Unauthorized
+
+
+def _text(message: str, status: int) -> Response:
+    body = f"{message}\n" if message else ""
+    return Response(body, status=status, mimetype="text/plain")
+
+
+def handle_error(err: OscarFaasError) -> Response:
+    resp = _text(err.message, err.status)
+    if isinstance(err, Unauthorized):
+        resp.headers["WWW-Authenticate"] = REALM
+    return resp
+
+
+def handle_http(err: HTTPException) -> Response:
+    if err.code == 404:
+        return _text("404 page not found", 404)  # gin's wording, which clients have seen
+    return _text(err.description or err.name, err.code or 500)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(OscarFaasError, handle_error)
+    app.register_error_handler(HTTPException, handle_http)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(err: Exception) -> Response:
+        app.logger.exception("unexpected error")
+        return _text("internal error: see the gateway log", 500)

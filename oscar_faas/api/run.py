@@ -1,0 +1,103 @@
+"""``POST /run/<service>``: synchronous invocation, streamed both ways.
+
+The view does everything that can fail *before* the first byte leaves (lookup, auth, size
+limit, connecting upstream); the body then streams from OpenFaaS to the client through a
+generator that holds plain values only.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from flask import Blueprint, Response, request
+from werkzeug.http import is_hop_by_hop_header
+
+from ..auth import require_run_access
+from ..errors import BodyTooLarge
+from .context import gateway
+
+bp = Blueprint("run", __name__)
+
+CHUNK = 64 * 1024
+#: Bodies up to this size are read whole, so they can be re-sent while a fresh function
+#: answers 503; larger ones stream once, after a readiness check.
+REPLAYABLE = 1024 * 1024
+#: Request headers never forwarded to the function.
+_DROP_REQUEST = {"host", "authorization", "content-length", "cookie"}
+#: Response headers the WSGI server sets itself.
+_DROP_RESPONSE = {"server", "date"}
+
+
+def forward_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Request headers for the function: end-to-end ones, minus credentials and framing."""
+    return {k: v for k, v in headers
+            if k.lower() not in _DROP_REQUEST and not is_hop_by_hop_header(k)}
+
+
+def backward_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers
+            if k.lower() not in _DROP_RESPONSE and not is_hop_by_hop_header(k)]
+
+
+def _limited(stream, limit: int, head: bytes) -> Iterator[bytes]:
+    """Yield ``head`` then the rest of ``stream``, refusing to pass ``limit`` bytes."""
+    seen = len(head)
+    if head:
+        yield head
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            return
+        seen += len(chunk)
+        if limit and seen > limit:
+            raise BodyTooLarge(_too_large(limit))
+        yield chunk
+
+
+def _too_large(limit: int) -> str:
+    return (f"request body larger than the limit of {limit} bytes (MAX_BODY_SIZE); "
+            f"send a smaller input or store it in MinIO")
+
+
+def _read_head(stream, size: int) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = stream.read(min(CHUNK, size - got))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+@bp.post("/run/<name>")
+def run(name: str) -> Response:
+    gw = gateway()
+    service = gw.registry.get_cached(name)  # unknown service: 404, before auth (as OSCAR)
+    require_run_access(request.headers.get("Authorization"), service.token, gw.settings)
+    limit = gw.settings.max_body_size
+    length = request.content_length
+    if limit and length is not None and length > limit:
+        raise BodyTooLarge(_too_large(limit))
+    stream = request.stream
+    head = _read_head(stream, REPLAYABLE + 1)
+    if len(head) <= REPLAYABLE:
+        if limit and len(head) > limit:
+            raise BodyTooLarge(_too_large(limit))
+        body: bytes | Iterator[bytes] = head
+    else:
+        body = _limited(stream, limit, head)
+    # BodyTooLarge may also surface from here, raised while requests consumes ``body``.
+    upstream = gw.openfaas.invoke(name, body, forward_headers(request.headers.items()))
+    raw = upstream.raw
+
+    def relay() -> Iterator[bytes]:
+        try:
+            yield from raw.stream(CHUNK, decode_content=False)
+        finally:
+            upstream.close()
+
+    return Response(relay(), status=upstream.status_code,
+                    headers=backward_headers(upstream.headers.items()),
+                    direct_passthrough=True)

@@ -1,0 +1,56 @@
+"""``/system/services``: OSCAR's service CRUD, with OSCAR's status codes and bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from ..errors import InvalidService
+from .context import gateway
+from .system import json_response
+
+bp = Blueprint("services", __name__)
+
+_TRUE = {"1", "true", "yes"}
+
+
+def _body() -> Any:
+    """The JSON body whatever its Content-Type (oscar-cli and curl do not always set it)."""
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidService(f"The service specification is not valid: invalid JSON: {exc}")
+
+
+@bp.get("/system/services")
+def list_services() -> Response:
+    return json_response([s.to_dict() for s in gateway().registry.list()])
+
+
+@bp.post("/system/services")
+def create_service() -> Response:
+    gateway().registry.create(_body())
+    return Response(status=201)
+
+
+@bp.put("/system/services")
+def update_service() -> Response:
+    gateway().registry.update(_body())
+    return Response(status=204)
+
+
+@bp.get("/system/services/<name>")
+def get_service(name: str) -> Response:
+    return json_response(gateway().registry.get(name).to_dict())
+
+
+@bp.delete("/system/services/<name>")
+def delete_service(name: str) -> Response:
+    """``?purge=true`` also deletes the service's minio.default buckets and their contents
+    (OSCAR always does; we keep user data unless asked)."""
+    purge = request.args.get("purge", "").lower() in _TRUE
+    gateway().registry.delete(name, purge=purge)
+    return Response(status=204)

@@ -1,0 +1,75 @@
+"""Credential checks: HTTP Basic for ``/system/*``, service tokens for ``/run``.
+
+Every comparison is constant-time (``hmac.compare_digest``), so response timing tells an
+attacker nothing about how much of a guess was right.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from .config import Settings
+from .errors import Unauthorized
+
+#: The realm gin's BasicAuth sends, which OSCAR clients have always seen.
+REALM = 'Basic realm="Authorization Required"'
+
+
+def _equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """``(user, password)`` from an ``Authorization: Basic ...`` header, else ``None``."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def is_admin(header: str | None, settings: Settings) -> bool:
+    """True when ``header`` carries the cluster's Basic credentials."""
+    creds = basic_credentials(header)
+    if creds is None:
+        return False
+    user_ok = _equal(creds[0], settings.oscar_username)
+    pass_ok = _equal(creds[1], settings.oscar_password)
+    return user_ok and pass_ok
+
+
+def require_admin(header: str | None, settings: Settings) -> None:
+    """:raises Unauthorized: the header does not carry the cluster's Basic credentials."""
+    if not is_admin(header, settings):
+        raise Unauthorized("")
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def require_run_access(header: str | None, token: str, settings: Settings) -> None:
+    """Allow a /run call with the service's token (as OSCAR, oscar-python and the dashboard
+    send it) or, more leniently than OSCAR, with the cluster's Basic credentials, which
+    current oscar-cli sends when ``--token`` is not given.
+
+    :raises Unauthorized: neither is present and right.
+    """
+    given = bearer_token(header)
+    if given is not None and token and _equal(given, token):
+        return
+    if given is None and is_admin(header, settings):
+        return
+    raise Unauthorized("invalid or missing service token: send 'Authorization: Bearer <token>'"
+                       " (see the 'token' field of GET /system/services/<name>)")

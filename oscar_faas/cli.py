@@ -1,0 +1,229 @@
+"""The ``oscar-faas`` console script.
+
+Server commands (``serve``, ``provider``) run oscar-faas; client commands (``apply``, ``run``,
+``ls``, ``get``, ``rm``) talk to any OSCAR-compatible endpoint, with defaults matching a local
+``serve`` so a local user types nothing extra; ``stack`` works offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import OscarFaasError
+
+DEFAULT_DATA_DIR = ".oscar-faas"
+
+
+def _client(args: argparse.Namespace):
+    from .client import Endpoint, OscarClient
+    return OscarClient(Endpoint(url=args.endpoint, user=args.user, password=args.password,
+                                verify=not args.insecure))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+    return serve(args.host, args.port, Path(args.data_dir), args.workers, args.threads)
+
+
+def cmd_provider(args: argparse.Namespace) -> int:
+    from .provider import serve as provider_serve
+    provider_serve(args.host, args.port, Path(args.data_dir),
+                   username=os.environ.get("OPENFAAS_USERNAME") or None,
+                   password=os.environ.get("OPENFAAS_PASSWORD") or None)
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    for name, what in _client(args).apply(args.fdl):
+        print(f"{name}: {what}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import io
+    client = _client(args)
+    if args.input:
+        path = Path(args.input)
+        try:
+            source = path.open("rb")
+        except OSError as exc:
+            raise OscarFaasError(f"cannot read input file {path}: {exc.strerror}") from None
+        size = path.stat().st_size
+    else:
+        data = args.text_input.encode("utf-8")
+        source, size = io.BytesIO(data), len(data)
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        with source:
+            client.run(args.service, source, size, out, token=args.token,
+                       timeout=args.timeout)
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    services = _client(args).list_services()
+    rows = [("NAME", "IMAGE", "CPU", "MEMORY")] + [
+        (s.get("name", ""), s.get("image", ""), s.get("cpu", ""), s.get("memory", ""))
+        for s in services]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    import yaml
+    service = _client(args).get_service(args.service)
+    if args.json:
+        print(json.dumps(service, indent=2))
+    else:
+        print(yaml.safe_dump(service, sort_keys=False), end="")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    client = _client(args)
+    for name in args.service:
+        client.remove_service(name, purge=args.purge)
+        print(f"{name}: removed" + (" (buckets purged)" if args.purge else ""))
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .fdl import load_fdl
+    from .stack import stack_yaml
+    from .translate import service_to_deployment
+
+    settings = Settings.from_env()
+    fdl = load_fdl(args.fdl)
+    deployments = []
+    for service in fdl.services:
+        service = service.normalized(minio={"endpoint": settings.minio_endpoint,
+                                            "verify": settings.minio_tls_verify,
+                                            "region": settings.minio_region})
+        service.validate()
+        deployments.append(service_to_deployment(service, settings))
+    sys.stdout.write(stack_yaml(deployments, gateway=args.gateway, registry=args.registry,
+                                tag=args.tag))
+    return 0
+
+
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    env = os.environ
+    p.add_argument("--endpoint", default=env.get("OSCAR_ENDPOINT", "http://127.0.0.1:8080"),
+                   help="OSCAR endpoint (env OSCAR_ENDPOINT; default %(default)s)")
+    p.add_argument("--user", default=env.get("OSCAR_USERNAME", "oscar"),
+                   help="basic-auth user (env OSCAR_USERNAME; default %(default)s)")
+    p.add_argument("--password", default=env.get("OSCAR_PASSWORD", "oscar"),
+                   help="basic-auth password (env OSCAR_PASSWORD; default: oscar)")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oscar-faas",
+        description="OSCAR-compatible serverless gateway on OpenFaaS. Start it with 'serve', "
+                    "then deploy FDL files with 'apply' and invoke them with 'run'.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "serve", help="run the gateway (embedded provider unless OPENFAAS_URL is set)",
+        description="Run the OSCAR API gateway under gunicorn. With OPENFAAS_URL unset it "
+                    "also starts the embedded local provider, which runs functions as host "
+                    "processes. Settings come from the environment (see the README).")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help="embedded provider state (default %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    p.add_argument("--threads", type=int, default=16,
+                   help="threads per worker (default 16)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "provider", help="run only the embedded OpenFaaS-compatible provider",
+        description="Run the embedded local provider alone: the OpenFaaS REST API on one "
+                    "machine. Its /system routes need basic auth when OPENFAAS_USERNAME and "
+                    "OPENFAAS_PASSWORD are set.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=8081, help="port (default %(default)s)")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help="where functions and secrets are kept (default %(default)s)")
+    p.set_defaults(func=cmd_provider)
+
+    p = sub.add_parser("apply", help="create or update the services of an FDL file",
+                       description="Create or update every service of an FDL file (any "
+                                   "cluster-id key is accepted).")
+    p.add_argument("fdl", help="FDL YAML file")
+    _client_flags(p)
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("run", help="invoke a service synchronously",
+                       description="Invoke a service synchronously: the input goes base64 "
+                                   "encoded; a base64 answer is decoded, text is printed as "
+                                   "it came.")
+    p.add_argument("service", help="service name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", "-f", "--file-input", dest="input", help="input file")
+    src.add_argument("--text-input", "-i", dest="text_input", help="input text")
+    p.add_argument("--output", "-o", help="write the answer here (default: stdout)")
+    p.add_argument("--token", "-t", help="service token (default: use --user/--password)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for the answer (default: no limit)")
+    _client_flags(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ls", help="list services")
+    _client_flags(p)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("get", help="show a service (YAML)")
+    p.add_argument("service")
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    _client_flags(p)
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("rm", help="remove services (their buckets stay unless --purge)")
+    p.add_argument("service", nargs="+")
+    p.add_argument("--purge", action="store_true",
+                   help="also delete the services' minio.default buckets and their contents")
+    _client_flags(p)
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("stack", help="print a faas-cli stack.yml for an FDL file",
+                       description="Print a faas-cli stack.yml that builds (from "
+                                   "function-templates/oscar) and deploys the same functions "
+                                   "the gateway would deploy: faas-cli up -f stack.yml")
+    p.add_argument("fdl", help="FDL YAML file")
+    p.add_argument("--registry", default=None, help="image registry/prefix for built images")
+    p.add_argument("--gateway", default="http://127.0.0.1:8080",
+                   help="OpenFaaS gateway URL (default %(default)s)")
+    p.add_argument("--tag", default=None, help="image tag (default latest)")
+    p.set_defaults(func=cmd_stack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OscarFaasError as exc:
+        print(f"oscar-faas: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""A small OSCAR API client for the ``oscar-faas`` CLI (the CLI is to this what
+``requests.api`` is to ``Session``).
+
+It talks to any OSCAR-compatible endpoint exactly as oscar-cli does: Basic auth on
+``/system/*``, GET-then-PUT-or-POST for ``apply``, and a base64 body streamed to ``/run``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import requests
+
+from .errors import OscarFaasError
+from .fdl import load_fdl
+
+CHUNK = 3 * 64 * 1024  # a multiple of 3, so base64 chunks concatenate cleanly
+#: Show a progress bar for inputs and outputs at least this large.
+PROGRESS_MIN = 4 * 1024 * 1024
+
+
+class ClientError(OscarFaasError):
+    """The endpoint refused a call or could not be reached; the message says what to do."""
+
+
+@dataclass
+class Endpoint:
+    url: str
+    user: str
+    password: str
+    verify: bool = True
+    timeout: float = 60.0
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only on a terminal for large transfers."""
+
+    def __init__(self, label: str, total: int | None, stream: IO[str] = sys.stderr) -> None:
+        self.label, self.total, self.stream = label, total, stream
+        self.done = 0
+        self.enabled = stream.isatty() and (total is None or total >= PROGRESS_MIN)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        mib = self.done / 2**20
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            self.stream.write(f"\r{self.label} [{bar:<30}] {frac:4.0%} {mib:8.1f} MiB")
+        else:
+            self.stream.write(f"\r{self.label} {mib:8.1f} MiB")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def base64_chunks(source: IO[bytes], progress: Progress | None = None) -> Iterator[bytes]:
+    """Stream ``source`` as standard padded base64 without newlines (as oscar-cli does)."""
+    while True:
+        chunk = source.read(CHUNK)
+        if not chunk:
+            return
+        if progress:
+            progress.advance(len(chunk))
+        yield base64.b64encode(chunk)
+
+
+class OscarClient:
+    """One OSCAR endpoint, one pooled session."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self.session = requests.Session()
+        self.session.auth = (endpoint.user, endpoint.password)
+        self.session.verify = endpoint.verify
+
+    def _call(self, method: str, path: str, *, ok: tuple[int, ...] = (200, 201, 204),
+              **kwargs: Any) -> requests.Response:
+        url = self.endpoint.url.rstrip("/") + path
+        kwargs.setdefault("timeout", self.endpoint.timeout)
+        try:
+            resp = self.session.request(method, url, **kwargs)
+        except requests.ConnectionError:
+            raise ClientError(
+                f"cannot reach {self.endpoint.url}: start the gateway with 'oscar-faas serve' "
+                f"or pass --endpoint / set OSCAR_ENDPOINT") from None
+        except requests.Timeout:
+            raise ClientError(f"{self.endpoint.url} did not answer {method} {path} in time")
+        if resp.status_code in ok:
+            return resp
+        if resp.status_code == 401:
+            raise ClientError("invalid credentials: pass --user/--password or set "
+                              "OSCAR_USERNAME/OSCAR_PASSWORD")
+        text = resp.text.strip()
+        raise ClientError(f"{method} {path} failed with {resp.status_code}"
+                          + (f": {text}" if text else ""))
+
+    def get_service(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/system/services/{name}", ok=(200,)).json()
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/system/services", ok=(200,)).json() or []
+
+    def remove_service(self, name: str, purge: bool = False) -> None:
+        self._call("DELETE", f"/system/services/{name}",
+                   params={"purge": "true"} if purge else None)
+
+    def apply(self, fdl_path: str | Path) -> list[tuple[str, str]]:
+        """Create or update every service of an FDL file (GET, then PUT or POST, like
+        oscar-cli); returns ``(name, "created"|"updated")`` pairs."""
+        done = []
+        for service in load_fdl(fdl_path).services:
+            body = service.to_dict()
+            found = self._call("GET", f"/system/services/{service.name}", ok=(200, 404))
+            if found.status_code == 200:
+                self._call("PUT", "/system/services", json=body)
+                done.append((service.name, "updated"))
+            else:
+                self._call("POST", "/system/services", json=body)
+                done.append((service.name, "created"))
+        return done
+
+    def run(self, name: str, source: IO[bytes], size: int | None, out: IO[bytes],
+            token: str | None = None, timeout: float | None = None) -> None:
+        """Invoke ``name`` with ``source`` (base64 on the wire) and write the decoded answer
+        to ``out``: base64 answers are decoded, anything else is written as it came.
+
+        :raises ClientError: the call failed; the message carries the service's output.
+        """
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        auth = None if token else (self.endpoint.user, self.endpoint.password)
+        up = Progress("upload  ", size)
+        try:
+            resp = self.session.post(
+                self.endpoint.url.rstrip("/") + f"/run/{name}",
+                data=base64_chunks(source, up), headers=headers, auth=auth, stream=True,
+                timeout=(self.endpoint.timeout, timeout))
+        except requests.ConnectionError:
+            raise ClientError(f"cannot reach {self.endpoint.url}: is the gateway running?")
+        finally:
+            up.close()
+        with resp:
+            if resp.status_code >= 400:
+                raise ClientError(f"run {name} failed with {resp.status_code}: "
+                                  f"{resp.text.strip()}")
+            length = resp.headers.get("Content-Length")
+            down = Progress("download", int(length) if length else None)
+            with tempfile.TemporaryFile() as raw:
+                for chunk in resp.iter_content(CHUNK):
+                    raw.write(chunk)
+                    down.advance(len(chunk))
+                down.close()
+                decode_answer(raw, out)
+
+
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+def decode_answer(raw: IO[bytes], out: IO[bytes]) -> bool:
+    """Write the base64-decoded ``raw`` to ``out`` if it is base64, else ``raw`` as is
+    (oscar-cli's rule). Returns True when it decoded. Streams in both cases."""
+    raw.seek(0)
+    with tempfile.TemporaryFile() as decoded:
+        pending, total, ok = b"", 0, True
+        while ok:
+            chunk = raw.read(CHUNK * 4)
+            if not chunk:
+                break
+            chunk = pending + chunk.translate(None, b"\r\n")
+            total += len(chunk) - len(pending)
+            cut = len(chunk) - len(chunk) % 4
+            try:
+                ok = not chunk.translate(None, _B64_ALPHABET)
+                decoded.write(base64.b64decode(chunk[:cut], validate=True))
+            except binascii.Error:
+                ok = False
+            pending = chunk[cut:]
+        ok = ok and not pending and total > 0
+        source = decoded if ok else raw
+        source.seek(0)
+        while chunk := source.read(CHUNK):
+            out.write(chunk)
+        out.flush()
+        return ok
+
+
+def default_endpoint() -> Endpoint:
+    env = os.environ
+    return Endpoint(url=env.get("OSCAR_ENDPOINT", "http://127.0.0.1:8080"),
+                    user=env.get("OSCAR_USERNAME", "oscar"),
+                    password=env.get("OSCAR_PASSWORD", "oscar"))

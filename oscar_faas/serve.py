@@ -1,0 +1,117 @@
+"""``oscar-faas serve``: the gateway under gunicorn, on a cluster or on the embedded provider.
+
+With ``OPENFAAS_URL`` unset, the embedded local provider is started first as a child process
+on a free loopback port, with fresh random credentials, and the gateway is pointed at it over
+real HTTP: the same code path as against a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import requests
+from gunicorn.app.base import BaseApplication
+
+from .config import Settings
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class GatewayApplication(BaseApplication):
+    """gunicorn running :func:`oscar_faas.api.create_app` with threaded workers, so long
+    synchronous calls do not block other requests."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from .api import create_app
+        return create_app()
+
+
+def start_provider(data_dir: Path, username: str, password: str,
+                   log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start the embedded provider and wait until it answers; return it and its URL.
+
+    :raises RuntimeError: it exited or did not answer within 20 s (see ``log_path``).
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, OPENFAAS_USERNAME=username, OPENFAAS_PASSWORD=password)
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oscar_faas.provider", "--host", "127.0.0.1", "--port",
+         str(port), "--data-dir", str(data_dir)],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the embedded provider exited with {proc.returncode}; "
+                               f"see {log_path}")
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    proc.terminate()
+    raise RuntimeError(f"the embedded provider did not start within 20 s; see {log_path}")
+
+
+def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> int:
+    """Run the gateway until interrupted; returns the exit code."""
+    settings = Settings.from_env()  # fail early, with a clear message, on bad settings
+    provider = None
+    if not settings.openfaas_url:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        user, password = "admin", secrets.token_urlsafe(24)
+        provider, url = start_provider(data_dir, user, password, data_dir / "provider.log")
+        os.environ.update(OPENFAAS_URL=url, OPENFAAS_USERNAME=user, OPENFAAS_PASSWORD=password)
+        backend = f"embedded local provider at {url} (state in {data_dir}, log in " \
+                  f"{data_dir / 'provider.log'})"
+    else:
+        backend = f"OpenFaaS at {settings.openfaas_url}"
+    endpoint = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    print(f"oscar-faas gateway on {endpoint}\n"
+          f"  backend:     {backend}\n"
+          f"  credentials: {settings.oscar_username} / {settings.oscar_password}"
+          f"  (OSCAR_USERNAME / OSCAR_PASSWORD)\n"
+          f"  try:         oscar-faas apply examples/hello/hello.yaml", flush=True)
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": 0 if settings.run_timeout == 0 else int(settings.run_timeout) + 30,
+        "graceful_timeout": 5,
+        "keepalive": 75,
+        "accesslog": None,
+        "loglevel": "warning",
+    }
+    try:
+        GatewayApplication(options).run()
+    finally:
+        if provider is not None:
+            provider.terminate()
+            try:
+                provider.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                provider.kill()
+    return 0
