@@ -10,6 +10,7 @@ import pytest
 
 from oscar_faas.api import create_app
 from oscar_faas.config import Settings
+from oscar_faas.model import Service
 from oscar_faas.translate import SERVICE_ANNOTATION
 
 ADMIN = {"Authorization": "Basic " + base64.b64encode(b"oscar:s3cret").decode()}
@@ -38,8 +39,9 @@ def client(app):
 
 def function_status(service: dict, **extra) -> dict:
     """A FunctionStatus as OpenFaaS returns it for a function the gateway deployed."""
+    stored = Service.from_dict(service).normalized(token=service.get("token")).to_dict()
     return {"name": service["name"], "image": service.get("image", "alpine"),
-            "annotations": {SERVICE_ANNOTATION: json.dumps(service)},
+            "annotations": {SERVICE_ANNOTATION: json.dumps(stored)},
             "replicas": 1, "availableReplicas": 1, **extra}
 
 
