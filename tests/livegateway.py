@@ -1,0 +1,85 @@
+"""A real ``oscar-faas serve`` process (gunicorn + embedded provider) for end-to-end tests.
+
+Like werkzeug's ``DevServerClient``: reserve a port, start the process, poll until it
+answers, log to a file, terminate it (and its provider) at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveGateway:
+    """``oscar-faas serve`` on a free port with its own data dir and log."""
+
+    user = "oscar"
+    password = "test-password"
+
+    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "gateway.log"
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "LiveGateway":
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENFAAS_", "MINIO_"))}
+        env.update(OSCAR_USERNAME=self.user, OSCAR_PASSWORD=self.password, **self.extra_env)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oscar_faas.cli", "serve", "--port", str(self.port),
+                 "--data-dir", str(self.workdir / "data"), "--workers", "2"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError(f"gateway did not start:\n{self.log()}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def log(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        provider_log = self.workdir / "data" / "provider.log"
+        if provider_log.exists():
+            text += "\n--- provider ---\n" + provider_log.read_text(errors="replace")
+        return text
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.user, self.password)
+
+    def oscar_python_client(self, cluster_id: str = "oscar-cluster"):
+        from oscar_python.client import Client
+        return Client({"cluster_id": cluster_id, "endpoint": self.url, "user": self.user,
+                       "password": self.password, "ssl": False})
