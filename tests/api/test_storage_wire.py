@@ -1,0 +1,118 @@
+"""MinIO side effects of service management, against a real S3 server process (moto) and a
+fake OpenFaaS gateway."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from oscar_faas.api import create_app
+from oscar_faas.config import Settings
+from tests.s3server import S3Server
+
+from .conftest import ADMIN, function_status, sent
+
+SERVICE = {"name": "grayify", "image": "alpine", "script": "echo",
+           "input": [{"storage_provider": "minio.default", "path": "grayify/in"}],
+           "output": [{"storage_provider": "minio", "path": "grayify/out/png",
+                       "suffix": [".png"]}]}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with S3Server() as server:
+        yield server
+
+
+def make_app(httpserver, s3, **overrides):
+    env = {"OPENFAAS_URL": httpserver.url_for("/").rstrip("/"), "OSCAR_USERNAME": "oscar",
+           "OSCAR_PASSWORD": "s3cret", "MINIO_ENDPOINT": s3.endpoint,
+           "MINIO_ACCESS_KEY": s3.access_key, "MINIO_SECRET_KEY": s3.secret_key,
+           "SERVICE_CACHE_TTL": "0", **overrides}
+    return create_app(Settings.from_env(env)).test_client()
+
+
+def deploy_ok(httpserver, body=SERVICE):
+    httpserver.expect_request(f"/system/function/{body['name']}").respond_with_data("", 404)
+    httpserver.expect_request("/system/functions", method="POST").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets").respond_with_data("", 202)
+
+
+def objects(s3, bucket):
+    client = s3.client()
+    if not client.bucket_exists(bucket):
+        return None
+    return sorted(o.object_name for o in client.list_objects(bucket, recursive=True))
+
+
+def test_create_makes_buckets_and_folders_idempotently(httpserver, s3):
+    client = make_app(httpserver, s3)
+    deploy_ok(httpserver)
+    assert client.post("/system/services", json=SERVICE, headers=ADMIN).status_code == 201
+    assert objects(s3, "grayify") == ["in/", "out/png/"]
+    # Update: same paths again, nothing breaks, nothing duplicated.
+    stored = json.loads(sent(httpserver, "POST", "/system/functions")[0].get_json()
+                        ["annotations"]["com.oscar-faas.service"])
+    httpserver.clear()
+    httpserver.expect_request("/system/function/grayify").respond_with_json(
+        function_status(stored))
+    httpserver.expect_request("/system/functions", method="PUT").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets").respond_with_data("", 202)
+    assert client.put("/system/services", json=SERVICE, headers=ADMIN).status_code == 204
+    assert objects(s3, "grayify") == ["in/", "out/png/"]
+
+
+def test_secret_holds_the_gateway_minio_keys_and_get_hides_them(httpserver, s3):
+    client = make_app(httpserver, s3)
+    deploy_ok(httpserver, {**SERVICE, "name": "keys"})
+    body = {**SERVICE, "name": "keys"}
+    assert client.post("/system/services", json=body, headers=ADMIN).status_code == 201
+    (secret,) = [r for r in sent(httpserver, "PUT", "/system/secrets")]
+    value = json.loads(secret.get_json()["value"])
+    assert value["minio"]["default"]["secret_key"] == s3.secret_key
+    (fd,) = [r.get_json() for r in sent(httpserver, "POST", "/system/functions")]
+    assert s3.secret_key not in json.dumps(fd) and s3.access_key not in json.dumps(fd)
+    httpserver.clear()
+    httpserver.expect_request("/system/function/keys").respond_with_json(
+        {"name": "keys", "annotations": fd["annotations"]})
+    got = client.get("/system/services/keys", headers=ADMIN)
+    assert s3.secret_key not in got.text and s3.access_key not in got.text
+    assert got.get_json()["storage_providers"]["minio"]["default"]["access_key"] == "hidden"
+
+
+def test_delete_keeps_data_unless_purged(httpserver, s3):
+    client = make_app(httpserver, s3)
+    s3.client().make_bucket("keepme")
+    body = {**SERVICE, "name": "keeper", "input": [
+        {"storage_provider": "minio.default", "path": "keepme/in"}], "output": []}
+    httpserver.expect_request("/system/function/keeper").respond_with_json(
+        function_status(body))
+    httpserver.expect_request("/system/functions", method="DELETE").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets", method="DELETE").respond_with_data("", 202)
+    assert client.delete("/system/services/keeper", headers=ADMIN).status_code == 204
+    assert objects(s3, "keepme") == []
+    assert client.delete("/system/services/keeper?purge=true",
+                         headers=ADMIN).status_code == 204
+    assert objects(s3, "keepme") is None
+
+
+def test_minio_default_without_minio_configured_is_400(httpserver):
+    app = create_app(Settings.from_env({
+        "OPENFAAS_URL": httpserver.url_for("/").rstrip("/"), "OSCAR_USERNAME": "oscar",
+        "OSCAR_PASSWORD": "s3cret"}))
+    resp = app.test_client().post("/system/services", json=SERVICE, headers=ADMIN)
+    assert resp.status_code == 400 and "MINIO_ENDPOINT" in resp.text
+    assert httpserver.log == []
+
+
+def test_wrong_minio_credentials_fail_clearly_and_leave_nothing(httpserver, s3):
+    client = make_app(httpserver, s3, MINIO_SECRET_KEY="wrong")
+    deploy_ok(httpserver, {**SERVICE, "name": "badkeys"})
+    httpserver.expect_request("/system/secrets", method="DELETE").respond_with_data("", 202)
+    resp = client.post("/system/services", json={**SERVICE, "name": "badkeys"},
+                       headers=ADMIN)
+    assert resp.status_code == 502
+    assert "grayify" in resp.text  # names the bucket
+    assert sent(httpserver, "POST", "/system/functions") == []
+    assert len(sent(httpserver, "DELETE", "/system/secrets")) == 1
