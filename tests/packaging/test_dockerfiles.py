@@ -1,0 +1,253 @@
+"""The Dockerfiles and template scripts, checked as far as a machine without Docker allows:
+hadolint, structure (the contracts other parts rely on), and the shell scripts run for real
+with stand-in supervisors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, TEMPLATE_DIR
+
+GATEWAY_DOCKERFILE = ROOT / "Dockerfile"
+TEMPLATE_DOCKERFILE = TEMPLATE_DIR / "Dockerfile"
+DOCKERFILES = sorted(
+    path for path in ROOT.rglob("Dockerfile")
+    if not {".git", "build", "template"} & set(path.relative_to(ROOT).parts[:-1])
+)
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", "\n".join(
+        line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")))
+    pairs = []
+    for line in text.splitlines():
+        if line.strip():
+            keyword, _, rest = line.strip().partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def final_stage(path: Path) -> list[tuple[str, str]]:
+    pairs = instructions(path)
+    last_from = max(i for i, (keyword, _) in enumerate(pairs) if keyword == "FROM")
+    return pairs[last_from:]
+
+
+def test_the_three_dockerfiles_are_found() -> None:
+    assert GATEWAY_DOCKERFILE in DOCKERFILES and TEMPLATE_DOCKERFILE in DOCKERFILES
+    assert len(DOCKERFILES) >= 3, DOCKERFILES
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_hadolint(hadolint: str, dockerfile: Path) -> None:
+    result = subprocess.run([hadolint, "--no-color", str(dockerfile)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- template
+
+
+def test_template_base_image_arg_comes_before_every_from() -> None:
+    pairs = instructions(TEMPLATE_DOCKERFILE)
+    first_from = next(i for i, (keyword, _) in enumerate(pairs) if keyword == "FROM")
+    global_args = {rest.split("=")[0] for keyword, rest in pairs[:first_from] if keyword == "ARG"}
+    assert "BASE_IMAGE" in global_args
+    assert ("ARG", "BASE_IMAGE") in pairs[:first_from], "no default: the FDL image is required"
+    froms = [rest for keyword, rest in pairs if keyword == "FROM"]
+    assert froms[-1] == "${BASE_IMAGE}", "the final stage is the user's image"
+    assert "${BASE_IMAGE} AS select" in froms
+
+
+def test_template_watchdog_is_pinned() -> None:
+    text = TEMPLATE_DOCKERFILE.read_text()
+    match = re.search(r"^ARG WATCHDOG_IMAGE=(\S+)$", text, re.M)
+    assert match, "watchdog image is a build arg"
+    image = match.group(1)
+    assert re.fullmatch(r"ghcr\.io/openfaas/classic-watchdog:\d+\.\d+\.\d+", image), image
+    assert ("FROM", "${WATCHDOG_IMAGE} AS watchdog") in instructions(TEMPLATE_DOCKERFILE)
+    assert ("COPY", "--from=watchdog /fwatchdog /oscar/bin/fwatchdog") in \
+        final_stage(TEMPLATE_DOCKERFILE)
+
+
+def test_template_final_stage_contract() -> None:
+    stage = final_stage(TEMPLATE_DOCKERFILE)
+    keywords = [keyword for keyword, _ in stage]
+    env = " ".join(rest for keyword, rest in stage if keyword == "ENV")
+    for setting in ("fprocess=/oscar/bin/supervisor", "combine_output=false",
+                    "write_debug=false", "exec_timeout=300s", "read_timeout=300s",
+                    "write_timeout=300s", "max_inflight=1"):
+        assert setting in env.split(), setting
+    users = [rest for keyword, rest in stage if keyword == "USER"]
+    assert users[-1] == "${FUNCTION_UID}:${FUNCTION_UID}"
+    assert ("ARG", "FUNCTION_UID=10001") in stage, "non-root by default"
+    assert ("EXPOSE", "8080") in stage
+    healthcheck = next(rest for keyword, rest in stage if keyword == "HEALTHCHECK")
+    assert ".lock" in healthcheck
+    assert stage[-1] == ("ENTRYPOINT", '["/oscar/bin/fwatchdog"]')
+    assert keywords.index("COPY") < keywords.index("RUN") < keywords.index("ENV")
+    copies = [rest for keyword, rest in stage if keyword == "COPY"]
+    assert "function/ /oscar/function/" in copies
+    run = next(rest for keyword, rest in stage if keyword == "RUN")
+    assert "ln -sf ../lib/supervisor/supervisor /oscar/bin/supervisor" in run
+    for tool in ("useradd", "adduser", "/etc/passwd"):
+        assert tool in run
+
+
+def test_template_builds_both_libcs_with_the_shared_script() -> None:
+    pairs = instructions(TEMPLATE_DOCKERFILE)
+    froms = [rest for keyword, rest in pairs if keyword == "FROM"]
+    assert "${GLIBC_BUILDER_IMAGE} AS supervisor-glibc" in froms
+    assert "${MUSL_BUILDER_IMAGE} AS supervisor-musl" in froms
+    text = TEMPLATE_DOCKERFILE.read_text()
+    assert "ARG GLIBC_BUILDER_IMAGE=python:3.11-" in text
+    assert "ARG MUSL_BUILDER_IMAGE=python:3.11-alpine" in text
+    assert text.count("RUN sh build-supervisor.sh /out /src") == 2
+    assert "select-supervisor.sh /tmp/oscar-candidates /oscar-select" in text
+    # Everything the builder stages COPY exists in the template (oscar_faas/ is added by
+    # prepare_template).
+    for source in ("build-requirements.txt", "supervisor_entry.py", "build-supervisor.sh",
+                   "select-supervisor.sh", "function"):
+        assert (TEMPLATE_DIR / source).exists(), source
+    requirements = (TEMPLATE_DIR / "build-requirements.txt").read_text()
+    for package in ("pyinstaller", "pyyaml", "minio"):
+        assert re.search(rf"^{package}==\d", requirements, re.M), package
+
+
+# --------------------------------------------------------------------------- gateway
+
+
+def test_gateway_dockerfile_contract() -> None:
+    pairs = instructions(GATEWAY_DOCKERFILE)
+    assert pairs[0] == ("ARG", "PYTHON_IMAGE=python:3.11-slim")
+    stage = final_stage(GATEWAY_DOCKERFILE)
+    assert stage[0] == ("FROM", "${PYTHON_IMAGE}")
+    assert ("USER", "10001:10001") in stage
+    assert ("EXPOSE", "8080") in stage
+    healthcheck = next(rest for keyword, rest in stage if keyword == "HEALTHCHECK")
+    assert '"python"' in healthcheck and "/health" in healthcheck
+    assert stage[-1] == ("CMD", '["gunicorn", "--worker-class", "gthread", "--workers", "2", '
+                                '"--threads", "16", "--timeout", "0", "--bind", '
+                                '"0.0.0.0:8080", "oscar_faas.api:create_app()"]')
+    assert any("pip install --no-cache-dir" in rest for keyword, rest in stage
+               if keyword == "RUN")
+
+
+def test_dockerignore_keeps_the_context_to_the_package() -> None:
+    lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert lines[0] == "*"
+    for needed in ("!oscar_faas/", "!setup.cfg", "!pyproject.toml", "!README.md"):
+        assert needed in lines
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+def fake_supervisor(directory: Path, exit_code: int) -> Path:
+    directory.mkdir(parents=True)
+    script = directory / "supervisor"
+    script.write_text(f"#!/bin/sh\ncat >/dev/null\necho fake >&2\nexit {exit_code}\n")
+    script.chmod(0o755)
+    return directory
+
+
+def run_select(tmp_path: Path, *, glibc_runs: bool, musl_base: bool,
+               musl_runs: bool = True) -> subprocess.CompletedProcess[str]:
+    candidates, libdir = tmp_path / "candidates", tmp_path / "lib"
+    libdir.mkdir()
+    fake_supervisor(candidates / "glibc" / "supervisor", 0 if glibc_runs else 127)
+    fake_supervisor(candidates / "musl" / "supervisor", 0 if musl_runs else 1)
+    (candidates / "musl" / "loader").mkdir()
+    (candidates / "musl" / "loader" / "ld-musl-x86_64.so.1").write_text("loader")
+    if musl_base:
+        (libdir / "ld-musl-x86_64.so.1").write_text("base musl")
+    return subprocess.run(
+        ["sh", str(TEMPLATE_DIR / "select-supervisor.sh"), str(candidates),
+         str(tmp_path / "out")],
+        env=dict(os.environ, OSCAR_LIBDIR=str(libdir)), capture_output=True, text=True,
+        timeout=30)
+
+
+def test_select_glibc(tmp_path: Path) -> None:
+    result = run_select(tmp_path, glibc_runs=True, musl_base=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "supervisor" / "LIBC").read_text() == "glibc\n"
+    assert not list((tmp_path / "out").glob("ld-musl-*"))
+
+
+def test_select_musl_base(tmp_path: Path) -> None:
+    result = run_select(tmp_path, glibc_runs=True, musl_base=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "supervisor" / "LIBC").read_text() == "musl\n"
+
+
+def test_select_old_glibc_falls_back_to_musl_with_loader(tmp_path: Path) -> None:
+    result = run_select(tmp_path, glibc_runs=False, musl_base=False)
+    assert result.returncode == 0, result.stderr
+    assert "the glibc build does not run on this base image" in result.stderr
+    out = tmp_path / "out"
+    assert (out / "supervisor" / "LIBC").read_text() == "musl-loader\n"
+    assert (out / "ld-musl-x86_64.so.1").read_text() == "loader"
+    for link in ("ld-musl-x86_64.so.1", "libc.musl-x86_64.so.1"):
+        assert (tmp_path / "lib" / link).resolve() == (out / "ld-musl-x86_64.so.1").resolve()
+
+
+def test_select_musl_looking_base_that_is_glibc(tmp_path: Path) -> None:
+    """Debian with the musl package has /lib/ld-musl-* but not Alpine's libc.musl: the musl
+    build fails its smoke test and the glibc build is used; the base's loader is untouched."""
+    result = run_select(tmp_path, glibc_runs=True, musl_base=True, musl_runs=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "supervisor" / "LIBC").read_text() == "glibc\n"
+    assert (tmp_path / "lib" / "ld-musl-x86_64.so.1").read_text() == "base musl"
+
+
+def test_select_never_replaces_a_musl_bases_loader(tmp_path: Path) -> None:
+    result = run_select(tmp_path, glibc_runs=False, musl_base=True, musl_runs=False)
+    assert result.returncode == 1
+    assert "no oscar supervisor build runs on this base image" in result.stderr
+    assert (tmp_path / "lib" / "ld-musl-x86_64.so.1").read_text() == "base musl"
+
+
+def test_select_fails_clearly_when_nothing_runs(tmp_path: Path) -> None:
+    result = run_select(tmp_path, glibc_runs=False, musl_base=False, musl_runs=False)
+    assert result.returncode == 1
+    assert "the musl-loader build does not run" in result.stderr
+    assert "no oscar supervisor build runs on this base image" in result.stderr
+
+
+def test_build_script_needs_the_prepared_source(tmp_path: Path) -> None:
+    result = subprocess.run(["sh", str(TEMPLATE_DIR / "build-supervisor.sh"),
+                             str(tmp_path / "out"), str(TEMPLATE_DIR)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "python -m oscar_faas.stack template" in result.stderr
+
+
+def test_every_copy_source_is_in_the_faas_cli_build_context(tmp_path: Path) -> None:
+    """faas-cli's build context is a copy of ./template/oscar with the handler copied into
+    function/ (go-sdk builder CreateBuildContext): everything the Dockerfile COPYs from the
+    context must be there once the template is prepared."""
+    from oscar_faas.stack import prepare_template
+
+    context = tmp_path / "build" / "cowsay"
+    template = prepare_template(tmp_path / "template")
+    shutil.copytree(template, context)
+    handler = tmp_path / "cowsay"
+    handler.mkdir()
+    (handler / "script.sh").write_text("echo moo\n")
+    shutil.copytree(handler, context / "function", dirs_exist_ok=True)
+    copies = [rest.split() for keyword, rest in instructions(context / "Dockerfile")
+              if keyword == "COPY" and not rest.startswith("--from=")]
+    assert copies
+    for *sources, _destination in copies:
+        for source in sources:
+            assert (context / source).exists(), source
+    assert (context / "function" / "script.sh").is_file()
