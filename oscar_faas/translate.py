@@ -92,18 +92,21 @@ def service_to_deployment(service: Service, settings: Settings) -> dict[str, Any
 
     ``service`` must be normalized and validated. No Pro-only labels are sent.
     """
-    env: dict[str, str] = dict(service.environment["variables"])
-    env.update({
-        "SCRIPT": _b64(service.script),
-        "FUNCTION_CONFIG": _b64(function_config(service)),
-        "LOG_LEVEL": service.log_level,
-        # Classic watchdog: keep supervisor logs out of the response body.
-        "combine_output": "false",
+    env: dict[str, str] = {
+        # Classic watchdog settings; a service may override them in its variables (e.g. a
+        # longer exec_timeout), except combine_output, which keeps logs out of responses.
         "max_inflight": str(settings.watchdog_max_inflight),
         "exec_timeout": str(settings.watchdog_exec_timeout),
         "read_timeout": str(settings.watchdog_read_timeout),
         "write_timeout": str(settings.watchdog_write_timeout),
         "write_debug": "false",
+    }
+    env.update(service.environment["variables"])
+    env.update({
+        "combine_output": "false",
+        "SCRIPT": _b64(service.script),
+        "FUNCTION_CONFIG": _b64(function_config(service)),
+        "LOG_LEVEL": service.log_level,
     })
     deployment: dict[str, Any] = {
         "service": service.name,

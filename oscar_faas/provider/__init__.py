@@ -1,0 +1,15 @@
+"""The embedded OpenFaaS-compatible local provider.
+
+It speaks the faas-provider REST contract (``/system/*``, ``/function/*``, ``/healthz``) and
+runs each function as host processes with classic-watchdog semantics, so the gateway talks to
+it exactly as to an OpenFaaS cluster (DESIGN.md, decision 6). ``image`` is ignored.
+
+Entry points: :func:`serve` (blocking) and ``python -m oscar_faas.provider``.
+"""
+
+from __future__ import annotations
+
+from .server import ProviderServer, make_server, serve
+from .watchdog import IN_PROCESS_SUPERVISOR
+
+__all__ = ["IN_PROCESS_SUPERVISOR", "ProviderServer", "make_server", "serve"]

@@ -1,0 +1,74 @@
+"""``python -m oscar_faas.provider``: run the embedded local provider on its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Mapping, Sequence
+
+from ..errors import ConfigError
+from .server import serve
+
+DEFAULT_DATA_DIR = Path("~/.oscar-faas/provider")
+
+DESCRIPTION = """\
+Run the oscar-faas embedded local provider: an OpenFaaS-compatible REST API
+(/system/functions, /system/secrets, /function/<name>, /healthz, ...) that runs each
+function on this host as a process per call, with classic-watchdog semantics (request body
+on stdin, stdout as the answer, exec_timeout, max_inflight). The function's image is ignored.
+
+Deployments and secrets are stored under --data-dir and survive a restart.
+Basic auth on /system/* is enabled when OPENFAAS_USERNAME and OPENFAAS_PASSWORD are set.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m oscar_faas.provider", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8081,
+                        help="port to listen on, 0 for any free one (default: %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="where deployments, secrets and secret files are kept "
+                             "(default: %(default)s)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="provider log verbosity on stderr (default: %(default)s)")
+    return parser
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = os.environ if env is None else env
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    username = env.get("OPENFAAS_USERNAME") or None
+    password = env.get("OPENFAAS_PASSWORD") or None
+    if bool(username) != bool(password):
+        print("error: set both OPENFAAS_USERNAME and OPENFAAS_PASSWORD, or neither",
+              file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        serve(args.host, args.port, args.data_dir.expanduser(), username, password)
+    except KeyboardInterrupt:
+        logging.getLogger("oscar_faas.provider").info("stopped")
+    except (ConfigError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

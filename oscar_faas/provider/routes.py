@@ -1,0 +1,260 @@
+"""The provider's route table: one short function per path and method.
+
+The table mirrors faas-provider's ``serve.go`` (``/system/*``, ``/function/*``, ``/healthz``);
+:class:`App` adds basic auth on ``/system/*`` only and turns the package's errors into
+status codes, so handlers stay free of HTTP plumbing. Routes take a :class:`Request` and return
+a :class:`Response`; :mod:`.server` moves them over the socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import platform
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import unquote
+
+from .. import __version__
+from ..errors import OscarFaasError, ServiceNotFound
+from .backend import Backend
+from .httpio import Request, Response, empty_response, json_response, text_response
+from .types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
+                    ScaleServiceRequest, Secret, check_namespace)
+from .watchdog import canonical_header, cgi_env
+
+log = logging.getLogger("oscar_faas.provider")
+
+PROVIDER_NAME = "oscar-faas-local"
+ORCHESTRATION = "local"
+#: Methods the classic watchdog runs a function for; others get 405 from it.
+WATCHDOG_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
+                         "upgrade"})
+
+Handler = Callable[[Backend, Request], Response]
+
+
+def _function_name(raw: str, query_namespace: str = "") -> str:
+    """``name`` from ``name`` or ``name.openfaas-fn`` (plus ``?namespace=``).
+
+    :raises InvalidService: a namespace other than ``openfaas-fn``.
+    """
+    name, _, namespace = raw.partition(".")
+    check_namespace(namespace)
+    check_namespace(query_namespace)
+    return name
+
+
+# --- /healthz and informational routes ---------------------------------------------------------
+
+def healthz(backend: Backend, req: Request) -> Response:
+    return text_response("OK", 200)
+
+
+def system_info(backend: Backend, req: Request) -> Response:
+    version = {"sha": "", "release": __version__}
+    return json_response({
+        "provider": {"provider": PROVIDER_NAME, "orchestration": ORCHESTRATION,
+                     "version": version},
+        "version": version,
+        "arch": platform.machine(),
+    })
+
+
+def list_namespaces(backend: Backend, req: Request) -> Response:
+    return json_response([DEFAULT_NAMESPACE])
+
+
+# --- /system/functions ---------------------------------------------------------------------
+
+def list_functions(backend: Backend, req: Request) -> Response:
+    check_namespace(req.arg("namespace"))
+    return json_response([status.to_dict() for status in backend.list_functions()])
+
+
+def get_function(backend: Backend, req: Request) -> Response:
+    name = _function_name(req.params["name"], req.arg("namespace"))
+    return json_response(backend.get_function(name).to_dict())
+
+
+def deploy_function(backend: Backend, req: Request) -> Response:
+    check_namespace(req.arg("namespace"))
+    backend.deploy(FunctionDeployment.from_dict(req.json()))
+    return empty_response(202)
+
+
+def update_function(backend: Backend, req: Request) -> Response:
+    check_namespace(req.arg("namespace"))
+    backend.update(FunctionDeployment.from_dict(req.json()))
+    return empty_response(202)
+
+
+def delete_function(backend: Backend, req: Request) -> Response:
+    request = DeleteFunctionRequest.from_dict(req.json())
+    backend.delete(_function_name(request.function_name, req.arg("namespace")))
+    return empty_response(202)
+
+
+def scale_function(backend: Backend, req: Request) -> Response:
+    name = _function_name(req.params["name"], req.arg("namespace"))
+    backend.scale(name, ScaleServiceRequest.from_dict(req.json()))
+    return empty_response(202)
+
+
+# --- /system/secrets ----------------------------------------------------------------------
+
+def list_secrets(backend: Backend, req: Request) -> Response:
+    check_namespace(req.arg("namespace"))
+    return json_response([secret.to_dict() for secret in backend.list_secrets()])
+
+
+def create_secret(backend: Backend, req: Request) -> Response:
+    check_namespace(req.arg("namespace"))
+    backend.put_secret(Secret.from_dict(req.json()), create=True)
+    return empty_response(202)
+
+
+def update_secret(backend: Backend, req: Request) -> Response:
+    check_namespace(req.arg("namespace"))
+    backend.put_secret(Secret.from_dict(req.json()), create=False)
+    return empty_response(202)
+
+
+def delete_secret(backend: Backend, req: Request) -> Response:
+    check_namespace(req.arg("namespace"))
+    backend.delete_secret(Secret.from_dict(req.json()).name)
+    return empty_response(202)
+
+
+# --- /function/<name>[/path] -------------------------------------------------------------------
+
+def invoke_function(backend: Backend, req: Request) -> Response:
+    """Run the function for this request, as gateway + provider + classic watchdog would."""
+    started, start_ns = time.monotonic(), time.time_ns()
+    call_id = req.header("X-Call-Id") or str(uuid.uuid4())
+    internal = {"X-OpenFaaS-Internal": "proxy", "X-Call-Id": call_id}
+    if req.method not in WATCHDOG_METHODS:
+        return text_response("Method not allowed", 405, {"X-Call-Id": call_id})
+    name, _, namespace = req.params["name"].partition(".")
+    if namespace not in ("", DEFAULT_NAMESPACE):
+        return text_response(f"error finding function {req.params['name']}: not found", 404,
+                             internal)
+    cgi = cgi_env(req.method, unquote(req.params.get("rest") or "/"), req.query,
+                  _forwarded_headers(req, call_id, start_ns), req.header("Host"),
+                  req.body.content_length, req.body.chunked)
+    try:
+        result, config = backend.invoke(name, req.body, req.body.content_length, cgi)
+    except ServiceNotFound as err:
+        return text_response(err.message, err.status, internal)
+    except OscarFaasError as err:
+        return text_response(err.message, err.status,
+                             internal if err.status != 429 else {"X-Call-Id": call_id})
+    headers = {
+        "Content-Type": config.content_type or req.header("Content-Type") or "text/plain",
+        "X-Duration-Seconds": f"{time.monotonic() - started:f}",
+        "X-Call-Id": call_id,
+        "X-Start-Time": str(start_ns),
+    }
+    return Response(result.status, headers=headers, stream=result.chunks(),
+                    length=result.length, close_connection=result.abandoned,
+                    on_close=[result.close])
+
+
+def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[str, str]]:
+    """The headers a function sees: the client's minus hop-by-hop ones, plus what the
+    OpenFaaS gateway adds (call id, start time, forwarded-for/host)."""
+    headers = [(k, v) for k, v in req.headers if k.lower() not in _HOP_BY_HOP]
+    present = {canonical_header(k) for k, _ in headers}
+    extra = {"X-Call-Id": call_id, "X-Start-Time": str(start_ns),
+             "X-Forwarded-For": req.client, "X-Forwarded-Host": req.header("Host")}
+    headers.extend((k, v) for k, v in extra.items() if k not in present and v)
+    return headers
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+_NAME = r"(?P<name>[-a-zA-Z_0-9.]+)"
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+def _route(methods: str, path: str, handler: Handler) -> Route:
+    return Route(frozenset(methods.split()), re.compile(path), handler)
+
+
+ROUTES: tuple[Route, ...] = (
+    _route("GET", "/healthz", healthz),
+    _route("GET", "/system/functions", list_functions),
+    _route("POST", "/system/functions", deploy_function),
+    _route("PUT", "/system/functions", update_function),
+    _route("DELETE", "/system/functions", delete_function),
+    _route("GET", f"/system/function/{_NAME}", get_function),
+    _route("POST", f"/system/scale-function/{_NAME}", scale_function),
+    _route("GET", "/system/secrets", list_secrets),
+    _route("POST", "/system/secrets", create_secret),
+    _route("PUT", "/system/secrets", update_secret),
+    _route("DELETE", "/system/secrets", delete_secret),
+    _route("GET", "/system/info", system_info),
+    _route("GET", "/system/namespaces", list_namespaces),
+    _route("GET POST PUT PATCH DELETE HEAD OPTIONS", f"/function/{_NAME}(?P<rest>/.*)?",
+           invoke_function),
+)
+
+
+def check_basic_auth(header: str, username: str, password: str) -> bool:
+    """Constant-time check of an ``Authorization: Basic`` header (faas-provider's rule)."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, _, secret = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return False
+    user_ok = hmac.compare_digest(user, username.encode())
+    password_ok = hmac.compare_digest(secret, password.encode())
+    return user_ok and password_ok
+
+
+class App:
+    """Routing, auth and error mapping around a :class:`Backend`."""
+
+    def __init__(self, backend: Backend, username: str | None = None,
+                 password: str | None = None, routes: tuple[Route, ...] = ROUTES) -> None:
+        self.backend = backend
+        self.credentials = (username, password) if username and password else None
+        self.routes = routes
+
+    def handle(self, req: Request) -> Response:
+        """Answer one request; never raises for expected errors."""
+        if self.credentials and (req.path == "/system" or req.path.startswith("/system/")):
+            if not check_basic_auth(req.header("Authorization"), *self.credentials):
+                return text_response("invalid credentials", 401,
+                                     {"WWW-Authenticate": 'Basic realm="Restricted"'})
+        allowed = False
+        for route in self.routes:
+            match = route.pattern.fullmatch(req.path)
+            if match is None:
+                continue
+            if req.method not in route.methods:
+                allowed = True
+                continue
+            req.params = {k: v for k, v in match.groupdict().items() if v is not None}
+            try:
+                return route.handler(self.backend, req)
+            except OscarFaasError as err:
+                return text_response(err.message, err.status)
+        if allowed:
+            return text_response("Method Not Allowed", 405)
+        return text_response("404 page not found", 404)

@@ -1,0 +1,49 @@
+"""Basic auth guards /system/* only, with OpenFaaS' exact failure answer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from .conftest import REPO, ProviderProcess
+
+CREDS = ("admin", "s3cret")
+
+
+def test_system_routes_need_credentials(make_provider: Callable[..., ProviderProcess]) -> None:
+    p = make_provider(auth=CREDS)
+    for path in ("/system/functions", "/system/info", "/system/secrets",
+                 "/system/namespaces", "/system/function/x", "/system/unknown"):
+        resp = requests.get(p.url + path, timeout=10)
+        assert resp.status_code == 401, path
+        assert resp.headers["WWW-Authenticate"] == 'Basic realm="Restricted"'
+        assert resp.text.strip() == "invalid credentials"
+    assert requests.get(p.url + "/system/functions", auth=("admin", "wrong"),
+                        timeout=10).status_code == 401
+    assert requests.get(p.url + "/system/functions", auth=("root", "s3cret"),
+                        timeout=10).status_code == 401
+    assert requests.get(p.url + "/system/functions", headers={"Authorization": "Bearer x"},
+                        timeout=10).status_code == 401
+    assert requests.get(p.url + "/system/functions", auth=CREDS, timeout=10).status_code == 200
+
+
+def test_function_and_healthz_stay_open(make_provider: Callable[..., ProviderProcess]) -> None:
+    p = make_provider(auth=CREDS)
+    assert requests.get(p.url + "/healthz", timeout=10).status_code == 200
+    p.deploy("open-fn", "cat")  # the helper session carries the credentials
+    resp = requests.post(p.url + "/function/open-fn", data=b"no auth needed", timeout=10)
+    assert resp.status_code == 200 and resp.text == "no auth needed"
+
+
+def test_half_configured_auth_is_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENFAAS_USERNAME": "admin"}
+    env.pop("OPENFAAS_PASSWORD", None)
+    proc = subprocess.run([sys.executable, "-m", "oscar_faas.provider", "--port", "0",
+                           "--data-dir", str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "OPENFAAS_PASSWORD" in proc.stderr

@@ -1,0 +1,273 @@
+"""Pure pieces tested without HTTP: payload shapes, parsing, the limiter, the body reader,
+the store's all-or-nothing writes and the in-process supervisor call."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO, Mapping
+
+import pytest
+
+from oscar_faas.errors import InvalidService, ServiceExists
+from oscar_faas.provider import state as state_mod
+from oscar_faas.provider.httpio import BodyReader
+from oscar_faas.provider.routes import check_basic_auth
+from oscar_faas.provider.state import Store
+from oscar_faas.provider.types import (FunctionDeployment, FunctionStatus, Secret,
+                                       format_time)
+from oscar_faas.provider.watchdog import (Limiter, QueueFull, Watchdog, WatchdogConfig,
+                                          canonical_header, cgi_env, parse_duration)
+
+from .test_watchdog import wait_dead
+
+
+# --- types ------------------------------------------------------------------------------------
+
+def test_function_status_omitempty_exact() -> None:
+    fd = FunctionDeployment(service="fn", image="img", namespace="openfaas-fn",
+                            labels={}, annotations=None)
+    status = FunctionStatus(fd, created_at=datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc))
+    assert status.to_dict() == {"name": "fn", "image": "img", "namespace": "openfaas-fn",
+                                "labels": {}, "createdAt": "2024-05-01T10:00:00Z"}
+    busy = FunctionStatus(fd, invocation_count=3, replicas=1, available_replicas=1)
+    out = busy.to_dict()
+    assert out["invocationCount"] == 3 and isinstance(out["invocationCount"], int)
+    assert out["createdAt"] == "0001-01-01T00:00:00Z"
+    assert FunctionStatus.from_dict(out).to_dict() == out
+
+
+def test_deployment_parsing() -> None:
+    fd = FunctionDeployment.from_dict({
+        "service": "a-b1", "image": "i", "envVars": {"K": "V"}, "secrets": ["s", "s"],
+        "limits": {"memory": "1Gi", "cpu": "", "bogus": "x"}, "unknown": [1]})
+    assert fd.secrets == ["s"] and fd.limits == {"memory": "1Gi"}
+    assert fd.to_dict() == {"service": "a-b1", "image": "i", "envVars": {"K": "V"},
+                            "secrets": ["s"], "limits": {"memory": "1Gi"}}
+    for bad in ({"service": "UP", "image": "i"}, {"service": "a", "image": 1},
+                {"service": "a", "image": "i", "secrets": "s"},
+                {"service": "a", "image": "i", "readOnlyRootFilesystem": "yes"}):
+        with pytest.raises(InvalidService):
+            FunctionDeployment.from_dict(bad)
+
+
+def test_secret_payload() -> None:
+    assert Secret.from_dict({"name": "a", "value": "txt"}).payload == b"txt"
+    assert Secret.from_dict({"name": "a", "rawValue": "AAE="}).payload == b"\0\1"
+    assert Secret(name="a", value="v").to_dict() == {"name": "a", "namespace": "openfaas-fn"}
+
+
+def test_format_time_trims_like_go() -> None:
+    moment = datetime(2024, 1, 2, 3, 4, 5, 120000, tzinfo=timezone.utc)
+    assert format_time(moment) == "2024-01-02T03:04:05.12Z"
+
+
+# --- watchdog settings ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [
+    ("10", 10.0), ("10s", 10.0), ("1m30s", 90.0), ("500ms", 0.5), ("1h", 3600.0),
+    ("1.5s", 1.5), ("", None), (None, None), ("ten", None), ("10x", None)])
+def test_parse_duration(text: str | None, seconds: float | None) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_watchdog_config_from_env() -> None:
+    default = WatchdogConfig.from_env({}, fallback_inflight=7)
+    assert default.combine_output is True and default.exec_timeout == 0
+    assert default.max_inflight == 7 and default.max_queue == 100
+    assert WatchdogConfig.from_env({"max_inflight": "0"}, 7).max_inflight == 7
+    cfg = WatchdogConfig.from_env({"combine_output": "false", "exec_timeout": "2s",
+                                   "max_inflight": "1", "max_queue": "0",
+                                   "content_type": "application/json"})
+    assert (cfg.combine_output, cfg.exec_timeout, cfg.max_inflight, cfg.max_queue,
+            cfg.content_type) == (False, 2.0, 1, 0, "application/json")
+    assert WatchdogConfig.from_env({}).max_inflight == 4 * (os.cpu_count() or 1)
+
+
+def test_cgi_env() -> None:
+    env = cgi_env("PUT", "/p", "a=1", [("x-call-id", "c"), ("Connection", "keep-alive"),
+                                        ("content-type", "a/b"), ("X-Call-Id", "second")],
+                  "h:1", None, True)
+    assert env == {"Http_X_Call_Id": "c", "Http_Content_Type": "a/b", "Http_Method": "PUT",
+                   "Http_ContentLength": "-1", "Http_Content_Length": "-1",
+                   "Http_Query": "a=1", "Http_Path": "/p", "Http_Host": "h:1",
+                   "Http_Transfer_Encoding": "chunked"}
+    assert canonical_header("x-FORWARDED-for") == "X-Forwarded-For"
+
+
+def wait_for(predicate: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_limiter_queue_then_full() -> None:
+    limiter = Limiter(max_inflight=1, max_queue=1)
+    limiter.acquire()
+    got = threading.Event()
+
+    def waiter() -> None:
+        limiter.acquire()
+        got.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_for(lambda: limiter.waiting == 1)
+    with pytest.raises(QueueFull):
+        limiter.acquire()
+    assert not got.is_set()
+    limiter.release()  # handed straight to the waiter
+    thread.join(10)
+    assert got.is_set() and limiter.running == 1 and limiter.waiting == 0
+    limiter.release()
+    assert limiter.running == 0
+
+
+def test_basic_auth_check() -> None:
+    import base64
+    good = "Basic " + base64.b64encode(b"admin:pw").decode()
+    assert check_basic_auth(good, "admin", "pw")
+    assert not check_basic_auth(good, "admin", "other")
+    assert not check_basic_auth("Basic !!!", "admin", "pw")
+    assert not check_basic_auth("", "admin", "pw")
+
+
+# --- body reader ------------------------------------------------------------------------------
+
+def test_chunked_body_reader() -> None:
+    raw = io.BufferedReader(io.BytesIO(
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"))
+    body = BodyReader(raw, None, chunked=True)
+    assert body.read(3) == b"hel" and body.read() == b"lo world"
+    assert body.done and body.read() == b"" and raw.read() == b"NEXT"
+
+
+def test_length_body_reader_stops_at_length() -> None:
+    raw = io.BufferedReader(io.BytesIO(b"abcdefNEXT"))
+    body = BodyReader(raw, 6, chunked=False)
+    assert body.drain() and body.done and raw.read() == b"NEXT"
+
+
+# --- store ------------------------------------------------------------------------------------
+
+def test_store_create_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    store = Store(tmp_path)
+    store.load()
+    store.put_secret(Secret(name="s", value="v"), create=True)
+    fd = FunctionDeployment(service="fn", image="i", secrets=["s"])
+    real = state_mod.atomic_write
+
+    def failing(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if path.name == "functions.json":
+            raise OSError("disk full")
+        real(path, data, mode)
+
+    monkeypatch.setattr(state_mod, "atomic_write", failing)
+    with pytest.raises(OSError):
+        store.create(fd)
+    assert store.get("fn") is None and not (tmp_path / "functions" / "fn").exists()
+    monkeypatch.setattr(state_mod, "atomic_write", real)
+    store.create(fd)
+    with pytest.raises(ServiceExists) as err:
+        store.create(fd)
+    assert err.value.status == 400
+    reloaded = Store(tmp_path)
+    reloaded.load()
+    assert reloaded.get("fn") is not None
+    assert (tmp_path / "functions" / "fn" / "secrets" / "s").read_bytes() == b"v"
+
+
+# --- in-process supervisor ------------------------------------------------------------------
+
+def run(supervise: Any, combine: bool = False, timeout: float = 0.0,
+        body: bytes = b"in") -> tuple[int, bytes, bool]:
+    result = Watchdog().run_in_process(
+        "unit", supervise, {"LOG_LEVEL": "INFO"}, io.BytesIO(body),
+        WatchdogConfig(exec_timeout=timeout, combine_output=combine))
+    data = b"".join(result.chunks())
+    result.close()
+    return result.status, data, result.abandoned
+
+
+def test_in_process_exit_codes() -> None:
+    def echo(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
+        out.write(body.read().upper())
+        return 0
+
+    def failing(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
+        out.write(b"why\n")
+        return 2
+
+    def exiting(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
+        raise SystemExit(5)
+
+    def crashing(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
+        log.info("about to crash")
+        raise RuntimeError("bug")
+
+    assert run(echo) == (200, b"IN", False)
+    assert run(failing) == (500, b"exit status 2\nwhy\n", False)
+    assert run(exiting)[:2] == (500, b"exit status 5\n")
+    assert run(crashing)[:2] == (500, b"exit status 1\n")
+    status, data, _ = run(crashing, combine=True)  # logs join the body, like stderr
+    assert status == 500 and b"about to crash" in data and b"RuntimeError: bug" in data
+
+
+def test_in_process_timeout_kills_children(tmp_path: Path) -> None:
+    pids: list[int] = []
+
+    def slow(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
+        proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        pids.append(proc.pid)
+        return proc.wait()
+
+    assert run(slow, timeout=0.5)[:2] == (408, b"Killed process.\n")
+    assert pids and wait_dead(pids[0])
+
+
+def test_in_process_within_timeout() -> None:
+    def quick(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
+        out.write(b"ok")
+        return 0
+
+    assert run(quick, timeout=30) == (200, b"ok", False)
+
+
+def test_function_logger_level(caplog: pytest.LogCaptureFixture) -> None:
+    def chatty(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
+        log.debug("hidden")
+        log.info("shown")
+        return 0
+
+    with caplog.at_level(logging.DEBUG, logger="oscar_faas.provider.function.unit"):
+        run(chatty)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "shown" in messages
+
+
+def test_make_server_in_a_thread(tmp_path: Path) -> None:
+    """What ``serve`` does, with a handle to stop it: port 0, ready, answers, shuts down."""
+    import requests
+
+    from oscar_faas.provider import make_server
+
+    server = make_server("127.0.0.1", 0, tmp_path, "u", "p")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        assert requests.get(server.url + "/system/info", timeout=10).status_code == 401
+        assert requests.get(server.url + "/system/info", auth=("u", "p"),
+                            timeout=10).status_code == 200
+    finally:
+        server.shutdown()
+        server.close()
+        thread.join(10)
