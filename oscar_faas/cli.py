@@ -39,8 +39,18 @@ def cmd_provider(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OscarFaasError(f"--env takes KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
-    for name, what in _client(args).apply(args.fdl):
+    for name, what in _client(args).apply(args.fdl, _env_pairs(args.env)):
         print(f"{name}: {what}")
     return 0
 
@@ -166,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Create or update every service of an FDL file (any "
                                    "cluster-id key is accepted).")
     p.add_argument("fdl", help="FDL YAML file")
+    p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
+                   help="add or override an environment variable of every service "
+                        "(repeatable)")
     _client_flags(p)
     p.set_defaults(func=cmd_apply)
 

@@ -117,11 +117,14 @@ class OscarClient:
         self._call("DELETE", f"/system/services/{name}",
                    params={"purge": "true"} if purge else None)
 
-    def apply(self, fdl_path: str | Path) -> list[tuple[str, str]]:
+    def apply(self, fdl_path: str | Path, env: dict[str, str] | None = None,
+              ) -> list[tuple[str, str]]:
         """Create or update every service of an FDL file (GET, then PUT or POST, like
-        oscar-cli); returns ``(name, "created"|"updated")`` pairs."""
+        oscar-cli); ``env`` adds or overrides ``environment.variables`` of every service
+        (like faas-cli's ``--env``). Returns ``(name, "created"|"updated")`` pairs."""
         done = []
         for service in load_fdl(fdl_path).services:
+            service.environment["variables"].update(env or {})
             body = service.to_dict()
             found = self._call("GET", f"/system/services/{service.name}", ok=(200, 404))
             if found.status_code == 200:

@@ -24,7 +24,7 @@ def fdl(tmp_path, name: str, script: str, cluster: str = "oscar-cluster", **fiel
     extra = "".join(f"      {k}: {v}\n" for k, v in fields.items())
     path = tmp_path / f"{name}.yaml"
     path.write_text(
-        f"functions:\n  oscar:\n  - {cluster}:\n      name: {name}\n      image: alpine\n"
+        f"functions:\n  oscar:\n  - {cluster}:\n      name: {name}\n      image: alpine\n      cpu: '0.1'\n"
         f"      log_level: CRITICAL\n      script: {name}.sh\n{extra}")
     return str(path)
 
