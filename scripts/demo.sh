@@ -14,8 +14,11 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 step "Installing oscar-faas and the classifier's packages into $VENV (first run only takes a while)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[ml]"
+pip_install() {  # pip warns about every configured package folder that is absent
+  "$VENV/bin/python" -m pip install --quiet "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
+}
+pip_install --upgrade pip
+pip_install -e ".[ml]"
 export PATH="$ROOT/$VENV/bin:$PATH"   # the embedded provider runs scripts with this PATH
 
 WORK=$(mktemp -d)

@@ -7,7 +7,11 @@ VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-# torch is pinned to the CPU build first, so nothing pulls a multi-GB CUDA wheel.
-"$VENV/bin/python" -m pip install --quiet -e ".[test,ml]"
+# pip warns about every configured package folder that is absent; keep its errors only.
+pip_install() {
+  "$VENV/bin/python" -m pip install --quiet "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
+}
+pip_install --upgrade pip
+# The 'ml' extra pins torch to the CPU build, so nothing pulls a multi-GB CUDA wheel.
+pip_install -e ".[test,ml]"
 exec "$VENV/bin/python" -m pytest "$@"
