@@ -8,6 +8,7 @@ Server commands (``serve``, ``provider``) run oscar-faas; client commands (``app
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -114,7 +115,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
     from .stack import stack_yaml
     from .translate import service_to_deployment
 
-    settings = Settings.from_env()
+    # The stack builds function images *from* the FDL images: deploy those as the base.
+    settings = dataclasses.replace(Settings.from_env(), function_image="")
     fdl = load_fdl(args.fdl)
     deployments = []
     for service in fdl.services:

@@ -51,6 +51,17 @@ def parse_int(name: str, value: str) -> int:
     return number
 
 
+def parse_image_template(value: str) -> str:
+    """Check ``FUNCTION_IMAGE`` now, so a typo fails at start-up, not at the first deploy."""
+    value = value.strip()
+    try:
+        value.format(name="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"FUNCTION_IMAGE may only use the placeholder {{name}}, got {value!r}") from None
+    return value
+
+
 def _read_secret_file(directory: str, name: str) -> str | None:
     path = Path(directory) / name
     try:
@@ -97,6 +108,11 @@ class Settings:
     watchdog_exec_timeout: int = 0
     watchdog_read_timeout: int = 300
     watchdog_write_timeout: int = 300
+
+    #: Image to deploy instead of the FDL's, with ``{name}`` for the service name (e.g.
+    #: ``registry.example.org/me/{name}:latest``): on a real cluster, the function images
+    #: built from ``function-templates/oscar`` (``oscar-faas stack``). Empty: the FDL image.
+    function_image: str = ""
 
     #: How long the gateway caches a service (for the /run token check), in seconds.
     service_cache_ttl: float = 5.0
@@ -146,6 +162,7 @@ class Settings:
                 "WATCHDOG_READ_TIMEOUT", get("WATCHDOG_READ_TIMEOUT", "300")),
             watchdog_write_timeout=parse_int(
                 "WATCHDOG_WRITE_TIMEOUT", get("WATCHDOG_WRITE_TIMEOUT", "300")),
+            function_image=parse_image_template(get("FUNCTION_IMAGE", "")),
             service_cache_ttl=parse_float(
                 "SERVICE_CACHE_TTL", get("SERVICE_CACHE_TTL", "5")),
         )

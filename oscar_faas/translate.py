@@ -110,7 +110,8 @@ def service_to_deployment(service: Service, settings: Settings) -> dict[str, Any
     })
     deployment: dict[str, Any] = {
         "service": service.name,
-        "image": service.image,
+        "image": (settings.function_image.format(name=service.name)
+                  if settings.function_image else service.image),
         "envProcess": SUPERVISOR_PROCESS,
         "envVars": env,
         "labels": dict(service.labels),

@@ -253,3 +253,18 @@ def test_config_has_exactly_typed_minio_provider(httpserver, path):
                                       "access_key": "ak", "secret_key": "sk",
                                       "region": "us-east-1"}
     assert data["config"]["oidc_groups"] == [""] and data["config"]["name"] == "oscar"
+
+
+def test_function_image_setting_replaces_the_fdl_image(httpserver, settings):
+    app = create_app(Settings(**{**settings.__dict__,
+                                 "function_image": "registry.example.org/me/{name}:v1"}))
+    fd = stored(app.test_client(), httpserver)
+    assert fd["image"] == "registry.example.org/me/cowsay:v1"
+    stored_service = json.loads(fd["annotations"][SERVICE_ANNOTATION])
+    assert stored_service["image"] == "ghcr.io/grycap/cowsay"  # the service keeps its own
+
+
+def test_function_image_with_an_unknown_placeholder_is_refused():
+    from oscar_faas.errors import ConfigError
+    with pytest.raises(ConfigError, match="FUNCTION_IMAGE"):
+        Settings.from_env({"FUNCTION_IMAGE": "reg/{service}:v1"})
