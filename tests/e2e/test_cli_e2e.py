@@ -1,0 +1,118 @@
+"""The oscar-faas CLI against a live gateway, and the gateway against a separately started
+`oscar-faas provider` with basic auth, reached through OPENFAAS_URL as a cluster would be."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.livegateway import LiveGateway, free_port
+
+pytestmark = pytest.mark.slow
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+HELLO = REPO / "examples" / "hello" / "hello.yaml"
+
+
+def cli(gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OSCAR_ENDPOINT": gateway.url, "OSCAR_USERNAME": gateway.user,
+           "OSCAR_PASSWORD": gateway.password}
+    done = subprocess.run([sys.executable, "-m", "oscar_faas.cli", *args], env=env,
+                          capture_output=True, timeout=120)
+    if check:
+        assert done.returncode == 0, done.stderr.decode()
+    return done
+
+
+def test_apply_run_ls_get_rm(gateway, tmp_path):
+    assert cli(gateway, "apply", str(HELLO)).stdout == b"hello: created\n"
+    assert cli(gateway, "apply", str(HELLO)).stdout == b"hello: updated\n"
+    assert cli(gateway, "run", "hello", "--text-input", "world").stdout == b"Hello, world!\n"
+
+    infile, outfile = tmp_path / "name.txt", tmp_path / "greeting.txt"
+    infile.write_bytes(b"file")
+    cli(gateway, "run", "hello", "--input", str(infile), "--output", str(outfile))
+    assert outfile.read_bytes() == b"Hello, file!\n"
+
+    listing = cli(gateway, "ls").stdout.decode().splitlines()
+    assert listing[0].split() == ["NAME", "IMAGE", "CPU", "MEMORY"]
+    assert ["hello", "alpine:3.20", "0.1", "128Mi"] in [row.split() for row in listing]
+    shown = cli(gateway, "get", "hello").stdout.decode()
+    assert "name: hello" in shown and "token: " in shown
+    assert cli(gateway, "rm", "hello").stdout == b"hello: removed\n"
+    gone = cli(gateway, "get", "hello", check=False)
+    assert gone.returncode == 1 and b"404" in gone.stderr
+
+
+def test_run_with_a_large_file_streams_and_decodes(gateway, tmp_path):
+    (tmp_path / "copy.sh").write_text('#!/bin/sh\ncp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/x"\n')
+    fdl = tmp_path / "copy.yaml"
+    fdl.write_text("functions:\n  oscar:\n  - any-cluster-id:\n      name: copy\n"
+                   "      image: alpine\n      script: copy.sh\n      log_level: CRITICAL\n")
+    cli(gateway, "apply", str(fdl))
+    big, out = tmp_path / "big.bin", tmp_path / "out.bin"
+    big.write_bytes(os.urandom(2_500_000))  # under the e2e gateway's MAX_BODY once encoded
+    cli(gateway, "run", "copy", "--input", str(big), "--output", str(out))
+    assert out.read_bytes() == big.read_bytes()
+
+
+def test_client_errors_name_the_fix(gateway, tmp_path):
+    bad = cli(gateway, "--help", check=False)
+    assert b"serve" in bad.stdout and b"apply" in bad.stdout
+    missing = cli(gateway, "run", "hello", "--input", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 1 and b"cannot read input file" in missing.stderr
+    env = {**os.environ, "OSCAR_ENDPOINT": gateway.url, "OSCAR_PASSWORD": "wrong"}
+    denied = subprocess.run([sys.executable, "-m", "oscar_faas.cli", "ls"], env=env,
+                            capture_output=True, timeout=60)
+    assert denied.returncode == 1 and b"invalid credentials" in denied.stderr
+    down = subprocess.run([sys.executable, "-m", "oscar_faas.cli", "ls", "--endpoint",
+                           f"http://127.0.0.1:{free_port()}"], capture_output=True, timeout=60)
+    assert down.returncode == 1 and b"oscar-faas serve" in down.stderr
+
+
+@pytest.fixture
+def standalone_provider(tmp_path):
+    port = free_port()
+    env = {**os.environ, "OPENFAAS_USERNAME": "admin", "OPENFAAS_PASSWORD": "pw-123"}
+    log = open(tmp_path / "provider.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "oscar_faas.cli", "provider", "--port",
+                             str(port), "--data-dir", str(tmp_path / "state")],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if requests.get(url + "/healthz", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+def test_serve_with_openfaas_url_uses_that_gateway(standalone_provider, tmp_path):
+    env = {"OPENFAAS_URL": standalone_provider, "OPENFAAS_USERNAME": "admin",
+           "OPENFAAS_PASSWORD": "pw-123"}
+    (tmp_path / "gw").mkdir()
+    with LiveGateway(tmp_path / "gw", env=env) as gateway:
+        cli(gateway, "apply", str(HELLO))
+        assert cli(gateway, "run", "hello", "-i", "cluster").stdout == b"Hello, cluster!\n"
+        info = requests.get(f"{gateway.url}/system/info", auth=gateway.auth, timeout=10).json()
+        assert info["serverless_backend"]["name"] == "OpenFaaS"
+        # The function lives in that provider, behind its basic auth.
+        assert requests.get(f"{standalone_provider}/system/function/hello",
+                            timeout=10).status_code == 401
+        fn = requests.get(f"{standalone_provider}/system/function/hello",
+                          auth=("admin", "pw-123"), timeout=10).json()
+        assert fn["envProcess"] == "/oscar/bin/supervisor"
+        assert not (tmp_path / "gw" / "data").exists()  # no embedded provider was started
+    payload = base64.b64encode(b"direct")
+    assert requests.post(f"{standalone_provider}/function/hello", data=payload,
+                         timeout=30).status_code == 200
