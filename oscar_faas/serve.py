@@ -89,11 +89,16 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
     else:
         backend = f"OpenFaaS at {settings.openfaas_url}"
     endpoint = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    default_password = settings.oscar_password == Settings.oscar_password
+    shown = settings.oscar_password if default_password else "<OSCAR_PASSWORD>"
     print(f"oscar-faas gateway on {endpoint}\n"
           f"  backend:     {backend}\n"
-          f"  credentials: {settings.oscar_username} / {settings.oscar_password}"
+          f"  credentials: {settings.oscar_username} / {shown}"
           f"  (OSCAR_USERNAME / OSCAR_PASSWORD)\n"
           f"  try:         oscar-faas apply examples/hello/hello.yaml", flush=True)
+    if default_password and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"  WARNING: {host} is reachable from other machines and the password is the "
+              f"default one: set OSCAR_PASSWORD", file=sys.stderr, flush=True)
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
