@@ -104,7 +104,9 @@ class Settings:
     max_body_size: int = 0
 
     #: Watchdog settings handed to every function (OSCAR's WATCHDOG_* variables).
-    watchdog_max_inflight: int = 1
+    #: 0 = no per-replica limit (OSCAR's 1 makes concurrent calls fail with 429 until
+    #: OpenFaaS scales out); the embedded provider caps it at 4 x CPUs and queues the rest.
+    watchdog_max_inflight: int = 0
     watchdog_exec_timeout: int = 0
     watchdog_read_timeout: int = 300
     watchdog_write_timeout: int = 300
@@ -155,7 +157,7 @@ class Settings:
             run_ready_wait=parse_float("RUN_READY_WAIT", get("RUN_READY_WAIT", "30")),
             max_body_size=parse_int("MAX_BODY_SIZE", get("MAX_BODY_SIZE", "0")),
             watchdog_max_inflight=parse_int(
-                "WATCHDOG_MAX_INFLIGHT", get("WATCHDOG_MAX_INFLIGHT", "1")),
+                "WATCHDOG_MAX_INFLIGHT", get("WATCHDOG_MAX_INFLIGHT", "0")),
             watchdog_exec_timeout=parse_int(
                 "WATCHDOG_EXEC_TIMEOUT", get("WATCHDOG_EXEC_TIMEOUT", "0")),
             watchdog_read_timeout=parse_int(

@@ -9,6 +9,7 @@ embedded provider runs many functions with different envs in one process.
 from __future__ import annotations
 
 import binascii
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -16,6 +17,9 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import FunctionConfigError
+
+#: libyaml's parser when PyYAML was built with it (several times faster), else pure Python.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: Level names OSCAR accepts for ``log_level``; anything else means INFO, as in OSCAR.
 LOG_LEVELS = {
@@ -103,20 +107,27 @@ def load_script(env: Mapping[str, str]) -> bytes | None:
 def load_config(env: Mapping[str, str]) -> FunctionConfig:
     """Parse ``FUNCTION_CONFIG`` (absent or empty means no config) and apply ``LOG_LEVEL``.
 
+    A function's config never changes between calls, and parsing the YAML costs more than a
+    millisecond, so in-process calls (the embedded provider) parse each distinct value once.
+
     :raises FunctionConfigError: when the value is not base64, not YAML, or an output is malformed.
     """
-    raw = env.get("FUNCTION_CONFIG", "")
+    return _load_config(env.get("FUNCTION_CONFIG", ""), env.get("LOG_LEVEL"))
+
+
+@functools.lru_cache(maxsize=256)
+def _load_config(raw: str, log_level: str | None) -> FunctionConfig:
     doc: Any = {}
     if raw.strip():
         text = decode_base64_text("FUNCTION_CONFIG", raw)
         try:
-            doc = yaml.safe_load(text) or {}
+            doc = yaml.load(text, Loader=_SafeLoader) or {}
         except yaml.YAMLError as err:
             raise FunctionConfigError(f"invalid FUNCTION_CONFIG: not YAML ({_one_line(err)})") from None
         if not isinstance(doc, dict):
             raise FunctionConfigError("invalid FUNCTION_CONFIG: expected a mapping at the top level")
     level = parse_log_level(doc.get("log_level"))
-    level = parse_log_level(env.get("LOG_LEVEL"), level)
+    level = parse_log_level(log_level, level)
     outputs = tuple(_parse_output(i, item) for i, item in enumerate(doc.get("output") or ()))
     providers = doc.get("storage_providers") or {}
     if not isinstance(providers, dict):

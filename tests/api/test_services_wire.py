@@ -62,7 +62,7 @@ def test_create_sends_the_exact_function_deployment(client, httpserver):
     assert config["name"] == "cowsay" and config["log_level"] == "CRITICAL"
     assert "script" not in config and "token" not in config
     assert env["LOG_LEVEL"] == "CRITICAL" and env["INPUT_TYPE"] == "json"
-    assert env["combine_output"] == "false" and env["max_inflight"] == "1"
+    assert env["combine_output"] == "false" and env["max_inflight"] == "0"
     assert fd["labels"] == {"oscar_service": "cowsay", "applicationId": "cowsay",
                             "queue": "root.oscar-queue.cowsay"}
     assert fd["limits"] == fd["requests"] == {"memory": "1Gi", "cpu": "1.0"}
