@@ -14,6 +14,7 @@ from werkzeug.http import is_hop_by_hop_header
 
 from ..auth import require_run_access
 from ..errors import BodyTooLarge
+from ..openfaas import finish
 from .context import gateway
 
 bp = Blueprint("run", __name__)
@@ -88,16 +89,17 @@ def run(name: str) -> Response:
         body: bytes | Iterator[bytes] = head
     else:
         body = _limited(stream, limit, head)
-    # BodyTooLarge may also surface from here, raised while requests consumes ``body``.
+    # BodyTooLarge may also surface from here, raised while urllib3 consumes ``body``.
     upstream = gw.openfaas.invoke(name, body, forward_headers(request.headers.items()))
-    raw = upstream.raw
 
     def relay() -> Iterator[bytes]:
+        complete = False
         try:
-            yield from raw.stream(CHUNK, decode_content=False)
+            yield from upstream.stream(CHUNK, decode_content=False)
+            complete = True
         finally:
-            upstream.close()
+            finish(upstream, complete)
 
-    return Response(relay(), status=upstream.status_code,
+    return Response(relay(), status=upstream.status,
                     headers=backward_headers(upstream.headers.items()),
                     direct_passthrough=True)

@@ -176,3 +176,17 @@ def test_body_over_the_limit_is_413(httpserver, settings, chunked):
     resp = app.test_client().post("/run/cowsay", headers=headers, **kwargs)
     assert resp.status_code == 413 and "1000 bytes" in resp.text
     assert forwarded(httpserver) == []
+
+
+def test_streamed_body_over_the_limit_is_cut_with_413(httpserver, settings):
+    """A chunked body larger than the replay buffer is streamed; passing the limit midway
+    stops it with 413, and the half-sent upstream request is abandoned."""
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    httpserver.expect_request("/function/cowsay").respond_with_data("ok")
+    app = create_app(Settings(**{**settings.__dict__, "max_body_size": 2_000_000}))
+    resp = app.test_client().post("/run/cowsay", headers={**BEARER,
+                                  "Transfer-Encoding": "chunked"},
+                                  input_stream=iter_stream([b"A" * 3_000_000]),
+                                  environ_overrides=CHUNKED)
+    assert resp.status_code == 413 and "2000000 bytes" in resp.text
