@@ -158,9 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                    help="embedded provider state (default %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    p.add_argument("--threads", type=int, default=16,
-                   help="threads per worker (default 16)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gunicorn worker processes (default 1: about 40 MB each; add one per "
+                        "spare core when the gateway itself is the bottleneck)")
+    p.add_argument("--threads", type=int, default=32,
+                   help="threads per worker, i.e. concurrent calls each (default 32)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(

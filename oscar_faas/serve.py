@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import requests
+import urllib.error
+import urllib.request
+
 from gunicorn.app.base import BaseApplication
 
 from .config import Settings
@@ -65,10 +67,11 @@ def start_provider(data_dir: Path, username: str, password: str,
         if proc.poll() is not None:
             raise RuntimeError(f"the embedded provider exited with {proc.returncode}; "
                                f"see {log_path}")
-        try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except requests.RequestException:
+        try:  # urllib, not requests: this process is gunicorn's master, keep it small
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, url
+        except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
     proc.terminate()

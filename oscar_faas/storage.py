@@ -7,18 +7,18 @@ delete user data on service removal unless explicitly asked to (``purge``).
 
 from __future__ import annotations
 
-from typing import Iterable
+import io
+from typing import TYPE_CHECKING, Iterable
 from urllib.parse import urlsplit
 
-import io
-
-from minio import Minio
-from minio.error import MinioException, S3Error
 import urllib3
 
 from .config import Settings
 from .errors import InvalidService, StorageError
 from .model import Service, StorageIOConfig
+
+if TYPE_CHECKING:  # the SDK costs ~7 MB per gateway worker: load it only when MinIO is used
+    from minio import Minio
 
 
 def minio_client(settings: Settings) -> Minio:
@@ -31,6 +31,8 @@ def minio_client(settings: Settings) -> Minio:
 def client_for(endpoint: str, access_key: str, secret_key: str, region: str | None,
                verify: bool = True) -> Minio:
     """Build a ``Minio`` client from an OSCAR-style endpoint URL (``http://host:port``)."""
+    from minio import Minio
+
     parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
     http_client = None
     if parts.scheme == "https" and not verify:
@@ -60,6 +62,8 @@ def ensure_paths(client: Minio, paths: Iterable[StorageIOConfig]) -> None:
 
     :raises StorageError: MinIO refused or could not be reached; names bucket and cause.
     """
+    from minio.error import MinioException, S3Error
+
     for path in paths:
         bucket = path.bucket
         try:
@@ -78,6 +82,8 @@ def purge_paths(client: Minio, paths: Iterable[StorageIOConfig]) -> list[str]:
 
     :raises StorageError: as :func:`ensure_paths`.
     """
+    from minio.error import MinioException, S3Error
+
     removed: list[str] = []
     for bucket in dict.fromkeys(p.bucket for p in paths):
         try:
