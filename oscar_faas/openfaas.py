@@ -156,8 +156,9 @@ class OpenFaaSClient:
             self._wait_ready(name, deadline)
         while True:
             try:
+                sized = replayable or "Content-Length" in headers
                 resp = self._pool.urlopen(
-                    "POST", url, body=body, headers=dict(headers), chunked=not replayable,
+                    "POST", url, body=body, headers=dict(headers), chunked=not sized,
                     preload_content=False, decode_content=False, retries=False,
                     release_conn=False, timeout=self._run_timeout)
             except urllib3.exceptions.ReadTimeoutError:

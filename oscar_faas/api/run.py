@@ -91,8 +91,12 @@ def run(name: str) -> Response:
         body: bytes | Iterator[bytes] = head
     else:
         body = _limited(stream, limit, head)
+    headers = forward_headers(request.headers.items())
+    if length is not None and not isinstance(body, bytes):
+        # A known length streams as is: no chunk framing to build and copy on either side.
+        headers["Content-Length"] = str(length)
     # BodyTooLarge may also surface from here, raised while urllib3 consumes ``body``.
-    upstream = gw.openfaas.invoke(name, body, forward_headers(request.headers.items()))
+    upstream = gw.openfaas.invoke(name, body, headers)
 
     def relay() -> Iterator[bytes]:
         complete = False
