@@ -109,3 +109,15 @@ def run(name: str) -> Response:
     return Response(relay(), status=upstream.status,
                     headers=backward_headers(upstream.headers.items()),
                     direct_passthrough=True)
+
+
+@bp.post("/job/<name>")
+def job(name: str) -> Response:
+    """Asynchronous invocations need a job runner, which oscar-faas does not have yet; say so
+    (after the same lookup and auth as /run) instead of a bare 404."""
+    gw = gateway()
+    service = gw.registry.get_cached(name)
+    require_run_access(request.headers.get("Authorization"), service.token, gw.settings)
+    return Response(f"asynchronous invocation (/job) is not supported by oscar-faas: invoke "
+                    f"{name} synchronously with POST /run/{name}\n", status=501,
+                    mimetype="text/plain")

@@ -54,3 +54,15 @@ def delete_service(name: str) -> Response:
     purge = request.args.get("purge", "").lower() in _TRUE
     gateway().registry.delete(name, purge=purge)
     return Response(status=204)
+
+
+@bp.get("/system/logs/<name>")
+def list_jobs(name: str) -> Response:
+    """Synchronous calls leave no jobs; answer OSCAR's empty list (oscar-cli's ``service logs
+    list`` and oscar-python's ``list_jobs`` then show nothing) rather than a 404."""
+    return json_response({"jobs": {}, "next_page": "", "remaining_jobs": 0})
+
+
+@bp.delete("/system/logs/<name>")
+def delete_jobs(name: str) -> Response:
+    return Response(status=204)

@@ -190,3 +190,10 @@ def test_streamed_body_over_the_limit_is_cut_with_413(httpserver, settings):
                                   input_stream=iter_stream([b"A" * 3_000_000]),
                                   environ_overrides=CHUNKED)
     assert resp.status_code == 413 and "2000000 bytes" in resp.text
+
+
+def test_job_says_async_is_not_supported(client, deployed):
+    assert client.post("/job/cowsay", data=b"aGk=").status_code == 401
+    resp = client.post("/job/cowsay", data=b"aGk=", headers=BEARER)
+    assert resp.status_code == 501 and "/run/cowsay" in resp.text
+    assert forwarded(deployed) == []

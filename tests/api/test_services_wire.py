@@ -268,3 +268,11 @@ def test_function_image_with_an_unknown_placeholder_is_refused():
     from oscar_faas.errors import ConfigError
     with pytest.raises(ConfigError, match="FUNCTION_IMAGE"):
         Settings.from_env({"FUNCTION_IMAGE": "reg/{service}:v1"})
+
+
+def test_logs_list_is_empty_not_404(client):
+    resp = client.get("/system/logs/cowsay?page=", headers=ADMIN)
+    assert resp.status_code == 200
+    assert resp.get_json() == {"jobs": {}, "next_page": "", "remaining_jobs": 0}
+    assert client.delete("/system/logs/cowsay", headers=ADMIN).status_code == 204
+    assert client.get("/system/logs/cowsay").status_code == 401
