@@ -25,8 +25,9 @@ CHUNK = 1024 * 1024
 #: Bodies up to this size are read whole, so they can be re-sent while a fresh function
 #: answers 503; larger ones stream once, after a readiness check.
 REPLAYABLE = 1024 * 1024
-#: Request headers never forwarded to the function.
-_DROP_REQUEST = {"host", "authorization", "content-length", "cookie"}
+#: Request headers never forwarded to the function (``expect``: gunicorn has already
+#: answered curl's ``100-continue``; the body is on its way).
+_DROP_REQUEST = {"host", "authorization", "content-length", "cookie", "expect"}
 #: Response headers the WSGI server sets itself.
 _DROP_RESPONSE = {"server", "date"}
 

@@ -57,7 +57,7 @@ def test_body_headers_and_answer_pass_through(client, deployed):
             "X-Call-Id": "call-1"}))
     resp = client.post("/run/cowsay", data=b"aGVsbG8=", headers={
         **BEARER, "Content-Type": "application/octet-stream", "X-Call-Id": "call-1",
-        "X-Custom": "yes"})
+        "X-Custom": "yes", "Expect": "100-continue", "Connection": "keep-alive"})
     assert resp.status_code == 200 and resp.data == b"bW9v\n"
     assert resp.headers["Content-Type"] == "text/plain"
     assert resp.headers["X-Duration-Seconds"] == "0.010000"
@@ -67,6 +67,7 @@ def test_body_headers_and_answer_pass_through(client, deployed):
     assert req.headers["Content-Type"] == "application/octet-stream"
     assert req.headers["X-Custom"] == "yes" and req.headers["X-Call-Id"] == "call-1"
     assert "Authorization" not in req.headers  # neither the token nor our OpenFaaS creds
+    assert "Expect" not in req.headers
 
 
 def test_cluster_basic_credentials_are_accepted_like_oscar_cli_sends(client, deployed):

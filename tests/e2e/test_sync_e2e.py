@@ -170,3 +170,24 @@ def test_body_over_the_limit_is_413(gateway, tmp_path):
     token = create(gateway, tmp_path, "limited", "#!/bin/sh\necho ok\n")
     resp = run(gateway, "limited", b"A" * (MAX_BODY + 4), token)
     assert resp.status_code == 413 and str(MAX_BODY) in resp.text
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="needs curl")
+def test_documented_curl_pipeline(gateway, tmp_path):
+    """OSCAR's documented call, run by a real shell and a real curl:
+    base64 FILE | curl -X POST -H 'Authorization: Bearer TOKEN' --data @- URL | base64 -d"""
+    import os
+    import subprocess
+
+    token = create(gateway, tmp_path, "rev", """\
+        #!/bin/sh
+        rev < "$INPUT_FILE_PATH" > "$TMP_OUTPUT_DIR/reversed.txt"
+        """)
+    infile = tmp_path / "input.txt"
+    infile.write_bytes(b"stressed\n" * 40_000)  # 360 kB: base64 wraps its lines
+    pipeline = (f'base64 "{infile}" | curl -sS -X POST -H "Authorization: Bearer {token}" '
+                f'--data @- {gateway.url}/run/rev | base64 -d')
+    done = subprocess.run(["sh", "-c", pipeline], capture_output=True, timeout=60,
+                          env={"PATH": os.environ["PATH"]})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"desserts\n" * 40_000
