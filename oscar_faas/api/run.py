@@ -75,39 +75,46 @@ def _read_head(stream, size: int) -> bytes:
     return b"".join(parts)
 
 
+def request_body(stream, length: int | None, limit: int) -> bytes | Iterator[bytes]:
+    """The body to forward: bytes when it is small (so a 503 while the function starts can
+    be retried), else a bounded stream.
+
+    :raises BodyTooLarge: the body passes ``limit`` (0: no limit); for a stream this may
+    happen later, while it is being forwarded.
+    """
+    if limit and length is not None and length > limit:
+        raise BodyTooLarge(_too_large(limit))
+    head = _read_head(stream, REPLAYABLE + 1)
+    if len(head) > REPLAYABLE:
+        return _limited(stream, limit, head)
+    if limit and len(head) > limit:
+        raise BodyTooLarge(_too_large(limit))
+    return head
+
+
+def relay(upstream) -> Iterator[bytes]:
+    """Stream the function's answer, then give its connection back (or drop it when the
+    client went away half-way)."""
+    complete = False
+    try:
+        yield from upstream.stream(CHUNK, decode_content=False)
+        complete = True
+    finally:
+        finish(upstream, complete)
+
+
 @bp.post("/run/<name>")
 def run(name: str) -> Response:
     gw = gateway()
     service = gw.registry.get_cached(name)  # unknown service: 404, before auth (as OSCAR)
     require_run_access(request.headers.get("Authorization"), service.token, gw.settings)
-    limit = gw.settings.max_body_size
     length = request.content_length
-    if limit and length is not None and length > limit:
-        raise BodyTooLarge(_too_large(limit))
-    stream = request.stream
-    head = _read_head(stream, REPLAYABLE + 1)
-    if len(head) <= REPLAYABLE:
-        if limit and len(head) > limit:
-            raise BodyTooLarge(_too_large(limit))
-        body: bytes | Iterator[bytes] = head
-    else:
-        body = _limited(stream, limit, head)
+    body = request_body(request.stream, length, gw.settings.max_body_size)
     headers = forward_headers(request.headers.items())
     if length is not None and not isinstance(body, bytes):
-        # A known length streams as is: no chunk framing to build and copy on either side.
-        headers["Content-Length"] = str(length)
-    # BodyTooLarge may also surface from here, raised while urllib3 consumes ``body``.
+        headers["Content-Length"] = str(length)  # stream as is: no chunk framing to copy
     upstream = gw.openfaas.invoke(name, body, headers)
-
-    def relay() -> Iterator[bytes]:
-        complete = False
-        try:
-            yield from upstream.stream(CHUNK, decode_content=False)
-            complete = True
-        finally:
-            finish(upstream, complete)
-
-    return Response(relay(), status=upstream.status,
+    return Response(relay(upstream), status=upstream.status,
                     headers=backward_headers(upstream.headers.items()),
                     direct_passthrough=True)
 
