@@ -134,7 +134,7 @@ class Base64Decoder:
                 decoded = _fast_b64decode(block, validate=True)
             else:
                 decoded = binascii.a2b_base64(block, strict_mode=True)
-        except (binascii.Error, ValueError) as err:
+        except (binascii.Error, ValueError):
             try:  # the error path only: binascii's message says what is wrong, precisely
                 binascii.a2b_base64(block, strict_mode=True)
             except binascii.Error as precise:

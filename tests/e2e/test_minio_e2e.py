@@ -4,7 +4,6 @@ with a real S3 server process (moto) in MinIO's place, reached through the minio
 from __future__ import annotations
 
 import base64
-import json
 import textwrap
 
 import pytest

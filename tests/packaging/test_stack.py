@@ -99,7 +99,7 @@ def test_long_json_annotation_stays_one_valid_string(deployments: list[dict[str,
     fd = copy.deepcopy(deployments[1])
     fd["annotations"] = {"com.oscar-faas.service": json.dumps(big)}
     text = stack_yaml([fd])
-    line = next(l for l in text.splitlines() if "com.oscar-faas.service" in l)
+    line = next(ln for ln in text.splitlines() if "com.oscar-faas.service" in ln)
     assert len(line) > 5000, "not folded over several lines"
     loaded = load_stack(text)["functions"]["hello"]["annotations"]["com.oscar-faas.service"]
     assert json.loads(loaded) == big
