@@ -134,12 +134,13 @@ class Base64Decoder:
                 decoded = _fast_b64decode(block, validate=True)
             else:
                 decoded = binascii.a2b_base64(block, strict_mode=True)
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError) as err:
+            reason = str(err)
             try:  # the error path only: binascii's message says what is wrong, precisely
                 binascii.a2b_base64(block, strict_mode=True)
             except binascii.Error as precise:
-                err = precise
-            raise InvalidInput(f"invalid base64 input: {err} near offset {near}") from None
+                reason = str(precise)
+            raise InvalidInput(f"invalid base64 input: {reason} near offset {near}") from None
         self._sink.write(decoded)
         self.written += len(decoded)
 
