@@ -71,7 +71,7 @@ class ServiceRegistry:
         """Like :meth:`get`, served from the cache when fresh (the ``/run`` hot path)."""
         return self.cache.get(name) or self.get(name)
 
-    def list(self) -> list[Service]:
+    def all(self) -> list[Service]:
         services = [s for s in map(status_to_service, self.client.list_functions()) if s]
         return sorted(services, key=lambda s: s.name)
 

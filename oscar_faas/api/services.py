@@ -27,7 +27,7 @@ def _body() -> Any:
 
 @bp.get("/system/services")
 def list_services() -> Response:
-    return json_response([s.to_dict() for s in gateway().registry.list()])
+    return json_response([s.to_dict() for s in gateway().registry.all()])
 
 
 @bp.post("/system/services")
