@@ -191,19 +191,10 @@ def steal_ticks() -> tuple[int, int]:
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (all threads)."""
-    kids: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return kids
-    for tid in tasks:
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
-            kids.extend(int(p) for p in text.split())
-        except OSError:
-            pass
-    return kids
+    """Direct children of ``pid`` (all threads), as the provider finds them."""
+    from oscar_faas.provider.watchdog import child_pids
+
+    return child_pids(pid)
 
 
 def descendants(pid: int, limit: int = 1000) -> list[int]:
