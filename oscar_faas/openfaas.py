@@ -117,7 +117,7 @@ class OpenFaaSClient:
             self._send("POST", "/system/secrets", json=body, ok=(200, 201, 202, 204))
         except UpstreamError as exc:
             # Some providers answer 500 or 400 instead of 404 for an unknown secret.
-            if exc.status == 504 or isinstance(exc, UpstreamUnreachable):
+            if isinstance(exc, (UpstreamUnreachable, UpstreamTimeout)):
                 raise
             self._send("POST", "/system/secrets", json=body, ok=(200, 201, 202, 204))
 
