@@ -7,16 +7,13 @@ the package's error tree. The session pools connections (one pool per gateway pr
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable, Mapping
 
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
 
 from .config import Settings
-from .errors import (ServiceNotFound, UpstreamError, UpstreamNotReady, UpstreamTimeout,
-                     UpstreamUnreachable)
+from .errors import ServiceNotFound, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 #: Connections kept open to the gateway; /run calls reuse them.
 POOL_SIZE = 64
@@ -38,9 +35,6 @@ class OpenFaaSClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.trust_env = False
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=POOL_SIZE, retries=False)
-        self._run_timeout = urllib3.Timeout(connect=self.timeout,
-                                            read=self.run_timeout or None)
         self._auth = (
             (settings.openfaas_username, settings.openfaas_password or "")
             if settings.openfaas_username else None)
@@ -128,83 +122,3 @@ class OpenFaaSClient:
                        ok=(200, 202, 204), not_found=f"secret {name} not found")
         except ServiceNotFound:
             pass
-
-    # ------------------------------------------------------------------ invocation
-
-    def invoke(self, name: str, body: bytes | Iterable[bytes], headers: Mapping[str, str],
-               ) -> urllib3.BaseHTTPResponse:
-        """Start a synchronous call and return the unread response; the caller streams it
-        and then calls :func:`finish`.
-
-        This is the hot path, so it speaks urllib3 directly (requests' conveniences cost
-        more than half a millisecond a call) over a pool kept for the app's lifetime.
-
-        Right after a deploy OpenFaaS answers 503 ("No endpoints available") until the
-        function is ready; retry with backoff within ``ready_wait`` seconds. Retrying is
-        only possible while the body has not been consumed, so a replayable body (bytes)
-        is retried and a stream is sent once after waiting for readiness.
-
-        :raises UpstreamNotReady: still 503 after the wait.
-        :raises UpstreamUnreachable: no connection.
-        :raises UpstreamTimeout: no answer within the run timeout.
-        """
-        url = f"{self.base_url}/function/{name}"
-        deadline = time.monotonic() + self.ready_wait
-        delay = 0.05
-        replayable = isinstance(body, (bytes, bytearray))
-        if not replayable:
-            self._wait_ready(name, deadline)
-        while True:
-            try:
-                sized = replayable or "Content-Length" in headers
-                resp = self._pool.urlopen(
-                    "POST", url, body=body, headers=dict(headers), chunked=not sized,
-                    preload_content=False, decode_content=False, retries=False,
-                    release_conn=False, timeout=self._run_timeout)
-            except urllib3.exceptions.ReadTimeoutError:
-                raise UpstreamTimeout(
-                    f"service {name} did not answer within {self.run_timeout:g} s (RUN_TIMEOUT);"
-                    f" use an asynchronous service or raise the timeout") from None
-            except urllib3.exceptions.HTTPError:  # refused, reset, connect timeout...
-                raise UpstreamUnreachable(
-                    f"cannot reach OpenFaaS at {self.base_url} to run {name}: is the gateway "
-                    f"running?") from None
-            if resp.status != 503 or not _is_not_ready(resp):
-                return resp
-            finish(resp, complete=False)
-            if not replayable or time.monotonic() >= deadline:
-                raise UpstreamNotReady(
-                    f"service {name} is not ready after {self.ready_wait:g} s (OpenFaaS "
-                    f"answers 503): check its logs and try again")
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-    def _wait_ready(self, name: str, deadline: float) -> None:
-        """Poll the function status until it has a ready replica or the deadline passes."""
-        delay = 0.05
-        while True:
-            try:
-                status = self.get_function(name)
-            except ServiceNotFound:
-                return
-            ready = status.get("availableReplicas")
-            if ready is None or ready > 0 or time.monotonic() >= deadline:
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-
-
-def finish(resp: urllib3.BaseHTTPResponse, complete: bool) -> None:
-    """Return a fully read response's connection to the pool; drop a half-read one (its
-    remaining bytes would corrupt the next call on that connection)."""
-    if complete:
-        resp.release_conn()
-    else:
-        resp.close()
-        resp.release_conn()
-
-
-def _is_not_ready(resp: urllib3.BaseHTTPResponse) -> bool:
-    """A 503 the platform made (not ready), as opposed to one the function returned."""
-    return resp.headers.get("X-OpenFaaS-Internal") is not None or resp.headers.get(
-        "X-Duration-Seconds") is None

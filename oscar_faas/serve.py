@@ -31,11 +31,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class GatewayApplication(BaseApplication):
-    """gunicorn running :func:`oscar_faas.api.create_app` with threaded workers, so long
-    synchronous calls do not block other requests."""
+    """gunicorn running :func:`oscar_faas.api.create_asgi_app` on event-loop workers: long
+    synchronous calls wait without holding a thread, and the management API gets
+    ``threads`` threads per worker."""
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    def __init__(self, options: Mapping[str, Any], threads: int = 32) -> None:
         self.options = dict(options)
+        self.threads = threads
         super().__init__()
 
     def load_config(self) -> None:
@@ -43,8 +45,8 @@ class GatewayApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from .api import create_app
-        return create_app()
+        from .api import create_asgi_app
+        return create_asgi_app(threads=self.threads)
 
 
 def start_provider(data_dir: Path, username: str, password: str,
@@ -105,16 +107,17 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
-        "threads": threads,
-        "timeout": 0 if settings.run_timeout == 0 else int(settings.run_timeout) + 30,
+        "worker_class": "oscar_faas.worker.GatewayWorker",
+        # The worker's loop heartbeats while calls are in flight, so this bounds a hung
+        # loop, not a long call (RUN_TIMEOUT does that).
+        "timeout": 30,
         "graceful_timeout": 5,
         "keepalive": 75,
         "accesslog": None,
         "loglevel": "warning",
     }
     try:
-        GatewayApplication(options).run()
+        GatewayApplication(options, threads=threads).run()
     finally:
         if provider is not None:
             provider.terminate()

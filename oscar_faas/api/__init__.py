@@ -1,6 +1,8 @@
-"""The gateway's Flask application factory.
+"""The gateway's application factories.
 
-State lives in ``app.extensions["oscar_faas"]`` (no module globals), so each gunicorn worker
+:func:`create_app` builds the Flask app that serves the OSCAR API; :func:`create_asgi_app`
+puts the ``/run`` fast path (:mod:`.run`) in front of it, which is what ``oscar-faas serve``
+runs. State lives in ``app.extensions["oscar_faas"]`` (no module globals), so each gunicorn worker
 and each test gets its own settings, OpenFaaS connection pool and service cache.
 """
 
@@ -12,10 +14,10 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..openfaas import OpenFaaSClient
 from ..registry import ServiceRegistry
-from . import errors, run, services, system
+from . import errors, jobs, services, system
 from .context import EXTENSION, Gateway, gateway
 
-__all__ = ["create_app", "gateway", "Gateway"]
+__all__ = ["create_app", "create_asgi_app", "gateway", "Gateway"]
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -30,7 +32,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     client = OpenFaaSClient(settings)
     app.extensions[EXTENSION] = Gateway(settings, client, ServiceRegistry(settings, client))
-    for blueprint in (system.bp, services.bp, run.bp):
+    for blueprint in (system.bp, services.bp, jobs.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     return app
+
+
+def create_asgi_app(settings: Settings | None = None, threads: int = 32):
+    """The gateway as ``oscar-faas serve`` runs it: ``POST /run/<name>`` on the event loop,
+    everything else in Flask on ``threads`` threads.
+
+    :raises ConfigError: as :func:`create_app`.
+    """
+    from .asgi import GatewayASGI  # the ASGI stack is only needed by servers
+    return GatewayASGI(create_app(settings), threads=threads)

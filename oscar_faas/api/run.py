@@ -1,131 +1,186 @@
-"""``POST /run/<service>``: synchronous invocation, streamed both ways.
+"""``POST /run/<service>``: synchronous invocation, streamed both ways, on the event loop.
 
-The view does everything that can fail *before* the first byte leaves (lookup, auth, size
-limit, connecting upstream); the body then streams from OpenFaaS to the client through a
-generator that holds plain values only.
+This is the one route not served by Flask. Every call pays for whatever sits between the
+socket and OpenFaaS, so the route is a plain ASGI handler: headers are read straight from
+the scope, the service comes from the registry's cache, and the bodies stream through
+``aiohttp`` with backpressure. Everything that can fail (lookup, auth, size limit,
+connecting upstream) fails before the response starts, so errors are whole answers.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+import asyncio
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 
-from flask import Blueprint, Response, request
-from werkzeug.http import is_hop_by_hop_header
+from ..auth import REALM, require_run_access
+from ..errors import BodyTooLarge, OscarFaasError, Unauthorized
+from ..invoker import FunctionInvoker
+from .context import Gateway
 
-from ..auth import require_run_access
-from ..errors import BodyTooLarge
-from ..openfaas import finish
-from .context import gateway
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-bp = Blueprint("run", __name__)
-
-#: Read size for streamed bodies: gunicorn re-copies its read-ahead buffer on every read,
-#: so small reads cost more CPU than they save memory.
+#: Read size for streamed answers.
 CHUNK = 1024 * 1024
 #: Bodies up to this size are read whole, so they can be re-sent while a fresh function
 #: answers 503; larger ones stream once, after a readiness check.
 REPLAYABLE = 1024 * 1024
-#: Request headers never forwarded to the function (``expect``: gunicorn has already
+#: Request headers never forwarded to the function (``expect``: the server has already
 #: answered curl's ``100-continue``; the body is on its way).
-_DROP_REQUEST = {"host", "authorization", "content-length", "cookie", "expect"}
-#: Response headers the WSGI server sets itself.
-_DROP_RESPONSE = {"server", "date"}
+_DROP_REQUEST = frozenset({b"host", b"authorization", b"content-length", b"cookie", b"expect"})
+#: Response headers the server sets itself.
+_DROP_RESPONSE = frozenset({"server", "date"})
+#: Hop-by-hop headers (RFC 9110, 7.6.1), never forwarded either way.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
+                         "proxy-authorization", "te", "trailer", "trailers",
+                         "transfer-encoding", "upgrade", "proxy-connection"})
+_HOP_BY_HOP_BYTES = frozenset(h.encode() for h in _HOP_BY_HOP)
 
 
-def forward_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+def forward_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """Request headers for the function: end-to-end ones, minus credentials and framing."""
-    return {k: v for k, v in headers
-            if k.lower() not in _DROP_REQUEST and not is_hop_by_hop_header(k)}
+    out: dict[str, str] = {}
+    for key, value in headers:
+        if key in _DROP_REQUEST or key in _HOP_BY_HOP_BYTES:
+            continue
+        name, text = key.decode("latin-1"), value.decode("latin-1")
+        out[name] = f"{out[name]}, {text}" if name in out else text
+    return out
 
 
-def backward_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers
-            if k.lower() not in _DROP_RESPONSE and not is_hop_by_hop_header(k)]
+def backward_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Response headers for the client: the function's, minus framing the server redoes."""
+    out = []
+    for key, value in headers:
+        name = key.decode("latin-1").lower()
+        if name not in _DROP_RESPONSE and name not in _HOP_BY_HOP:
+            out.append((key, value))
+    return out
 
 
-def _limited(stream, limit: int, head: bytes) -> Iterator[bytes]:
-    """Yield ``head`` then the rest of ``stream``, refusing to pass ``limit`` bytes."""
-    seen = len(head)
-    if head:
-        yield head
-    while True:
-        chunk = stream.read(CHUNK)
-        if not chunk:
-            return
-        seen += len(chunk)
-        if limit and seen > limit:
-            raise BodyTooLarge(_too_large(limit))
-        yield chunk
-
-
-def _too_large(limit: int) -> str:
+def too_large(limit: int) -> str:
     return (f"request body larger than the limit of {limit} bytes (MAX_BODY_SIZE); "
             f"send a smaller input or store it in MinIO")
 
 
-def _read_head(stream, size: int) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    while got < size:
-        chunk = stream.read(min(CHUNK, size - got))
-        if not chunk:
-            break
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
+async def error_response(send: Send, err: OscarFaasError) -> None:
+    """The answer the Flask app gives for the same error: its status, text/plain."""
+    body = f"{err.message}\n".encode() if err.message else b""
+    headers = [(b"content-type", b"text/plain; charset=utf-8"),
+               (b"content-length", str(len(body)).encode())]
+    if isinstance(err, Unauthorized):
+        headers.append((b"www-authenticate", REALM.encode()))
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-def request_body(stream, length: int | None, limit: int) -> bytes | Iterator[bytes]:
-    """The body to forward: bytes when it is small (so a 503 while the function starts can
-    be retried), else a bounded stream.
+class RequestBody:
+    """The client's body as the function gets it: bytes when small, else a bounded stream.
 
-    :raises BodyTooLarge: the body passes ``limit`` (0: no limit); for a stream this may
-    happen later, while it is being forwarded.
+    The stream remembers when it had to stop at the limit, so the handler can answer 413
+    whatever error the upstream client wraps the interruption in.
     """
-    if limit and length is not None and length > limit:
-        raise BodyTooLarge(_too_large(limit))
-    head = _read_head(stream, REPLAYABLE + 1)
-    if len(head) > REPLAYABLE:
-        return _limited(stream, limit, head)
-    if limit and len(head) > limit:
-        raise BodyTooLarge(_too_large(limit))
-    return head
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.more = True
+        self.too_large = False
+
+    async def _next(self) -> bytes:
+        while self.more:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionResetError("the client went away while sending its body")
+            self.more = message.get("more_body", False)
+            chunk = message.get("body", b"")
+            if chunk:
+                return chunk
+        return b""
+
+    async def read(self, length: int | None) -> bytes | AsyncIterator[bytes]:
+        """:raises BodyTooLarge: the body passes the limit (0: none) within the first
+        :data:`REPLAYABLE` bytes; later, the stream stops and sets :attr:`too_large`."""
+        if self.limit and length is not None and length > self.limit:
+            raise BodyTooLarge(too_large(self.limit))
+        parts: list[bytes] = []
+        got = 0
+        while got <= REPLAYABLE:
+            chunk = await self._next()
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        head = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self.limit and got > self.limit:
+            raise BodyTooLarge(too_large(self.limit))
+        if not self.more:
+            return head
+        return self._stream(head, got)
+
+    async def _stream(self, head: bytes, seen: int) -> AsyncIterator[bytes]:
+        yield head
+        while True:
+            chunk = await self._next()
+            if not chunk:
+                return
+            seen += len(chunk)
+            if self.limit and seen > self.limit:
+                self.too_large = True
+                raise BodyTooLarge(too_large(self.limit))
+            yield chunk
 
 
-def relay(upstream) -> Iterator[bytes]:
-    """Stream the function's answer, then give its connection back (or drop it when the
-    client went away half-way)."""
-    complete = False
-    try:
-        yield from upstream.stream(CHUNK, decode_content=False)
-        complete = True
-    finally:
-        finish(upstream, complete)
+class RunEndpoint:
+    """Serves ``POST /run/<name>`` for one gateway (one per worker process)."""
 
+    def __init__(self, gateway: Gateway, invoker: FunctionInvoker) -> None:
+        self.gateway = gateway
+        self.invoker = invoker
 
-@bp.post("/run/<name>")
-def run(name: str) -> Response:
-    gw = gateway()
-    service = gw.registry.get_cached(name)  # unknown service: 404, before auth (as OSCAR)
-    require_run_access(request.headers.get("Authorization"), service.token, gw.settings)
-    length = request.content_length
-    body = request_body(request.stream, length, gw.settings.max_body_size)
-    headers = forward_headers(request.headers.items())
-    if length is not None and not isinstance(body, bytes):
-        headers["Content-Length"] = str(length)  # stream as is: no chunk framing to copy
-    upstream = gw.openfaas.invoke(name, body, headers)
-    return Response(relay(upstream), status=upstream.status,
-                    headers=backward_headers(upstream.headers.items()),
-                    direct_passthrough=True)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        try:
+            upstream = await self._start(scope, receive, name)
+        except OscarFaasError as err:
+            await error_response(send, err)
+            return
+        complete = False
+        try:
+            await send({"type": "http.response.start", "status": upstream.status,
+                        "headers": backward_headers(upstream.raw_headers)})
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            complete = True
+        finally:
+            if complete:
+                upstream.release()
+            else:  # half-read: its connection cannot be reused
+                upstream.close()
 
-
-@bp.post("/job/<name>")
-def job(name: str) -> Response:
-    """Asynchronous invocations need a job runner, which oscar-faas does not have yet; say so
-    (after the same lookup and auth as /run) instead of a bare 404."""
-    gw = gateway()
-    service = gw.registry.get_cached(name)
-    require_run_access(request.headers.get("Authorization"), service.token, gw.settings)
-    return Response(f"asynchronous invocation (/job) is not supported by oscar-faas: invoke "
-                    f"{name} synchronously with POST /run/{name}\n", status=501,
-                    mimetype="text/plain")
+    async def _start(self, scope: Scope, receive: Receive, name: str):
+        """Everything before the first byte of the answer; errors are raised, not sent."""
+        gw = self.gateway
+        service = gw.registry.cache.get(name)
+        if service is None:  # unknown service: 404, before auth (as OSCAR)
+            service = await asyncio.get_running_loop().run_in_executor(
+                None, gw.registry.get, name)
+        authorization = length = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"content-length":
+                length = int(value) if value.isdigit() else None
+        require_run_access(authorization, service.token, gw.settings)
+        body = RequestBody(receive, gw.settings.max_body_size)
+        data = await body.read(length)
+        headers = forward_headers(scope["headers"])
+        if length is not None and not isinstance(data, bytes):
+            headers["Content-Length"] = str(length)  # stream as is, without chunk framing
+        try:
+            return await self.invoker.invoke(name, data, headers)
+        except OscarFaasError:
+            if body.too_large:
+                raise BodyTooLarge(too_large(body.limit)) from None
+            raise

@@ -1,25 +1,52 @@
-"""/run/<service> against a fake OpenFaaS: exactly what is forwarded and what comes back."""
+"""/run/<service> against a fake OpenFaaS: exactly what is forwarded and what comes back.
+
+The gateway runs as ``oscar-faas serve`` runs it (the ASGI front on a real uvicorn with
+uvloop and httptools, on a loopback port); pytest-httpserver plays OpenFaaS.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import json
 import socket
 import threading
 import time
+from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from werkzeug import Response as WResponse
 
 from oscar_faas.api import create_app
+from oscar_faas.api.asgi import GatewayASGI
 from oscar_faas.config import Settings
 from oscar_faas.model import Service
 
-from .conftest import ADMIN, function_status
+from ..asgiserver import ThreadedServer
+from .conftest import ADMIN, function_status, sent
 
 TOKEN = "ab" * 32
 SERVICE = {"name": "cowsay", "image": "alpine", "script": "cat", "token": TOKEN}
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextmanager
+def served(app_or_settings):
+    """The gateway's ASGI front over ``app_or_settings`` (a Flask app or Settings), live."""
+    app = app_or_settings if not isinstance(app_or_settings, Settings) else create_app(
+        app_or_settings)
+    with ThreadedServer(GatewayASGI(app, threads=4)) as url:
+        yield url
+
+
+@pytest.fixture
+def gw(app):
+    """Base URL of the live gateway over the ``app`` fixture (settings of conftest)."""
+    with served(app) as url:
+        yield url
 
 
 @pytest.fixture
@@ -33,9 +60,27 @@ def forwarded(httpserver):
     return [req for req, _ in httpserver.log if req.path.startswith("/function/")]
 
 
-def test_unknown_service_is_404_before_auth(client, httpserver):
+def raw_post(url: str, path: str, headers: dict[str, str], chunks: list[bytes]):
+    """POST exactly these headers and a chunked body, as oscar-cli's Go client sends
+    base64: no Content-Type, no Accept-Encoding, nothing added by a client library."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.putrequest("POST", path, skip_accept_encoding=True)
+    for key, value in {**headers, "Transfer-Encoding": "chunked"}.items():
+        conn.putheader(key, value)
+    conn.endheaders()
+    for chunk in chunks:
+        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\n\r\n")
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp, body
+
+
+def test_unknown_service_is_404_before_auth(gw, httpserver):
     httpserver.expect_request("/system/function/ghost").respond_with_data("", 404)
-    resp = client.post("/run/ghost", data=b"aGk=")
+    resp = requests.post(gw + "/run/ghost", data=b"aGk=")
     assert resp.status_code == 404
     assert forwarded(httpserver) == []
 
@@ -43,92 +88,105 @@ def test_unknown_service_is_404_before_auth(client, httpserver):
 @pytest.mark.parametrize("headers", [
     {}, {"Authorization": "Bearer " + "cd" * 32}, {"Authorization": "Bearer short"},
     {"Authorization": "Basic " + base64.b64encode(b"oscar:wrong").decode()}])
-def test_wrong_or_missing_credentials_are_401(client, deployed, headers):
-    resp = client.post("/run/cowsay", data=b"aGk=", headers=headers)
+def test_wrong_or_missing_credentials_are_401(gw, deployed, headers):
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=headers)
     assert resp.status_code == 401
     assert "Bearer" in resp.text
+    assert resp.headers["WWW-Authenticate"].startswith("Basic realm=")
     assert forwarded(deployed) == []
 
 
-def test_body_headers_and_answer_pass_through(client, deployed):
+def test_body_headers_and_answer_pass_through(gw, deployed):
     deployed.expect_request("/function/cowsay", method="POST").respond_with_response(
         WResponse(b"bW9v\n", status=200, headers={
             "Content-Type": "text/plain", "X-Duration-Seconds": "0.010000",
             "X-Call-Id": "call-1"}))
-    resp = client.post("/run/cowsay", data=b"aGVsbG8=", headers={
+    resp = requests.post(gw + "/run/cowsay", data=b"aGVsbG8=", headers={
         **BEARER, "Content-Type": "application/octet-stream", "X-Call-Id": "call-1",
         "X-Custom": "yes", "Expect": "100-continue", "Connection": "keep-alive"})
-    assert resp.status_code == 200 and resp.data == b"bW9v\n"
+    assert resp.status_code == 200 and resp.content == b"bW9v\n"
     assert resp.headers["Content-Type"] == "text/plain"
     assert resp.headers["X-Duration-Seconds"] == "0.010000"
     assert resp.headers["X-Call-Id"] == "call-1"
+    assert "Server" not in resp.headers or "Werkzeug" not in resp.headers["Server"]
     (req,) = forwarded(deployed)
     assert req.get_data() == b"aGVsbG8="
     assert req.headers["Content-Type"] == "application/octet-stream"
+    assert req.headers["Content-Length"] == "8"
     assert req.headers["X-Custom"] == "yes" and req.headers["X-Call-Id"] == "call-1"
     assert "Authorization" not in req.headers  # neither the token nor our OpenFaaS creds
     assert "Expect" not in req.headers
 
 
-def test_cluster_basic_credentials_are_accepted_like_oscar_cli_sends(client, deployed):
+def test_cluster_basic_credentials_are_accepted_like_oscar_cli_sends(gw, deployed):
     deployed.expect_request("/function/cowsay").respond_with_data("ok")
-    resp = client.post("/run/cowsay", data=b"aGk=", headers=ADMIN)
-    assert resp.status_code == 200 and resp.data == b"ok"
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=ADMIN)
+    assert resp.status_code == 200 and resp.content == b"ok"
 
 
-def test_function_errors_keep_their_status_and_body(client, deployed):
+def test_function_errors_keep_their_status_and_body(gw, deployed):
     deployed.expect_request("/function/cowsay").respond_with_data(
         "exit status 3\nboom\n", status=500, headers={"X-Duration-Seconds": "0.1"})
-    resp = client.post("/run/cowsay", data=b"aGk=", headers=BEARER)
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 500 and resp.text == "exit status 3\nboom\n"
 
 
-def test_chunked_body_without_content_type_is_forwarded(client, deployed):
+def test_chunked_body_without_content_type_is_forwarded_as_sent(gw, deployed):
     deployed.expect_request("/function/cowsay").respond_with_data("ok")
     chunks = [b"aGVs", b"bG8g", b"d29y", b"bGQ="]
-    resp = client.post("/run/cowsay", input_stream=iter_stream(chunks),
-                       headers={**BEARER, "Transfer-Encoding": "chunked"},
-                       environ_overrides=CHUNKED)
-    assert resp.status_code == 200
+    resp, body = raw_post(gw, "/run/cowsay", BEARER, chunks)
+    assert resp.status == 200 and body == b"ok"
     (req,) = forwarded(deployed)
     assert req.get_data() == b"".join(chunks)
+    for invented in ("Content-Type", "Accept-Encoding", "User-Agent", "Accept"):
+        assert invented not in req.headers, invented
 
 
-#: What gunicorn sets for a chunked request body it has de-chunked.
-CHUNKED = {"wsgi.input_terminated": True}
-
-
-def iter_stream(chunks):
-    import io
-    return io.BytesIO(b"".join(chunks))
-
-
-def test_large_body_streams_through_unchanged(client, deployed):
+def test_large_body_streams_through_unchanged(gw, deployed):
     payload = base64.b64encode(bytes(range(256)) * 12_000)  # ~4 MB, past the replay size
     deployed.expect_request("/function/cowsay").respond_with_handler(
         lambda req: WResponse(hashlib.sha256(req.get_data()).hexdigest()))
-    resp = client.post("/run/cowsay", data=payload, headers=BEARER)
+    resp = requests.post(gw + "/run/cowsay", data=payload, headers=BEARER)
     assert resp.status_code == 200
     assert resp.text == hashlib.sha256(payload).hexdigest()
+    (req,) = forwarded(deployed)  # streamed once, with its length rather than re-chunked
+    assert req.headers["Content-Length"] == str(len(payload))
 
 
-def test_503_while_starting_is_retried(client, deployed):
+def test_large_answer_streams_back_unchanged(gw, deployed):
+    answer = bytes(range(256)) * 40_000  # ~10 MB, several reads of the relay
+    deployed.expect_request("/function/cowsay").respond_with_data(
+        answer, content_type="application/octet-stream")
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
+    assert resp.status_code == 200
+    assert hashlib.sha256(resp.content).digest() == hashlib.sha256(answer).digest()
+
+
+def test_503_while_starting_is_retried(gw, deployed):
     deployed.expect_oneshot_request("/function/cowsay").respond_with_data(
         "No endpoints available for: cowsay.", status=503)
     deployed.expect_oneshot_request("/function/cowsay").respond_with_data(
         "No endpoints available for: cowsay.", status=503)
     deployed.expect_request("/function/cowsay").respond_with_data(
         "ready", headers={"X-Duration-Seconds": "0.001"})
-    resp = client.post("/run/cowsay", data=b"aGk=", headers=BEARER)
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 200 and resp.text == "ready"
     assert len(forwarded(deployed)) == 3
     assert all(req.get_data() == b"aGk=" for req in forwarded(deployed))
 
 
-def test_503_past_the_bound_says_not_ready(client, deployed):
+def test_503_from_the_function_itself_is_not_retried(gw, deployed):
+    deployed.expect_request("/function/cowsay").respond_with_data(
+        "busy", status=503, headers={"X-Duration-Seconds": "0.001"})
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
+    assert resp.status_code == 503 and resp.text == "busy"
+    assert len(forwarded(deployed)) == 1
+
+
+def test_503_past_the_bound_says_not_ready(gw, deployed):
     deployed.expect_request("/function/cowsay").respond_with_data(
         "No endpoints available for: cowsay.", status=503)
-    resp = client.post("/run/cowsay", data=b"aGk=", headers=BEARER)
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 503
     assert "not ready" in resp.text
 
@@ -136,7 +194,6 @@ def test_503_past_the_bound_says_not_ready(client, deployed):
 def test_timeout_is_504(httpserver, settings):
     httpserver.expect_request("/system/function/cowsay").respond_with_json(
         function_status(SERVICE))
-
     release = threading.Event()
 
     def slow(_req):
@@ -144,8 +201,8 @@ def test_timeout_is_504(httpserver, settings):
         return WResponse("late")
 
     httpserver.expect_request("/function/cowsay").respond_with_handler(slow)
-    app = create_app(Settings(**{**settings.__dict__, "run_timeout": 0.3}))
-    resp = app.test_client().post("/run/cowsay", data=b"aGk=", headers=BEARER)
+    with served(Settings(**{**settings.__dict__, "run_timeout": 0.3})) as url:
+        resp = requests.post(url + "/run/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 504 and "RUN_TIMEOUT" in resp.text
     release.set()
     while not forwarded(httpserver):  # let the fake finish before the next test starts
@@ -159,8 +216,18 @@ def test_openfaas_down_is_502():
     app = create_app(Settings.from_env({"OPENFAAS_URL": url, "SERVICE_CACHE_TTL": "60"}))
     # The service is known (cached from an earlier lookup) but OpenFaaS has gone away.
     app.extensions["oscar_faas"].registry.cache.put(Service.from_dict(SERVICE))
-    resp = app.test_client().post("/run/cowsay", data=b"aGk=", headers=BEARER)
+    with served(app) as gateway_url:
+        resp = requests.post(gateway_url + "/run/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 502 and url in resp.text
+
+
+def test_openfaas_down_for_the_lookup_is_502():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with served(Settings.from_env({"OPENFAAS_URL": url})) as gateway_url:
+        resp = requests.post(gateway_url + "/run/cowsay", data=b"aGk=", headers=BEARER)
+    assert resp.status_code == 502 and "OPENFAAS_URL" in resp.text
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -168,14 +235,15 @@ def test_body_over_the_limit_is_413(httpserver, settings, chunked):
     httpserver.expect_request("/system/function/cowsay").respond_with_json(
         function_status(SERVICE))
     httpserver.expect_request("/function/cowsay").respond_with_data("ok")
-    app = create_app(Settings(**{**settings.__dict__, "max_body_size": 1000}))
-    headers = dict(BEARER)
-    kwargs = {"data": b"A" * 1004}
-    if chunked:
-        headers["Transfer-Encoding"] = "chunked"
-        kwargs = {"input_stream": iter_stream([b"A" * 1004]), "environ_overrides": CHUNKED}
-    resp = app.test_client().post("/run/cowsay", headers=headers, **kwargs)
-    assert resp.status_code == 413 and "1000 bytes" in resp.text
+    with served(Settings(**{**settings.__dict__, "max_body_size": 1000})) as url:
+        body = b"A" * 1004
+        if chunked:
+            resp, text = raw_post(url, "/run/cowsay", BEARER, [body])
+            status = resp.status
+        else:
+            got = requests.post(url + "/run/cowsay", data=body, headers=BEARER)
+            status, text = got.status_code, got.content
+    assert status == 413 and b"1000 bytes" in text
     assert forwarded(httpserver) == []
 
 
@@ -185,16 +253,33 @@ def test_streamed_body_over_the_limit_is_cut_with_413(httpserver, settings):
     httpserver.expect_request("/system/function/cowsay").respond_with_json(
         function_status(SERVICE))
     httpserver.expect_request("/function/cowsay").respond_with_data("ok")
-    app = create_app(Settings(**{**settings.__dict__, "max_body_size": 2_000_000}))
-    resp = app.test_client().post("/run/cowsay", headers={**BEARER,
-                                  "Transfer-Encoding": "chunked"},
-                                  input_stream=iter_stream([b"A" * 3_000_000]),
-                                  environ_overrides=CHUNKED)
-    assert resp.status_code == 413 and "2000000 bytes" in resp.text
+    with served(Settings(**{**settings.__dict__, "max_body_size": 2_000_000})) as url:
+        resp, text = raw_post(url, "/run/cowsay", BEARER, [b"A" * 500_000] * 6)
+    assert resp.status == 413 and b"2000000 bytes" in text
 
 
-def test_job_says_async_is_not_supported(client, deployed):
-    assert client.post("/job/cowsay", data=b"aGk=").status_code == 401
-    resp = client.post("/job/cowsay", data=b"aGk=", headers=BEARER)
+def test_other_methods_and_paths_fall_through_to_the_api(gw, deployed):
+    assert requests.get(gw + "/run/cowsay").status_code == 404
+    assert requests.post(gw + "/run/cowsay/extra", headers=BEARER).status_code == 404
+    assert requests.get(gw + "/health").text.strip() == "Ok"
+    assert forwarded(deployed) == []
+
+
+def test_management_api_is_served_behind_the_front(gw, httpserver):
+    """The Flask API behind a2wsgi, with a chunked JSON body (no Content-Length)."""
+    httpserver.expect_request("/system/function/cowsay").respond_with_data("", 404)
+    httpserver.expect_request("/system/functions", method="POST").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets").respond_with_data("", 200)
+    body = json.dumps(SERVICE).encode()
+    resp, text = raw_post(gw, "/system/services", {**ADMIN, "Content-Type":
+                          "application/json"}, [body[:10], body[10:]])
+    assert resp.status == 201, text
+    (req,) = sent(httpserver, "POST", "/system/functions")
+    assert req.get_json()["service"] == "cowsay"
+
+
+def test_job_says_async_is_not_supported(gw, deployed):
+    assert requests.post(gw + "/job/cowsay", data=b"aGk=").status_code == 401
+    resp = requests.post(gw + "/job/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 501 and "/run/cowsay" in resp.text
     assert forwarded(deployed) == []

@@ -1,0 +1,63 @@
+"""The ASGI front of the gateway: one fast route, then Flask for everything else.
+
+Flask serves the OSCAR API, where a request costs little next to what it does (a deploy, a
+listing). ``POST /run/<name>`` is different: its own work is forwarding bytes, so the
+server's per-request cost is the overhead users see. The front therefore answers ``/run`` on
+the event loop (:class:`~.run.RunEndpoint`) and hands every other request to the Flask app
+through ``a2wsgi``'s thread pool, which keeps the management API plain synchronous Flask.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from a2wsgi import WSGIMiddleware
+from flask import Flask
+
+from ..invoker import FunctionInvoker
+from .context import EXTENSION
+from .run import Receive, RunEndpoint, Scope, Send
+
+RUN_PREFIX = "/run/"
+
+
+def _terminated_input(app: Callable[..., Any]) -> Callable[..., Any]:
+    """Tell werkzeug that a body without Content-Length ends where the stream ends (a2wsgi's
+    input does; without the flag werkzeug reads a chunked body as empty)."""
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ.setdefault("wsgi.input_terminated", True)
+        return app(environ, start_response)
+    return wsgi
+
+
+class GatewayASGI:
+    """Routes ``POST /run/<name>`` to the fast path and the rest to Flask."""
+
+    def __init__(self, flask_app: Flask, threads: int = 32) -> None:
+        self.flask_app = flask_app
+        gateway = flask_app.extensions[EXTENSION]
+        self.invoker = FunctionInvoker(gateway.settings)
+        self.run = RunEndpoint(gateway, self.invoker)
+        self.wsgi = WSGIMiddleware(_terminated_input(flask_app), workers=threads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if scope["method"] == "POST" and path.startswith(RUN_PREFIX):
+                name = path[len(RUN_PREFIX):]
+                if name and "/" not in name:
+                    await self.run(scope, receive, send, name)
+                    return
+            await self.wsgi(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.invoker.close()  # return the pooled connections cleanly
+                await send({"type": "lifespan.shutdown.complete"})
+                return
