@@ -423,6 +423,44 @@ class Provider:
             raise RuntimeError(f"deploy {fd['service']}: {status} {data}")
 
 
+class InstantOpenFaaS:
+    """``bench/instant_openfaas.py``: an OpenFaaS whose one function answers at once."""
+
+    def __init__(self, workdir: Path, name: str, token: str,
+                 python: str = sys.executable) -> None:
+        self.workdir = workdir
+        self.python = python
+        self.name = name
+        self.token = token
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "instant-openfaas.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "InstantOpenFaaS":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        script = Path(__file__).with_name("instant_openfaas.py")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [self.python, str(script), "--port", str(self.port), "--name", self.name,
+                 "--token", self.token],
+                env=_clean_env(None), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        try:
+            wait_http(self.url + "/healthz", 30, self.proc, self.log_path)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            _stop_group(self.proc)
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc else []
+
+
 class Serve:
     """A real ``oscar-faas serve`` (gunicorn + embedded provider), as tests/livegateway.py
     starts it, with the provider URL read from its banner. ``workers=None`` keeps serve's
@@ -455,6 +493,9 @@ class Serve:
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_http(self.url + "/health", 60, self.proc, self.log_path)
+            if self.extra_env.get("OPENFAAS_URL"):  # a given OpenFaaS, not the embedded one
+                self.provider_url = self.extra_env["OPENFAAS_URL"]
+                return self
             match = re.search(r"embedded local provider at (http://\S+)",
                               self.log_path.read_text(errors="replace"))
             if not match:

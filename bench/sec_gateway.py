@@ -3,7 +3,11 @@
 * latency: ``/run/<svc>`` (Bearer token) against the provider's ``/function/<svc>`` for the
   same no-op service, sequential keep-alive calls, interleaved pair by pair;
 * throughput at concurrency 1, 8 and 32: ``/run``, the direct provider path, and the
-  gateway's trivial ``/health`` route (its own ceiling);
+  gateway's trivial ``/health`` route;
+* the same latency and throughput with a second gateway in front of an OpenFaaS whose no-op
+  function answers at once (``instant_openfaas.py``): what the gateway itself can carry, as
+  on a cluster where functions run elsewhere; and the cost of the process the embedded
+  provider starts per call, which caps the first measurement whatever the gateway does;
 * a large body streamed through ``/run`` to a service that counts bytes: throughput and the
   memory of the gateway (gunicorn master + workers), the provider and the script.
 """
@@ -13,11 +17,13 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import secrets
 import socket
 import time
 from pathlib import Path
 
-from benchlib import (COUNT_SCRIPT, NOOP_SCRIPT, KeepAlive, RssSampler, Serve, Table,
+from benchlib import (COUNT_SCRIPT, NOOP_SCRIPT, InstantOpenFaaS, KeepAlive, RssSampler,
+                      Serve, Table,
                       cmdline, cpu_seconds, mib, ms, proc_pss, proc_status, summary, verdict)
 from loadgen import have_wrk, run_load
 
@@ -40,7 +46,8 @@ _B64_BLOCK = base64.b64encode(_RAW_BLOCK) * 16  # 1 MiB per send
 assert len(_B64_BLOCK) == 1 << 20
 
 
-def latency(serve: Serve, token: str, pairs: int) -> dict:
+def latency(serve: Serve, token: str, pairs: int,
+            upstream_pids: list[int] | None = None) -> dict:
     gw = KeepAlive(serve.url)
     direct = KeepAlive(serve.provider_url)
     health = KeepAlive(serve.url)
@@ -63,7 +70,8 @@ def latency(serve: Serve, token: str, pairs: int) -> dict:
         one_run()
         one_direct()
     runs, directs, diffs = [], [], []
-    gw_pids, prov_pids = serve.gunicorn_pids(), serve.provider_pids()
+    gw_pids = serve.gunicorn_pids()
+    prov_pids = serve.provider_pids() if upstream_pids is None else upstream_pids
     # CPU per /run call: a run of /run calls alone, then of direct calls alone
     cpu = {}
     def one_health() -> float:
@@ -106,10 +114,12 @@ def latency(serve: Serve, token: str, pairs: int) -> dict:
             "health": summary(health_times), "cpu": cpu}
 
 
-def throughput(serve: Serve, token: str, seconds: float) -> dict:
+def throughput(serve: Serve, token: str, seconds: float, health: bool = True,
+               upstream_pids: list[int] | None = None) -> dict:
     out: dict[str, dict] = {}
     run_headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
-    gw_pids, prov_pids = serve.gunicorn_pids(), serve.provider_pids()
+    gw_pids = serve.gunicorn_pids()
+    prov_pids = serve.provider_pids() if upstream_pids is None else upstream_pids
 
     def measured(*args, **kwargs):
         g0, p0 = cpu_seconds(gw_pids), cpu_seconds(prov_pids, reaped=True)
@@ -125,8 +135,37 @@ def throughput(serve: Serve, token: str, seconds: float) -> dict:
                                        run_headers)
         out[f"direct_c{conc}"] = measured(f"{serve.provider_url}/function/{NOOP}", conc,
                                           seconds, "POST", BODY, {"Content-Type": "text/plain"})
-        out[f"health_c{conc}"] = measured(f"{serve.url}/health", conc, seconds)
+        if health:
+            out[f"health_c{conc}"] = measured(f"{serve.url}/health", conc, seconds)
     return out
+
+
+def spawn_floor(count: int) -> dict:
+    """CPU of starting one ``/bin/sh -c true`` the cheapest way Python can (posix_spawn,
+    then wait): the least a call costs when each call runs a script in a new process."""
+    count = max(count, 200)
+    t0, c0 = time.perf_counter(), os.times()
+    for _ in range(count):
+        pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", "true"], {})
+        os.waitpid(pid, 0)
+    t1, c1 = time.perf_counter(), os.times()
+    parent = (c1.user + c1.system - c0.user - c0.system) / count
+    child = (c1.children_user + c1.children_system
+             - c0.children_user - c0.children_system) / count
+    return {"count": count, "cpu": parent + child, "parent": parent, "child": child,
+            "sequential_rate": count / (t1 - t0)}
+
+
+def gateway_alone(workdir: Path, python: str, pairs: int, seconds: float) -> dict:
+    """Latency and throughput of a gateway in front of an instant no-op function."""
+    token = secrets.token_hex(32)
+    with InstantOpenFaaS(workdir / "instant", NOOP, token, python=python) as upstream, \
+            Serve(workdir / "gateway-instant", python=python,
+                  env={"OPENFAAS_URL": upstream.url}) as serve:
+        pids = upstream.pids()
+        return {"latency": latency(serve, token, pairs, upstream_pids=pids),
+                "throughput": throughput(serve, token, seconds, health=False,
+                                         upstream_pids=pids)}
 
 
 def stream(url: str, path: str, headers: dict[str, str], size: int) -> tuple[float, int, bytes]:
@@ -223,7 +262,7 @@ def run(counts: dict[str, int], workdir: Path, body_size: int, load_seconds: flo
         results["throughput"] = {k: dict(vars(v)) for k, v in thr.items()}
         for conc in (1, 8, 32):
             r, d = thr[f"run_c{conc}"], thr[f"direct_c{conc}"]
-            table.add(f"/run throughput, concurrency {conc}", r.describe(),
+            table.add(f"/run throughput, embedded provider, concurrency {conc}", r.describe(),
                       f"{d.describe()} direct",
                       f">= {RPS_TARGET}/s" if conc > 1 else "",
                       verdict(r.rps >= RPS_TARGET and not r.errors) if conc > 1 else "")
@@ -233,33 +272,75 @@ def run(counts: dict[str, int], workdir: Path, body_size: int, load_seconds: flo
         r32 = thr["run_c32"]
         table.add("CPU per /run call at concurrency 32: gateway / provider + script",
                   f"{r32.cpu_gateway_ms:.2f} ms / {r32.cpu_provider_ms:.2f} ms")
+        floor = results["spawn_floor"] = spawn_floor(counts["pairs"])
+        ncpu = os.cpu_count() or 1
+        table.add("one process per call: posix_spawn(/bin/sh -c true) + wait, CPU",
+                  f"{ms(floor['cpu'])} ({ms(floor['child'])} in the child)",
+                  f"at most {ncpu / floor['cpu']:,.0f}/s on {ncpu} cores with nothing else")
+        per_call = (r32.cpu_gateway_ms + r32.cpu_provider_ms) / 1000
+        table.add("ceiling of the embedded path: cores / CPU per call at concurrency 32",
+                  f"{ncpu / per_call:,.0f}/s" if per_call else "n/a",
+                  "whatever the gateway costs, the script's process alone caps it near "
+                  f"{ncpu / floor['cpu']:,.0f}/s")
 
         st = results["stream"] = streaming(serve, count_token, body_size)
-        size_mb = st["size"] / 1e6
-        table.add(f"stream {size_mb:,.0f} MB of base64 through /run",
-                  f"{st['rate'] / 1e6:.0f} MB/s ({st['seconds']:.1f} s)",
-                  f"{st['direct_rate'] / 1e6:.0f} MB/s direct /function",
-                  f">= {STREAM_TARGET / 1e6:.0f} MB/s", verdict(st["rate"] >= STREAM_TARGET))
-        gw_rss = st["peak_rss"]["gateway"]
-        workers = st["gateway_pids"] - 1
-        table.add(f"gateway peak RSS during it (master + {workers} worker"
-                  f"{'s' if workers != 1 else ''}, sampled sum)", mib(gw_rss),
-                  f"{mib(st['idle_rss']['gateway'])} idle",
-                  f"< {mib(RSS_TARGET_KIB)}", verdict(gw_rss < RSS_TARGET_KIB))
-        table.add("gateway peak PSS during it (shared pages counted once)",
-                  mib(st["peak_pss"]["gateway"]), f"{mib(st['idle_pss']['gateway'])} idle")
-        table.add("gateway sum of VmHWM (each process's own peak)",
-                  mib(st["peak_hwm"]["gateway"]))
-        masters = list(st["idle_rss_per_process"].values())
-        table.add("idle RSS per process: master / worker(s) / provider",
-                  " / ".join(mib(v) for v in masters))
-        table.add("gateway RSS growth during the stream",
-                  mib(gw_rss - st["idle_rss"]["gateway"]))
-        table.add("provider (with the in-process supervisor) peak RSS during it",
-                  mib(st["peak_rss"]["provider"]),
-                  f"{mib(st['idle_rss']['provider'])} idle")
-        table.add("script (`wc -c`) peak RSS during it", mib(st["peak_rss"]["functions"])
-                  if st["peak_rss"]["functions"] else "too short-lived to sample")
+        _stream_rows(table, st)
+
+    alone = results["instant"] = gateway_alone(workdir, python, counts["pairs"],
+                                               load_seconds)
+    lat = alone["latency"]
+    table.add("no-op OpenFaaS function: /run p50 / p99 (sequential)",
+              f"{ms(lat['run']['p50'])} / {ms(lat['run']['p99'])}",
+              f"{ms(lat['direct']['p50'])} / {ms(lat['direct']['p99'])} direct /function")
+    table.add("no-op OpenFaaS function: gateway overhead p50 / p99 (per pair)",
+              f"{ms(lat['diff']['p50'])} / {ms(lat['diff']['p99'])}", "",
+              f"<= {ms(P50_TARGET)} / {ms(P99_TARGET)}",
+              verdict(lat["diff"]["p50"] <= P50_TARGET and lat["diff"]["p99"] <= P99_TARGET))
+    table.add("no-op OpenFaaS function: gateway CPU per /run",
+              ms(lat["cpu"]["run"]["gateway"]),
+              f"{ms(lat['cpu']['direct']['provider'])} in the stand-in per direct call")
+    thr = alone["throughput"]
+    results["instant"]["throughput"] = {k: dict(vars(v)) for k, v in thr.items()}
+    for conc in (1, 8, 32):
+        r, d = thr[f"run_c{conc}"], thr[f"direct_c{conc}"]
+        table.add(f"/run throughput, no-op OpenFaaS function, concurrency {conc}",
+                  r.describe(), f"{d.describe()} direct",
+                  f">= {RPS_TARGET}/s" if conc > 1 else "",
+                  verdict(r.rps >= RPS_TARGET and not r.errors) if conc > 1 else "")
+    _notes(table, results, load_seconds)
+    return table, results
+
+
+def _stream_rows(table: Table, st: dict) -> None:
+    """The streaming rows: throughput and the memory readings taken during it."""
+    size_mb = st["size"] / 1e6
+    table.add(f"stream {size_mb:,.0f} MB of base64 through /run",
+              f"{st['rate'] / 1e6:.0f} MB/s ({st['seconds']:.1f} s)",
+              f"{st['direct_rate'] / 1e6:.0f} MB/s direct /function",
+              f">= {STREAM_TARGET / 1e6:.0f} MB/s", verdict(st["rate"] >= STREAM_TARGET))
+    gw_rss = st["peak_rss"]["gateway"]
+    workers = st["gateway_pids"] - 1
+    table.add(f"gateway peak RSS during it (master + {workers} worker"
+              f"{'s' if workers != 1 else ''}, sampled sum)", mib(gw_rss),
+              f"{mib(st['idle_rss']['gateway'])} idle",
+              f"< {mib(RSS_TARGET_KIB)}", verdict(gw_rss < RSS_TARGET_KIB))
+    table.add("gateway peak PSS during it (shared pages counted once)",
+              mib(st["peak_pss"]["gateway"]), f"{mib(st['idle_pss']['gateway'])} idle")
+    table.add("gateway sum of VmHWM (each process's own peak)",
+              mib(st["peak_hwm"]["gateway"]))
+    masters = list(st["idle_rss_per_process"].values())
+    table.add("idle RSS per process: master / worker(s) / provider",
+              " / ".join(mib(v) for v in masters))
+    table.add("gateway RSS growth during the stream",
+              mib(gw_rss - st["idle_rss"]["gateway"]))
+    table.add("provider (with the in-process supervisor) peak RSS during it",
+              mib(st["peak_rss"]["provider"]),
+              f"{mib(st['idle_rss']['provider'])} idle")
+    table.add("script (`wc -c`) peak RSS during it", mib(st["peak_rss"]["functions"])
+              if st["peak_rss"]["functions"] else "too short-lived to sample")
+
+
+def _notes(table: Table, results: dict, load_seconds: float) -> None:
     table.notes.append(
         f"load generator: {results['load_tool']} (1 thread, keep-alive, closed loop, "
         f"{load_seconds:g} s per figure); it shares the 2 cores with the gateway, the provider "
@@ -271,4 +352,7 @@ def run(counts: dict[str, int], workdir: Path, body_size: int, load_seconds: flo
         "streaming: one POST with Content-Length, body generated on the fly (valid base64, "
         "decodes to 3/4 of its size), answer checked against the decoded byte count; memory "
         "sampled every 50 ms from /proc")
-    return table, results
+    table.notes.append(
+        "no-op OpenFaaS function: a second `oscar-faas serve` with OPENFAAS_URL pointing at "
+        "bench/instant_openfaas.py (uvicorn), whose function answers at once, as a cluster's "
+        "would from another node; it shares the 2 cores too")

@@ -2,8 +2,8 @@
 
 Management calls are rare and go through :class:`~oscar_faas.openfaas.OpenFaaSClient`
 (``requests``, in threads). ``/run`` is the call that is made thousands of times a second, so
-it runs on the worker's event loop with one pooled ``aiohttp`` session per worker process: no
-thread hand-off, no per-call allocation of a client, and both bodies stream with
+it runs on the worker's event loop over :class:`~oscar_faas.upstream.Upstream`, one pool of
+keep-alive connections per worker process: no thread hand-off, and both bodies stream with
 backpressure. One method, :meth:`FunctionInvoker.invoke`, holds every decision about
 retrying and every translation of a transport error into the package's error tree.
 """
@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from typing import AsyncIterable, Mapping
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from .config import Settings
-from .errors import UpstreamNotReady, UpstreamTimeout, UpstreamUnreachable
-
-#: Connections kept open to the OpenFaaS gateway per worker; /run calls reuse them.
-POOL_SIZE = 64
-#: Headers aiohttp would add on its own. A function must see what the client sent, nothing
-#: more: no invented Content-Type for oscar-cli's bare base64 body, no Accept-Encoding that
-#: would let a function compress an answer the client cannot decode.
-NO_AUTO_HEADERS = ("Content-Type", "Accept-Encoding", "Accept", "User-Agent")
+from .errors import ConfigError, UpstreamNotReady, UpstreamTimeout, UpstreamUnreachable
+from .upstream import Response, Upstream
 
 
 class FunctionInvoker:
@@ -37,34 +31,24 @@ class FunctionInvoker:
         if not url:
             raise ValueError("FunctionInvoker needs a gateway URL (OPENFAAS_URL)")
         self.base_url = url.rstrip("/")
-        self.connect_timeout = settings.openfaas_timeout
+        parts = urlsplit(self.base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ConfigError(f"OPENFAAS_URL must be an http:// URL (got {url!r}); put TLS in "
+                              f"front of the gateway, not between it and OpenFaaS")
+        self._prefix = parts.path.rstrip("/")
         self.run_timeout = settings.run_timeout
         self.ready_wait = settings.run_ready_wait
+        self.upstream = Upstream(parts.hostname, parts.port or 80, settings.openfaas_timeout,
+                                 settings.run_timeout or None)
         self._auth_headers = {"Authorization": "Basic " + base64.b64encode(
             f"{settings.openfaas_username}:{settings.openfaas_password or ''}".encode()
         ).decode()} if settings.openfaas_username else {}
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        """The session, made on first use: it belongs to the loop that is running then
-        (gunicorn builds the app before the worker's loop exists)."""
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=POOL_SIZE,
-                                               ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout,
-                                              sock_read=self.run_timeout or None),
-                auto_decompress=False, skip_auto_headers=NO_AUTO_HEADERS,
-                trust_env=False)
-        return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self.upstream.close()
 
     async def invoke(self, name: str, body: bytes | AsyncIterable[bytes],
-                     headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+                     headers: Mapping[str, str], length: int | None = None) -> Response:
         """Start a synchronous call and return the response with its body unread; the
         caller streams it, then calls ``release()`` (read to the end) or ``close()``.
 
@@ -76,14 +60,14 @@ class FunctionInvoker:
         :raises UpstreamUnreachable: no connection.
         :raises UpstreamTimeout: no answer within the run timeout.
         """
-        url = f"{self.base_url}/function/{name}"
+        path = f"{self._prefix}/function/{name}"
         deadline = time.monotonic() + self.ready_wait
         delay = 0.05
         replayable = isinstance(body, (bytes, bytearray))
         if not replayable:
             await self._wait_ready(name, deadline)
         while True:
-            resp = await self._post(name, url, body, headers)
+            resp = await self._post(name, path, body, headers, length)
             if resp.status != 503 or not _is_not_ready(resp):
                 return resp
             resp.close()
@@ -94,16 +78,15 @@ class FunctionInvoker:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def _post(self, name: str, url: str, body: bytes | AsyncIterable[bytes],
-                    headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+    async def _post(self, name: str, path: str, body: bytes | AsyncIterable[bytes],
+                    headers: Mapping[str, str], length: int | None) -> Response:
         try:
-            return await self._client().post(url, data=body, headers=headers,
-                                              allow_redirects=False)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            return await self.upstream.request("POST", path, headers, body, length)
+        except TimeoutError:
             raise UpstreamTimeout(
                 f"service {name} did not answer within {self.run_timeout:g} s (RUN_TIMEOUT);"
                 f" use an asynchronous service or raise the timeout") from None
-        except (aiohttp.ClientError, OSError):  # refused, reset, DNS...
+        except ConnectionError:  # refused, reset, closed early, not HTTP
             raise UpstreamUnreachable(
                 f"cannot reach OpenFaaS at {self.base_url} to run {name}: is the gateway "
                 f"running and OPENFAAS_URL right?") from None
@@ -114,10 +97,12 @@ class FunctionInvoker:
         delay = 0.05
         while True:
             try:
-                async with self._client().get(f"{self.base_url}/system/function/{name}",
-                                              headers=self._auth_headers) as resp:
-                    status = await resp.json() if resp.status == 200 else {}
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+                resp = await self.upstream.request(
+                    "GET", f"{self._prefix}/system/function/{name}", self._auth_headers)
+                data = await resp.read()
+                resp.release()
+                status = json.loads(data) if resp.status == 200 else {}
+            except (OSError, ValueError):
                 return
             ready = status.get("availableReplicas") if isinstance(status, dict) else None
             if ready is None or ready > 0 or time.monotonic() >= deadline:
@@ -126,7 +111,7 @@ class FunctionInvoker:
             delay = min(delay * 2, 1.0)
 
 
-def _is_not_ready(resp: aiohttp.ClientResponse) -> bool:
+def _is_not_ready(resp: Response) -> bool:
     """A 503 the platform made (not ready), as opposed to one the function returned."""
-    return (resp.headers.get("X-OpenFaaS-Internal") is not None
-            or resp.headers.get("X-Duration-Seconds") is None)
+    return (resp.header(b"X-OpenFaaS-Internal") is not None
+            or resp.header(b"X-Duration-Seconds") is None)

@@ -2,9 +2,10 @@
 
 This is the one route not served by Flask. Every call pays for whatever sits between the
 socket and OpenFaaS, so the route is a plain ASGI handler: headers are read straight from
-the scope, the service comes from the registry's cache, and the bodies stream through
-``aiohttp`` with backpressure. Everything that can fail (lookup, auth, size limit,
-connecting upstream) fails before the response starts, so errors are whole answers.
+the scope, the service comes from the registry's cache, and the bodies stream through a
+pooled HTTP client (:mod:`oscar_faas.upstream`) with backpressure. Everything that can fail
+(lookup, auth, size limit, connecting upstream) fails before the response starts, so errors
+are whole answers.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-#: Read size for streamed answers.
-CHUNK = 1024 * 1024
 #: Bodies up to this size are read whole, so they can be re-sent while a fresh function
 #: answers 503; larger ones stream once, after a readiness check.
 REPLAYABLE = 1024 * 1024
@@ -149,7 +148,7 @@ class RunEndpoint:
         try:
             await send({"type": "http.response.start", "status": upstream.status,
                         "headers": backward_headers(upstream.raw_headers)})
-            async for chunk in upstream.content.iter_chunked(CHUNK):
+            async for chunk in upstream.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
             complete = True
@@ -176,10 +175,8 @@ class RunEndpoint:
         body = RequestBody(receive, gw.settings.max_body_size)
         data = await body.read(length)
         headers = forward_headers(scope["headers"])
-        if length is not None and not isinstance(data, bytes):
-            headers["Content-Length"] = str(length)  # stream as is, without chunk framing
-        try:
-            return await self.invoker.invoke(name, data, headers)
+        try:  # a stream goes with its length when known, without chunk framing
+            return await self.invoker.invoke(name, data, headers, length)
         except OscarFaasError:
             if body.too_large:
                 raise BodyTooLarge(too_large(body.limit)) from None

@@ -1,0 +1,209 @@
+"""The /run hot path's HTTP client against raw sockets that answer exactly as scripted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from oscar_faas.upstream import HIGH_WATER, Upstream
+
+
+async def scripted_server(handler):
+    """A loopback server whose connections are handled by ``handler(reader, writer)``."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def read_request(reader) -> tuple[bytes, bytes]:
+    """One request: head and body (Content-Length or chunked)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        body = b""
+        while True:
+            size = int((await reader.readline()).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                return head, body
+            body += chunk[:-2]
+    length = 0
+    for line in lower.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_keep_alive_reuses_one_connection_and_frames_bodies():
+    async def main():
+        connections = []
+
+        async def handler(reader, writer):
+            connections.append(writer)
+            while True:
+                try:
+                    head, body = await read_request(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Echo: 1\r\n\r\n%s"
+                             % (len(body), body))
+
+        server, port = await scripted_server(handler)
+        up = Upstream("127.0.0.1", port, 5, 5)
+
+        async def stream():
+            yield b"ab"
+            yield b""
+            yield b"cd"
+
+        for body, length in ((b"hello", None), (stream(), None), (b"", None)):
+            resp = await up.request("POST", "/function/x", {"X-A": "b"}, body, length)
+            assert resp.status == 200 and resp.header(b"x-echo") == b"1"
+            got = await resp.read()
+            resp.release()
+            assert got in (b"hello", b"abcd", b"")
+        assert len(connections) == 1
+        up.close()
+        server.close()
+
+    run(main())
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_for_a_replayable_body():
+    async def main():
+        seen = []
+
+        async def handler(reader, writer):
+            head, body = await read_request(reader)
+            seen.append(body)
+            # Keep-alive promised, then closed: the next request on it finds it gone.
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server, port = await scripted_server(handler)
+        up = Upstream("127.0.0.1", port, 5, 5)
+        for i in range(3):
+            resp = await up.request("POST", "/f", {}, b"call%d" % i)
+            assert await resp.read() == b"ok"
+            resp.release()
+            await asyncio.sleep(0.05)  # let the close arrive (or not) before the next call
+        assert seen == [b"call0", b"call1", b"call2"]
+        up.close()
+        server.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+     b"abcde"),
+    (b"HTTP/1.0 200 OK\r\n\r\nuntil the close", b"until the close"),
+])
+def test_chunked_and_close_delimited_answers(answer, expected):
+    async def main():
+        async def handler(reader, writer):
+            await read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server, port = await scripted_server(handler)
+        up = Upstream("127.0.0.1", port, 5, 5)
+        resp = await up.request("POST", "/f", {}, b"x")
+        assert await resp.read() == expected
+        resp.release()
+        if answer.startswith(b"HTTP/1.0"):
+            assert up._idle == []  # no keep-alive: not pooled
+        server.close()
+
+    run(main())
+
+
+def test_garbage_refused_and_silent_upstreams_raise_builtin_errors():
+    async def main():
+        async def garbage(reader, writer):
+            await read_request(reader)
+            writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+            await writer.drain()
+
+        server, port = await scripted_server(garbage)
+        with pytest.raises(ConnectionError, match="invalid HTTP"):
+            await Upstream("127.0.0.1", port, 5, 5).request("POST", "/f", {}, b"x")
+        server.close()
+
+        async def silent(reader, writer):
+            await read_request(reader)
+            await asyncio.sleep(5)
+
+        server, port = await scripted_server(silent)
+        with pytest.raises(TimeoutError):
+            await Upstream("127.0.0.1", port, 5, 0.2).request("POST", "/f", {}, b"x")
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(ConnectionError, match="cannot connect"):
+            await Upstream("127.0.0.1", port, 5, 5).request("POST", "/f", {}, b"x")
+
+    run(main())
+
+
+def test_an_early_answer_stops_the_upload_and_is_returned():
+    async def main():
+        async def handler(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\nConnection: close"
+                         b"\r\n\r\nbig")
+            await writer.drain()
+            writer.close()
+
+        server, port = await scripted_server(handler)
+        up = Upstream("127.0.0.1", port, 5, 5)
+        sent = 0
+
+        async def endless():
+            nonlocal sent
+            for _ in range(10_000):  # 640 MB at most; the server stops it long before
+                sent += 65536
+                yield b"A" * 65536
+                await asyncio.sleep(0)
+
+        resp = await up.request("POST", "/f", {}, endless(), 10_000 * 65536)
+        assert resp.status == 413 and await resp.read() == b"big"
+        assert sent < 10_000 * 65536
+        server.close()
+
+    run(main())
+
+
+def test_a_slow_reader_pauses_the_socket_instead_of_buffering_the_answer():
+    async def main():
+        size = 40 * 1024 * 1024
+
+        async def handler(reader, writer):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            block = b"B" * (1024 * 1024)
+            for _ in range(size // len(block)):
+                writer.write(block)
+                await writer.drain()
+
+        server, port = await scripted_server(handler)
+        up = Upstream("127.0.0.1", port, 5, 5)
+        resp = await up.request("POST", "/f", {}, b"x")
+        conn = resp._conn
+        got = 0
+        peak = 0
+        async for chunk in resp.chunks():
+            got += len(chunk)
+            peak = max(peak, conn._buffered)
+            await asyncio.sleep(0.001)  # a client slower than the function
+        resp.release()
+        assert got == size
+        assert peak <= HIGH_WATER + 1024 * 1024  # bounded by the high-water mark
+        server.close()
+
+    run(main())
