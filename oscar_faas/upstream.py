@@ -66,6 +66,17 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abandon(self) -> None:
+        """Close mid-exchange: nobody will wait for this answer's head any more (so its
+        future must not keep an exception nobody retrieves)."""
+        head = self._head
+        if head is not None:
+            if not head.done():
+                head.cancel()
+            elif not head.cancelled():
+                head.exception()
+        self.close()
+
     # ---------------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -275,17 +286,16 @@ class Upstream:
                 await self._send(conn, method, path, headers, body, length)
                 done, _ = await asyncio.wait((head,), timeout=self.read_timeout)
                 if not done:
-                    head.cancel()
-                    conn.close()
+                    conn.abandon()
                     raise TimeoutError("no answer within the read timeout")
                 status = head.result()
             except ConnectionError:
-                conn.close()
+                conn.abandon()
                 if reused and replayable and attempt == 0 and not conn._headers:
                     continue  # the upstream had closed that idle connection: try a new one
                 raise
             except BaseException:
-                conn.close()
+                conn.abandon()
                 raise
             return Response(self, conn, status, self.read_timeout)
         raise AssertionError("unreachable")

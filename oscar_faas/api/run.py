@@ -74,6 +74,10 @@ async def error_response(send: Send, err: OscarFaasError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class ClientGone(Exception):
+    """The client disconnected before its body was complete: nobody to answer."""
+
+
 class RequestBody:
     """The client's body as the function gets it: bytes when small, else a bounded stream.
 
@@ -91,7 +95,7 @@ class RequestBody:
         while self.more:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                raise ConnectionResetError("the client went away while sending its body")
+                raise ClientGone()
             self.more = message.get("more_body", False)
             chunk = message.get("body", b"")
             if chunk:
@@ -144,15 +148,28 @@ class RunEndpoint:
         except OscarFaasError as err:
             await error_response(send, err)
             return
+        except ClientGone:
+            return
         complete = False
+        gone: asyncio.Future[Any] | None = None
         try:
             await send({"type": "http.response.start", "status": upstream.status,
                         "headers": backward_headers(upstream.raw_headers)})
+            pieces = 0
             async for chunk in upstream.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # The server drops writes to a client that left without saying so; watch
+                # for it once the answer is longer than two pieces, and stop reading then.
+                pieces += 1
+                if pieces == 2:
+                    gone = asyncio.ensure_future(receive())
+                elif gone is not None and gone.done():
+                    return
             await send({"type": "http.response.body", "body": b""})
             complete = True
         finally:
+            if gone is not None:
+                gone.cancel()
             if complete:
                 upstream.release()
             else:  # half-read: its connection cannot be reused

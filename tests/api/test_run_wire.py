@@ -283,3 +283,45 @@ def test_job_says_async_is_not_supported(gw, deployed):
     resp = requests.post(gw + "/job/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 501 and "/run/cowsay" in resp.text
     assert forwarded(deployed) == []
+
+
+def test_a_client_that_leaves_mid_body_is_dropped_quietly(gw, deployed):
+    """No answer to write and nothing to log: the upload is abandoned, the gateway goes on."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        deployed.expect_request("/function/cowsay").respond_with_data("ok")
+        parts = urlsplit(gw)
+        with socket.create_connection((parts.hostname, parts.port)) as sock:
+            sock.sendall(b"POST /run/cowsay HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         + TOKEN.encode() + b"\r\nContent-Length: 5000000\r\n\r\n"
+                         + b"A" * 2_000_000)
+        time.sleep(0.3)
+        resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
+        assert resp.status_code == 200 and resp.text == "ok"
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+    assert [req.get_data() for req in forwarded(deployed)] == [b"aGk="]
+
+
+def test_a_client_that_leaves_mid_answer_is_dropped_and_the_gateway_goes_on(gw, deployed):
+    answer = b"Z" * 64_000_000
+    deployed.expect_request("/function/cowsay").respond_with_data(
+        answer, content_type="application/octet-stream")
+    with requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER, stream=True) as r:
+        assert r.status_code == 200
+        first = next(r.iter_content(65536))
+        assert first and set(first) == {ord("Z")}
+    # The gateway is still fine, and the next call gets a whole answer.
+    deployed.clear_all_handlers()
+    deployed.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    deployed.expect_request("/function/cowsay").respond_with_data("ok")
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
+    assert resp.status_code == 200 and resp.text == "ok"
