@@ -14,6 +14,7 @@ reset, closed early, unparsable answer) and ``TimeoutError``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import AsyncIterable, AsyncIterator, Mapping
 
@@ -21,6 +22,8 @@ import httptools
 
 #: Idle connections kept per upstream.
 POOL_SIZE = 64
+#: A streamed (not re-sendable) body reuses only a connection idle for less than this.
+STREAM_MAX_IDLE = 1.0
 #: Response bytes buffered before the socket stops being read (the client is slower than
 #: the function); reading resumes below half of it.
 HIGH_WATER = 4 * 1024 * 1024
@@ -41,6 +44,7 @@ class _Connection(asyncio.Protocol):
         self._wake: asyncio.Future[None] | None = None
         self._complete = False
         self._keep_alive = False
+        self.idle_since = 0.0
         self._error: BaseException | None = None
         self._can_write: asyncio.Future[None] | None = None
 
@@ -233,9 +237,23 @@ class Upstream:
 
     def _put(self, conn: _Connection) -> None:
         if conn.reusable and len(self._idle) < POOL_SIZE:
+            conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:
             conn.close()
+
+    def _pooled(self, max_idle: float | None = None) -> _Connection | None:
+        """The most recently used idle connection the server has not closed (servers close
+        idle keep-alive connections after a few seconds); with ``max_idle``, only one used
+        that recently, so that a close racing the request is unlikely."""
+        while self._idle:
+            conn = self._idle[-1]
+            if max_idle is not None and time.monotonic() - conn.idle_since > max_idle:
+                return None  # the rest of the stack is older still
+            self._idle.pop()
+            if not conn.closed:
+                return conn
+        return None
 
     def close(self) -> None:
         while self._idle:
@@ -277,8 +295,12 @@ class Upstream:
         """
         replayable = isinstance(body, (bytes, bytearray))
         for attempt in (0, 1):
-            reused = bool(self._idle)
-            conn = self._idle.pop() if reused else await self._connect()
+            # A stream cannot be re-sent, so it only takes a connection used just now.
+            conn = (self._pooled(None if replayable else STREAM_MAX_IDLE)
+                    if attempt == 0 else None)
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect()
             conn.reset()
             head = conn._head
             assert head is not None
@@ -291,8 +313,8 @@ class Upstream:
                 status = head.result()
             except ConnectionError:
                 conn.abandon()
-                if reused and replayable and attempt == 0 and not conn._headers:
-                    continue  # the upstream had closed that idle connection: try a new one
+                if reused and replayable and not conn._headers:
+                    continue  # the server closed it as it was being reused: a new one
                 raise
             except BaseException:
                 conn.abandon()

@@ -207,3 +207,34 @@ def test_a_slow_reader_pauses_the_socket_instead_of_buffering_the_answer():
         server.close()
 
     run(main())
+
+
+def test_idle_connections_the_server_timed_out_are_never_used():
+    """A server that closes keep-alive connections after 0.2 s idle (uvicorn: 5 s, the
+    OpenFaaS gateway: its own): a burst of calls after a pause must all succeed."""
+    async def main():
+        async def handler(reader, writer):
+            while True:
+                try:
+                    await asyncio.wait_for(read_request(reader), 0.2)
+                except (asyncio.TimeoutError, asyncio.IncompleteReadError):
+                    writer.close()
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        server, port = await scripted_server(handler)
+        up = Upstream("127.0.0.1", port, 5, 5)
+
+        async def call(body):
+            resp = await up.request("POST", "/f", {}, body)
+            data = await resp.read()
+            resp.release()
+            return resp.status, data
+
+        for _ in range(2):  # fill the pool with 16 connections, let them all time out
+            assert await asyncio.gather(*(call(b"x") for _ in range(16))) == [(200, b"ok")] * 16
+            await asyncio.sleep(0.4)
+        up.close()
+        server.close()
+
+    run(main())
