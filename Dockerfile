@@ -1,6 +1,6 @@
-# The oscar-faas gateway: a stateless Flask app under gunicorn, talking to OpenFaaS over its
-# REST API (OPENFAAS_URL). Built by `faas-cli up -f stack.yml` (lang: dockerfile) or by hand:
-#   docker build -t oscar-faas .
+# The oscar-faas gateway: the Flask API and the /run fast path under gunicorn, talking to
+# OpenFaaS over its REST API (OPENFAAS_URL). Built by `faas-cli up -f stack.yml`
+# (lang: dockerfile) or by hand:  docker build -t oscar-faas .
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- build the wheel (sources and build tools stay in this stage)
@@ -23,5 +23,6 @@ EXPOSE 8080
 # No curl in the slim image: ask /health (open, answers "Ok") with the stdlib.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2)"]
-# gthread workers and no worker timeout: /run streams for as long as a function runs.
-CMD ["gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "16", "--timeout", "0", "--bind", "0.0.0.0:8080", "oscar_faas.api:create_app()"]
+# Event-loop workers (uvicorn's, on uvloop + httptools): /run waits on the loop for as long as
+# a function runs, so --timeout only catches a hung loop; RUN_TIMEOUT bounds a call.
+CMD ["gunicorn", "--worker-class", "oscar_faas.worker.GatewayWorker", "--workers", "2", "--timeout", "30", "--keep-alive", "75", "--bind", "0.0.0.0:8080", "oscar_faas.api:create_asgi_app()"]

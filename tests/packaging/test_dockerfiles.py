@@ -4,9 +4,11 @@ with stand-in supervisors."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -133,9 +135,12 @@ def test_gateway_dockerfile_contract() -> None:
     assert ("EXPOSE", "8080") in stage
     healthcheck = next(rest for keyword, rest in stage if keyword == "HEALTHCHECK")
     assert '"python"' in healthcheck and "/health" in healthcheck
-    assert stage[-1] == ("CMD", '["gunicorn", "--worker-class", "gthread", "--workers", "2", '
-                                '"--threads", "16", "--timeout", "0", "--bind", '
-                                '"0.0.0.0:8080", "oscar_faas.api:create_app()"]')
+    keyword, cmd = stage[-1]
+    assert keyword == "CMD"
+    argv = json.loads(cmd)
+    assert argv[0] == "gunicorn" and "0.0.0.0:8080" in argv
+    assert argv[argv.index("--worker-class") + 1] == "oscar_faas.worker.GatewayWorker"
+    assert argv[-1] == "oscar_faas.api:create_asgi_app()"
     assert any("pip install --no-cache-dir" in rest for keyword, rest in stage
                if keyword == "RUN")
 
@@ -251,3 +256,61 @@ def test_every_copy_source_is_in_the_faas_cli_build_context(tmp_path: Path) -> N
         for source in sources:
             assert (context / source).exists(), source
     assert (context / "function" / "script.sh").is_file()
+
+
+def test_gateway_image_command_serves_the_api_and_run(tmp_path, httpserver) -> None:
+    """The image's CMD, run here as is (only the port changes): gunicorn loads the app
+    factory with the worker class it names, and both halves of the app answer."""
+    import base64
+    import socket
+    import sys
+    import time
+
+    import requests
+
+    from oscar_faas.model import Service
+    from oscar_faas.translate import SERVICE_ANNOTATION
+
+    token = "cd" * 32
+    stored = Service.from_dict({"name": "echo", "image": "alpine", "script": "cat",
+                                "token": token}).normalized(token=token).to_dict()
+    httpserver.expect_request("/system/function/echo").respond_with_json(
+        {"name": "echo", "image": "alpine", "replicas": 1, "availableReplicas": 1,
+         "annotations": {SERVICE_ANNOTATION: json.dumps(stored)}})
+    httpserver.expect_request("/system/functions").respond_with_json(
+        [{"name": "echo", "image": "alpine", "replicas": 1, "availableReplicas": 1,
+          "annotations": {SERVICE_ANNOTATION: json.dumps(stored)}}])
+    httpserver.expect_request("/function/echo", method="POST").respond_with_data(
+        "aGk=", headers={"X-Duration-Seconds": "0.001"})
+    argv = json.loads(final_stage(GATEWAY_DOCKERFILE)[-1][1])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv[argv.index("0.0.0.0:8080")] = f"127.0.0.1:{port}"
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFAAS_")}
+    env.update(OPENFAAS_URL=httpserver.url_for("/").rstrip("/"), OSCAR_PASSWORD="pw")
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        proc = subprocess.Popen([str(gunicorn), *argv[1:]], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "gunicorn.log").read_text()
+            time.sleep(0.1)
+        admin = "Basic " + base64.b64encode(b"oscar:pw").decode()
+        listed = requests.get(url + "/system/services", headers={"Authorization": admin})
+        assert listed.status_code == 200 and [s["name"] for s in listed.json()] == ["echo"]
+        run = requests.post(url + "/run/echo", data=b"aGk=",
+                            headers={"Authorization": f"Bearer {token}"})
+        assert run.status_code == 200 and run.text == "aGk="
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
