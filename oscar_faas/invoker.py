@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import time
 from typing import AsyncIterable, Mapping
 from urllib.parse import urlsplit
@@ -32,14 +33,15 @@ class FunctionInvoker:
             raise ValueError("FunctionInvoker needs a gateway URL (OPENFAAS_URL)")
         self.base_url = url.rstrip("/")
         parts = urlsplit(self.base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"OPENFAAS_URL must be an http:// URL (got {url!r}); put TLS in "
-                              f"front of the gateway, not between it and OpenFaaS")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"OPENFAAS_URL must be an http:// or https:// URL (got {url!r})")
+        tls = parts.scheme == "https"
         self._prefix = parts.path.rstrip("/")
         self.run_timeout = settings.run_timeout
         self.ready_wait = settings.run_ready_wait
-        self.upstream = Upstream(parts.hostname, parts.port or 80, settings.openfaas_timeout,
-                                 settings.run_timeout or None)
+        self.upstream = Upstream(parts.hostname, parts.port or (443 if tls else 80),
+                                 settings.openfaas_timeout, settings.run_timeout or None,
+                                 ssl=ssl.create_default_context() if tls else None)
         self._auth_headers = {"Authorization": "Basic " + base64.b64encode(
             f"{settings.openfaas_username}:{settings.openfaas_password or ''}".encode()
         ).decode()} if settings.openfaas_username else {}

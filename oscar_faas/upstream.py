@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from ssl import SSLContext
 from typing import AsyncIterable, AsyncIterator, Mapping
 
 import httptools
@@ -224,12 +225,14 @@ class Response:
 
 
 class Upstream:
-    """Keep-alive connections to ``host:port``; use from one event loop."""
+    """Keep-alive connections to ``host:port`` (over TLS with ``ssl``); use from one event
+    loop."""
 
     def __init__(self, host: str, port: int, connect_timeout: float | None,
-                 read_timeout: float | None) -> None:
+                 read_timeout: float | None, ssl: SSLContext | None = None) -> None:
         self.host = host
         self.port = port
+        self.ssl = ssl
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._host_header = f"Host: {host}:{port}\r\n".encode("latin-1")
@@ -263,7 +266,7 @@ class Upstream:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(_Connection, self.host, self.port),
+                loop.create_connection(_Connection, self.host, self.port, ssl=self.ssl),
                 self.connect_timeout)
         except asyncio.TimeoutError:
             raise ConnectionError(f"no connection to {self.host}:{self.port} within "

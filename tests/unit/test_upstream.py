@@ -238,3 +238,73 @@ def test_idle_connections_the_server_timed_out_are_never_used():
         server.close()
 
     run(main())
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_upstream(tmp_path):
+    """OPENFAAS_URL may be https://: the same client over TLS, certificate checked."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def main():
+        async def handler(reader, writer):
+            head, body = await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        trusted = ssl.create_default_context(cafile=str(cert))
+        up = Upstream("127.0.0.1", port, 5, 5, ssl=trusted)
+        resp = await up.request("POST", "/f", {}, b"secret")
+        assert resp.status == 200 and await resp.read() == b"secret"
+        resp.release()
+        up.close()
+        with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await Upstream("127.0.0.1", port, 5, 5, ssl=ssl.create_default_context()).request(
+                "POST", "/f", {}, b"x")
+        server.close()
+
+    run(main())
+
+
+def test_openfaas_url_must_be_http_or_https():
+    from oscar_faas.config import Settings
+    from oscar_faas.errors import ConfigError
+    from oscar_faas.invoker import FunctionInvoker
+
+    with pytest.raises(ConfigError, match="http:// or https://"):
+        FunctionInvoker(Settings.from_env({"OPENFAAS_URL": "ftp://gateway:8080"}))
+    tls = FunctionInvoker(Settings.from_env({"OPENFAAS_URL": "https://gw.example.org/of"}))
+    assert (tls.upstream.port, tls.upstream.ssl is not None, tls._prefix) == (443, True, "/of")
