@@ -383,7 +383,30 @@ def _clean_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-class Provider:
+class _ChildServer:
+    """A server process in its own session, logging to a file, stopped with its group."""
+
+    workdir: Path
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    def _spawn(self, argv: list[str], env: dict[str, str], health_url: str) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        try:
+            wait_http(health_url, 30, self.proc, self.log_path)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            _stop_group(self.proc)
+
+
+class Provider(_ChildServer):
     """``python -m oscar_faas.provider`` alone, on a free port, with basic auth."""
 
     user = "admin"
@@ -398,23 +421,13 @@ class Provider:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Provider":
-        env = _clean_env({"OPENFAAS_USERNAME": self.user, "OPENFAAS_PASSWORD": self.password})
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [self.python, "-m", "oscar_faas.provider", "--port", str(self.port),
-                 "--data-dir", str(self.workdir / "provider-data"), "--log-level", "WARNING"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_http(self.url + "/healthz", 30, self.proc, self.log_path)
-        except BaseException:
-            self.__exit__()
-            raise
+        self._spawn([self.python, "-m", "oscar_faas.provider", "--port", str(self.port),
+                     "--data-dir", str(self.workdir / "provider-data"), "--log-level",
+                     "WARNING"],
+                    _clean_env({"OPENFAAS_USERNAME": self.user,
+                                "OPENFAAS_PASSWORD": self.password}),
+                    self.url + "/healthz")
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            _stop_group(self.proc)
 
     def deploy(self, fd: dict) -> None:
         status, data = http_json("POST", self.url + "/system/functions", fd,
@@ -423,7 +436,7 @@ class Provider:
             raise RuntimeError(f"deploy {fd['service']}: {status} {data}")
 
 
-class InstantOpenFaaS:
+class InstantOpenFaaS(_ChildServer):
     """``bench/instant_openfaas.py``: an OpenFaaS whose one function answers at once."""
 
     def __init__(self, workdir: Path, name: str, token: str,
@@ -438,24 +451,10 @@ class InstantOpenFaaS:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "InstantOpenFaaS":
-        self.workdir.mkdir(parents=True, exist_ok=True)
         script = Path(__file__).with_name("instant_openfaas.py")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [self.python, str(script), "--port", str(self.port), "--name", self.name,
-                 "--token", self.token],
-                env=_clean_env(None), stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-        try:
-            wait_http(self.url + "/healthz", 30, self.proc, self.log_path)
-        except BaseException:
-            self.__exit__()
-            raise
+        self._spawn([self.python, str(script), "--port", str(self.port), "--name", self.name,
+                     "--token", self.token], _clean_env(None), self.url + "/healthz")
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            _stop_group(self.proc)
 
     def pids(self) -> list[int]:
         return [self.proc.pid] if self.proc else []

@@ -45,6 +45,7 @@ class _Connection(asyncio.Protocol):
         self._wake: asyncio.Future[None] | None = None
         self._complete = False
         self._keep_alive = False
+        self._interim = False
         self.idle_since = 0.0
         self._error: BaseException | None = None
         self._can_write: asyncio.Future[None] | None = None
@@ -60,6 +61,7 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         self._complete = False
         self._keep_alive = False
+        self._interim = False
         self._error = None
 
     @property
@@ -124,9 +126,14 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103): the real one follows
+            self._interim = True
+            self._headers = []
+            return
         self._keep_alive = self.parser.should_keep_alive()  # the parser forgets it later
         if self._head is not None and not self._head.done():
-            self._head.set_result(self.parser.get_status_code())
+            self._head.set_result(status)
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
@@ -137,6 +144,9 @@ class _Connection(asyncio.Protocol):
         self._notify()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete = True
         self._notify()
 

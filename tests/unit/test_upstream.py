@@ -308,3 +308,25 @@ def test_openfaas_url_must_be_http_or_https():
         FunctionInvoker(Settings.from_env({"OPENFAAS_URL": "ftp://gateway:8080"}))
     tls = FunctionInvoker(Settings.from_env({"OPENFAAS_URL": "https://gw.example.org/of"}))
     assert (tls.upstream.port, tls.upstream.ssl is not None, tls._prefix) == (443, True, "/of")
+
+
+def test_interim_answers_are_skipped():
+    async def main():
+        async def handler(reader, writer):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+                         b"Link: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n"
+                         b"X-Final: 1\r\n\r\nok")
+            await writer.drain()
+
+        server, port = await scripted_server(handler)
+        up = Upstream("127.0.0.1", port, 5, 5)
+        resp = await up.request("POST", "/f", {}, b"x")
+        assert resp.status == 201 and await resp.read() == b"ok"
+        assert resp.header(b"x-final") == b"1" and resp.header(b"link") is None
+        resp.release()
+        assert len(up._idle) == 1  # still a reusable keep-alive connection
+        up.close()
+        server.close()
+
+    run(main())
