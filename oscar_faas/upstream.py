@@ -245,7 +245,8 @@ class Upstream:
         self.ssl = ssl
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._host_header = f"Host: {host}:{port}\r\n".encode("latin-1")
+        authority = f"[{host}]" if ":" in host else host  # an IPv6 literal
+        self._host_header = f"Host: {authority}:{port}\r\n".encode("latin-1")
         self._idle: list[_Connection] = []
 
     def _put(self, conn: _Connection) -> None:
