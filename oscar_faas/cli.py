@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                    help="embedded provider state (default %(default)s)")
     p.add_argument("--workers", type=int, default=1,
-                   help="gunicorn worker processes (default 1: about 50 MB each; add one per "
+                   help="gunicorn worker processes (default 1: about 45 MB each; add one per "
                         "spare core when the gateway itself is the bottleneck)")
     p.add_argument("--threads", type=int, default=32,
                    help="threads per worker for the management API (/system/*); /run calls "
