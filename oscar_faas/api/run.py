@@ -74,6 +74,13 @@ async def error_response(send: Send, err: OscarFaasError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _disconnect(receive: Receive) -> None:
+    """Return when the client disconnects (reading past any body left unread: a function
+    may answer before it has taken all of its input)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class ClientGone(Exception):
     """The client disconnected before its body was complete: nobody to answer."""
 
@@ -162,7 +169,7 @@ class RunEndpoint:
                 # for it once the answer is longer than two pieces, and stop reading then.
                 pieces += 1
                 if pieces == 2:
-                    gone = asyncio.ensure_future(receive())
+                    gone = asyncio.ensure_future(_disconnect(receive))
                 elif gone is not None and gone.done():
                     return
             await send({"type": "http.response.body", "body": b""})
