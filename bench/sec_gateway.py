@@ -362,8 +362,8 @@ def _notes(table: Table, results: dict, load_seconds: float) -> None:
         f"max_inflight={NOOP_VARIABLES['max_inflight']}, so the function limiter is not the cap")
     table.notes.append(
         f"streaming: {STREAM_REPEATS} POSTs per path, each with Content-Length, body "
-        "generated on the fly (valid base64, decodes to 3/4 of its size), answer checked against the decoded byte count; memory "
-        "sampled every 50 ms from /proc")
+        "generated on the fly (valid base64, decodes to 3/4 of its size), answer checked "
+        "against the decoded byte count; memory sampled every 50 ms from /proc")
     table.notes.append(
         "no-op OpenFaaS function: a second `oscar-faas serve` with OPENFAAS_URL pointing at "
         "bench/instant_openfaas.py (uvicorn), whose function answers at once, as a cluster's "

@@ -14,5 +14,7 @@ from uvicorn_worker import UvicornWorker
 
 
 class GatewayWorker(UvicornWorker):
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "uvloop", "http": "httptools", "lifespan": "on",
-                     "server_header": False, "date_header": True}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "uvloop", "http": "httptools", "lifespan": "on",
+        "server_header": False, "date_header": True,
+    }

@@ -2,8 +2,8 @@
 
 :func:`create_app` builds the Flask app that serves the OSCAR API; :func:`create_asgi_app`
 puts the ``/run`` fast path (:mod:`.run`) in front of it, which is what ``oscar-faas serve``
-runs. State lives in ``app.extensions["oscar_faas"]`` (no module globals), so each gunicorn worker
-and each test gets its own settings, OpenFaaS connection pool and service cache.
+runs. State lives in ``app.extensions["oscar_faas"]`` (no module globals), so each gunicorn
+worker and each test gets its own settings, OpenFaaS connection pools and service cache.
 """
 
 from __future__ import annotations
