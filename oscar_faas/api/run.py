@@ -11,12 +11,15 @@ are whole answers.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 
 from ..auth import REALM, require_run_access
 from ..errors import BodyTooLarge, OscarFaasError, Unauthorized
 from ..invoker import FunctionInvoker
 from .context import Gateway
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -174,9 +177,15 @@ class RunEndpoint:
                     return
             await send({"type": "http.response.body", "body": b""})
             complete = True
+        except (ConnectionError, TimeoutError) as err:
+            # The function's answer broke off after it started: the client sees the
+            # connection close before the end, which is the truth; no traceback.
+            log.warning("run %s: the answer from OpenFaaS broke off: %s", name, err)
         finally:
             if gone is not None:
                 gone.cancel()
+                if gone.done() and not gone.cancelled():
+                    gone.exception()  # retrieved: a failed watch needs no warning
             if complete:
                 upstream.release()
             else:  # half-read: its connection cannot be reused

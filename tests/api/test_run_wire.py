@@ -325,3 +325,36 @@ def test_a_client_that_leaves_mid_answer_is_dropped_and_the_gateway_goes_on(gw, 
     deployed.expect_request("/function/cowsay").respond_with_data("ok")
     resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 200 and resp.text == "ok"
+
+
+def test_an_answer_that_breaks_off_closes_the_client_connection(httpserver, settings):
+    """OpenFaaS promises more than it sends, then hangs up: the client must not get a
+    response that looks complete."""
+    import asyncio as aio
+
+    async def liar(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n"
+                     b"X-Duration-Seconds: 0.1\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+        writer.close()
+
+    loop = aio.new_event_loop()
+    server = loop.run_until_complete(aio.start_server(liar, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = server.sockets[0].getsockname()[1]
+    app = create_app(Settings(**{**settings.__dict__,
+                                 "openfaas_url": f"http://127.0.0.1:{port}",
+                                 "service_cache_ttl": 60}))
+    app.extensions["oscar_faas"].registry.cache.put(Service.from_dict(SERVICE))
+    try:
+        with served(app) as url:
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                requests.post(url + "/run/cowsay", data=b"aGk=", headers=BEARER).content
+            ok = requests.get(url + "/health")
+            assert ok.status_code == 200
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
