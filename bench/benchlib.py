@@ -390,13 +390,14 @@ class _ChildServer:
     log_path: Path
     proc: subprocess.Popen | None = None
 
-    def _spawn(self, argv: list[str], env: dict[str, str], health_url: str) -> None:
+    def _spawn(self, argv: list[str], env: dict[str, str], health_url: str,
+               seconds: float = 30) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         try:
-            wait_http(health_url, 30, self.proc, self.log_path)
+            wait_http(health_url, seconds, self.proc, self.log_path)
         except BaseException:
             self.__exit__()
             raise
@@ -460,7 +461,7 @@ class InstantOpenFaaS(_ChildServer):
         return [self.proc.pid] if self.proc else []
 
 
-class Serve:
+class Serve(_ChildServer):
     """A real ``oscar-faas serve`` (gunicorn + embedded provider), as tests/livegateway.py
     starts it, with the provider URL read from its banner. ``workers=None`` keeps serve's
     own default (the figures are for the gateway as shipped)."""
@@ -481,33 +482,22 @@ class Serve:
         self.provider_url = ""
 
     def __enter__(self) -> "Serve":
-        env = _clean_env({"OSCAR_USERNAME": self.user, "OSCAR_PASSWORD": self.password,
-                          **self.extra_env})
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            workers = ["--workers", str(self.workers)] if self.workers else []
-            self.proc = subprocess.Popen(
-                [self.python, "-m", "oscar_faas.cli", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.workdir / "data"), *workers],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_http(self.url + "/health", 60, self.proc, self.log_path)
-            if self.extra_env.get("OPENFAAS_URL"):  # a given OpenFaaS, not the embedded one
-                self.provider_url = self.extra_env["OPENFAAS_URL"]
-                return self
-            match = re.search(r"embedded local provider at (http://\S+)",
-                              self.log_path.read_text(errors="replace"))
-            if not match:
-                raise RuntimeError(f"no provider URL in the banner:\n{_tail(self.log_path)}")
-            self.provider_url = match.group(1)
-        except BaseException:
+        workers = ["--workers", str(self.workers)] if self.workers else []
+        self._spawn([self.python, "-m", "oscar_faas.cli", "serve", "--port", str(self.port),
+                     "--data-dir", str(self.workdir / "data"), *workers],
+                    _clean_env({"OSCAR_USERNAME": self.user, "OSCAR_PASSWORD": self.password,
+                                **self.extra_env}),
+                    self.url + "/health", seconds=60)
+        if self.extra_env.get("OPENFAAS_URL"):  # a given OpenFaaS, not the embedded one
+            self.provider_url = self.extra_env["OPENFAAS_URL"]
+            return self
+        match = re.search(r"embedded local provider at (http://\S+)",
+                          self.log_path.read_text(errors="replace"))
+        if not match:
             self.__exit__()
-            raise
+            raise RuntimeError(f"no provider URL in the banner:\n{_tail(self.log_path)}")
+        self.provider_url = match.group(1)
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            _stop_group(self.proc)
 
     @property
     def auth(self) -> tuple[str, str]:

@@ -6,21 +6,20 @@ sockets) while also holding the app object, e.g. to seed its service cache.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
 
+from .livegateway import free_port
+
 
 class ThreadedServer:
     """``with ThreadedServer(app) as url:`` serves ``app`` until the block ends."""
 
     def __init__(self, app: Any) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="uvloop",
                                 http="httptools", lifespan="on", log_level="warning")

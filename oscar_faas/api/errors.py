@@ -19,11 +19,17 @@ def _text(message: str, status: int) -> Response:
     return Response(body, status=status, mimetype="text/plain")
 
 
+def error_answer(err: OscarFaasError) -> tuple[int, str, dict[str, str]]:
+    """Status, text body and extra headers for ``err``: one wording for the Flask API and
+    the ``/run`` handler, which answers outside Flask."""
+    body = f"{err.message}\n" if err.message else ""
+    headers = {"WWW-Authenticate": REALM} if isinstance(err, Unauthorized) else {}
+    return err.status, body, headers
+
+
 def handle_error(err: OscarFaasError) -> Response:
-    resp = _text(err.message, err.status)
-    if isinstance(err, Unauthorized):
-        resp.headers["WWW-Authenticate"] = REALM
-    return resp
+    status, body, headers = error_answer(err)
+    return Response(body, status=status, mimetype="text/plain", headers=headers)
 
 
 def handle_http(err: HTTPException) -> Response:

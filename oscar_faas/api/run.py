@@ -14,10 +14,11 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 
-from ..auth import REALM, require_run_access
-from ..errors import BodyTooLarge, OscarFaasError, Unauthorized
+from ..auth import require_run_access
+from ..errors import BodyTooLarge, OscarFaasError
 from ..invoker import FunctionInvoker
 from .context import Gateway
+from .errors import error_answer
 
 log = logging.getLogger(__name__)
 
@@ -28,37 +29,40 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: Bodies up to this size are read whole, so they can be re-sent while a fresh function
 #: answers 503; larger ones stream once, after a readiness check.
 REPLAYABLE = 1024 * 1024
-#: Request headers never forwarded to the function (``expect``: the server has already
-#: answered curl's ``100-continue``; the body is on its way).
-_DROP_REQUEST = frozenset({b"host", b"authorization", b"content-length", b"cookie", b"expect"})
-#: Response headers the server sets itself.
-_DROP_RESPONSE = frozenset({"server", "date"})
 #: Hop-by-hop headers (RFC 9110, 7.6.1), never forwarded either way.
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
-                         "proxy-authorization", "te", "trailer", "trailers",
-                         "transfer-encoding", "upgrade", "proxy-connection"})
-_HOP_BY_HOP_BYTES = frozenset(h.encode() for h in _HOP_BY_HOP)
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate",
+                         b"proxy-authorization", b"te", b"trailer", b"trailers",
+                         b"transfer-encoding", b"upgrade", b"proxy-connection"})
+#: Request headers never forwarded to the function: credentials, framing the client redoes
+#: and ``expect`` (the server has already answered curl's ``100-continue``).
+_NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"cookie",
+                                b"expect"}
+#: Response headers the server sets itself, besides the hop-by-hop ones.
+_NOT_RETURNED = _HOP_BY_HOP | {b"server", b"date"}
 
 
-def forward_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Request headers for the function: end-to-end ones, minus credentials and framing."""
-    out: dict[str, str] = {}
+def read_headers(headers: Iterable[tuple[bytes, bytes]],
+                 ) -> tuple[str | None, int | None, dict[str, str]]:
+    """One pass over the request headers (lower-case, as ASGI gives them): the
+    ``Authorization`` value, the ``Content-Length`` (``None`` when absent or malformed) and
+    the headers for the function (end-to-end ones, minus credentials and framing)."""
+    authorization = length = None
+    forward: dict[str, str] = {}
     for key, value in headers:
-        if key in _DROP_REQUEST or key in _HOP_BY_HOP_BYTES:
+        if key in _NOT_FORWARDED:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+            elif key == b"content-length":
+                length = int(value) if value.isdigit() else None
             continue
         name, text = key.decode("latin-1"), value.decode("latin-1")
-        out[name] = f"{out[name]}, {text}" if name in out else text
-    return out
+        forward[name] = f"{forward[name]}, {text}" if name in forward else text
+    return authorization, length, forward
 
 
 def backward_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Response headers for the client: the function's, minus framing the server redoes."""
-    out = []
-    for key, value in headers:
-        name = key.decode("latin-1").lower()
-        if name not in _DROP_RESPONSE and name not in _HOP_BY_HOP:
-            out.append((key, value))
-    return out
+    return [(key, value) for key, value in headers if key.lower() not in _NOT_RETURNED]
 
 
 def too_large(limit: int) -> str:
@@ -67,13 +71,13 @@ def too_large(limit: int) -> str:
 
 
 async def error_response(send: Send, err: OscarFaasError) -> None:
-    """The answer the Flask app gives for the same error: its status, text/plain."""
-    body = f"{err.message}\n".encode() if err.message else b""
+    """The answer the Flask app gives for the same error (:func:`.errors.error_answer`)."""
+    status, text, extra = error_answer(err)
+    body = text.encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"),
-               (b"content-length", str(len(body)).encode())]
-    if isinstance(err, Unauthorized):
-        headers.append((b"www-authenticate", REALM.encode()))
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+               (b"content-length", str(len(body)).encode()),
+               *((k.lower().encode(), v.encode()) for k, v in extra.items())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -198,16 +202,10 @@ class RunEndpoint:
         if service is None:  # unknown service: 404, before auth (as OSCAR)
             service = await asyncio.get_running_loop().run_in_executor(
                 None, gw.registry.get, name)
-        authorization = length = None
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                authorization = value.decode("latin-1")
-            elif key == b"content-length":
-                length = int(value) if value.isdigit() else None
+        authorization, length, headers = read_headers(scope["headers"])
         require_run_access(authorization, service.token, gw.settings)
         body = RequestBody(receive, gw.settings.max_body_size)
         data = await body.read(length)
-        headers = forward_headers(scope["headers"])
         try:  # a stream goes with its length when known, without chunk framing
             return await self.invoker.invoke(name, data, headers, length)
         except OscarFaasError:
