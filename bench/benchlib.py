@@ -355,10 +355,10 @@ def deployment(name: str, script: str, variables: Mapping[str, str] | None = Non
     built by the gateway's own translation code."""
     from oscar_faas.config import Settings
     from oscar_faas.model import Service
-    from oscar_faas.translate import service_to_deployment
-    service = Service.from_dict(service_body(name, script, variables)).normalized()
-    service.validate()
-    return service_to_deployment(service, Settings.from_env({}))
+    from oscar_faas.plan import plan_deployment, prepare_service
+    settings = Settings.from_env({})
+    service = prepare_service(Service.from_dict(service_body(name, script, variables)), settings)
+    return plan_deployment(service, settings).deployment
 
 
 # --- live processes --------------------------------------------------------------------------

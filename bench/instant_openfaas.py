@@ -21,7 +21,7 @@ import json
 import uvicorn
 
 from oscar_faas.model import Service
-from oscar_faas.translate import SERVICE_ANNOTATION
+from oscar_faas.contract import SERVICE_ANNOTATION
 
 ANSWER = b"aGk="
 

@@ -13,10 +13,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
 from .errors import OscarFaasError
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .plan import DeploymentPlan
 
 DEFAULT_DATA_DIR = ".oscar-faas"
 
@@ -109,22 +113,26 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def stack_plans(fdl_path: str | Path, settings: Settings) -> list[DeploymentPlan]:
+    """The plans ``stack`` exports for an FDL file: the very plans a gateway with
+    ``settings`` makes when the file is applied (same defaults, checks and translation).
+
+    :raises OscarFaasError: the file does not load, or a service breaks a rule.
+    """
+    from .fdl import load_fdl
+    from .plan import plan_deployment, prepare_service
+
+    return [plan_deployment(prepare_service(service, settings), settings)
+            for service in load_fdl(fdl_path).services]
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from .config import Settings
-    from .fdl import load_fdl
     from .stack import stack_yaml
-    from .translate import service_to_deployment
 
     # The stack builds function images *from* the FDL images: deploy those as the base.
     settings = dataclasses.replace(Settings.from_env(), function_image="")
-    fdl = load_fdl(args.fdl)
-    deployments = []
-    for service in fdl.services:
-        service = service.normalized(minio={"endpoint": settings.minio_endpoint,
-                                            "verify": settings.minio_tls_verify,
-                                            "region": settings.minio_region})
-        service.validate()
-        deployments.append(service_to_deployment(service, settings))
+    deployments = [plan.deployment for plan in stack_plans(args.fdl, settings)]
     sys.stdout.write(stack_yaml(deployments, gateway=args.gateway, registry=args.registry,
                                 tag=args.tag))
     return 0

@@ -12,13 +12,13 @@ import threading
 import time
 from typing import Any, Callable
 
+from . import storage
 from .config import Settings
 from .errors import InvalidService, ServiceExists, ServiceNotFound
 from .model import Service
 from .openfaas import OpenFaaSClient
-from . import storage
-from .translate import (needs_storage_secret, service_to_deployment, status_to_service,
-                        storage_secret_name, storage_secret_value)
+from .plan import DeploymentPlan, plan_deployment, prepare_service, secret_name
+from .translate import status_to_service
 
 
 class ServiceCache:
@@ -75,46 +75,36 @@ class ServiceRegistry:
         services = [s for s in map(status_to_service, self.client.list_functions()) if s]
         return sorted(services, key=lambda s: s.name)
 
-    def exists(self, name: str) -> bool:
-        try:
-            self.get(name)
-        except ServiceNotFound:
-            return False
-        return True
-
     # ------------------------------------------------------------------ writes
 
-    def prepare(self, body: Any, *, token: str | None = None) -> Service:
-        """Parse, default and validate a client body; touches nothing remote.
+    def prepare(self, body: Any, *, token: str | None = None) -> DeploymentPlan:
+        """Parse, default and validate a client body and plan its deploy; touches nothing
+        remote.
 
         :raises InvalidService: the body breaks a rule (the message names it).
         """
-        service = Service.from_dict(body).normalized(token=token, minio=self._minio())
-        service.validate()
-        storage.check_configured(service, self.settings)
-        if needs_storage_secret(service):
-            storage_secret_value(service, self.settings)  # raises on masked credentials
-        return service
+        service = prepare_service(Service.from_dict(body), self.settings, token=token)
+        return plan_deployment(service, self.settings)
 
     def create(self, body: Any) -> Service:
         """:raises ServiceExists: a function of that name exists (OSCAR service or not)."""
-        service = self.prepare(body)
+        plan = self.prepare(body)
         try:
-            self.client.get_function(service.name)
+            self.client.get_function(plan.service.name)
         except ServiceNotFound:
             pass
         else:
             raise ServiceExists("A service with the provided name already exists")
-        secret = self._write_secret(service)
+        self._write_secret(plan)
         try:
-            self._ensure_storage(service)
-            self.client.deploy(service_to_deployment(service, self.settings))
+            self._ensure_storage(plan)
+            self.client.deploy(plan.deployment)
         except Exception:
-            if secret:
-                self._forget_secret(secret)
+            if plan.secret:
+                self._forget_secret(plan.secret.name)
             raise
-        self.cache.put(service)
-        return service
+        self.cache.put(plan.service)
+        return plan.service
 
     def update(self, body: Any) -> Service:
         """Replace a service, keeping its token (a changed token breaks every client).
@@ -126,14 +116,15 @@ class ServiceRegistry:
             raise InvalidService(
                 "The service specification is not valid: field 'name' is required")
         current = self.get(name)
-        service = self.prepare(body, token=current.token)
-        self._write_secret(service)
-        self._ensure_storage(service)
-        self.client.update(service_to_deployment(service, self.settings))
-        if not needs_storage_secret(service) and needs_storage_secret(current):
-            self._forget_secret(storage_secret_name(name))
-        self.cache.put(service)
-        return service
+        plan = self.prepare(body, token=current.token)
+        self._write_secret(plan)
+        self._ensure_storage(plan)
+        self.client.update(plan.deployment)
+        old_secret = secret_name(current)
+        if plan.secret is None and old_secret:
+            self._forget_secret(old_secret)
+        self.cache.put(plan.service)
+        return plan.service
 
     def delete(self, name: str, *, purge: bool = False) -> list[str]:
         """Remove the function and its secret. Buckets stay unless ``purge``; returns the
@@ -141,8 +132,9 @@ class ServiceRegistry:
         service = self.get(name)
         self.cache.drop(name)
         self.client.delete(name)
-        if needs_storage_secret(service):
-            self._forget_secret(storage_secret_name(name))
+        secret = secret_name(service)
+        if secret:
+            self._forget_secret(secret)
         if purge and self.settings.minio_configured:
             return storage.purge_paths(storage.minio_client(self.settings),
                                        storage.default_paths(service))
@@ -150,17 +142,9 @@ class ServiceRegistry:
 
     # ------------------------------------------------------------------ helpers
 
-    def _minio(self) -> dict[str, Any]:
-        s = self.settings
-        return {"endpoint": s.minio_endpoint, "verify": s.minio_tls_verify,
-                "region": s.minio_region}
-
-    def _write_secret(self, service: Service) -> str | None:
-        if not needs_storage_secret(service):
-            return None
-        name = storage_secret_name(service.name)
-        self.client.put_secret(name, storage_secret_value(service, self.settings))
-        return name
+    def _write_secret(self, plan: DeploymentPlan) -> None:
+        if plan.secret:
+            self.client.put_secret(plan.secret.name, plan.secret.value)
 
     def _forget_secret(self, name: str) -> None:
         try:
@@ -168,10 +152,9 @@ class ServiceRegistry:
         except Exception:  # best effort while undoing: the original error matters more
             pass
 
-    def _ensure_storage(self, service: Service) -> None:
-        paths = storage.default_paths(service)
-        if paths and self.settings.minio_configured:
-            storage.ensure_paths(storage.minio_client(self.settings), paths)
+    def _ensure_storage(self, plan: DeploymentPlan) -> None:
+        if plan.paths:
+            storage.ensure_paths(storage.minio_client(self.settings), plan.paths)
 
 
 def _valid_name(name: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from oscar_faas.api import create_app
 from oscar_faas.config import Settings
 from oscar_faas.model import Service
-from oscar_faas.translate import SERVICE_ANNOTATION
+from oscar_faas.contract import SERVICE_ANNOTATION
 
 ADMIN = {"Authorization": "Basic " + base64.b64encode(b"oscar:s3cret").decode()}
 OPENFAAS_AUTH = "Basic " + base64.b64encode(b"ofadmin:ofpass").decode()

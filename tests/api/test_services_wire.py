@@ -13,7 +13,7 @@ import yaml
 
 from oscar_faas.api import create_app
 from oscar_faas.config import Settings
-from oscar_faas.translate import SERVICE_ANNOTATION, SUPERVISOR_PROCESS
+from oscar_faas.contract import SERVICE_ANNOTATION, SUPERVISOR_PROCESS
 
 from .conftest import ADMIN, OPENFAAS_AUTH, function_status, sent
 

@@ -4,6 +4,7 @@ clusters) loads, validates, translates and exports."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,10 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from oscar_faas.cli import stack_plans
 from oscar_faas.config import Settings
 from oscar_faas.fdl import load_fdl
 from oscar_faas.stack import deployment_differences, stack_to_deployments
-from oscar_faas.translate import SERVICE_ANNOTATION, service_to_deployment
+from oscar_faas.contract import SERVICE_ANNOTATION
+from oscar_faas.openfaas import OpenFaaSClient
+from oscar_faas.plan import plan_deployment, prepare_service
+from oscar_faas.registry import ServiceRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 PLANTS = REPO / "examples" / "plant-classification-sync" / "plant-classification-sync.yaml"
@@ -38,8 +43,8 @@ def test_stack_and_gateway_send_the_same_deployment(fdl):
     for service in load_fdl(fdl).services:
         stored = json.loads(from_stack[service.name]["annotations"][SERVICE_ANNOTATION])
         # Same service, same token: the gateway would rebuild exactly this service.
-        gateway_fd = service_to_deployment(
-            service.normalized(token=stored["token"], minio={}), settings)
+        gateway_fd = plan_deployment(
+            prepare_service(service, settings, token=stored["token"]), settings).deployment
         diff = deployment_differences(gateway_fd, from_stack[service.name])
         assert set(diff) == {"image"}, diff  # the stack deploys the image it builds
         assert diff["image"] == (service.image, f"registry.example.org/me/{service.name}:v1")
@@ -49,9 +54,8 @@ def test_stack_and_gateway_send_the_same_deployment(fdl):
 
 def test_use_case_fdl_loads_validates_translates():
     (service,) = load_fdl(PLANTS).services
-    service = service.normalized(minio={})
-    service.validate()
-    fd = service_to_deployment(service, Settings.from_env({}))
+    settings = Settings.from_env({})
+    fd = plan_deployment(prepare_service(service, settings), settings).deployment
     assert fd["service"] == "plant-classification-sync"
     assert fd["image"] == "deephdc/deep-oc-plants-classification-tf"
     assert fd["limits"] == {"memory": "2Gi", "cpu": "1.0"}
@@ -68,5 +72,22 @@ def test_function_image_setting_matches_the_stack_images():
     text = run_stack(PLANTS, "--registry", "registry.example.org/me", "--tag", "v1")
     (from_stack,) = stack_to_deployments(text, env={})
     (service,) = load_fdl(PLANTS).services
-    fd = service_to_deployment(service.normalized(minio={}), settings)
+    fd = plan_deployment(prepare_service(service, settings), settings).deployment
     assert fd["image"] == from_stack["image"]
+
+
+@pytest.mark.parametrize("fdl", sorted(REPO.glob("examples/*/*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("env", [{}, {"MINIO_ENDPOINT": "http://minio:9000",
+                                      "MINIO_ACCESS_KEY": "ak", "MINIO_SECRET_KEY": "sk"}],
+                         ids=["no-minio", "minio"])
+def test_stack_and_apply_make_the_same_plan(fdl, env):
+    """``oscar-faas stack`` plans each service exactly as the gateway plans the body
+    ``oscar-faas apply`` sends for it (same defaults, checks, secret, buckets, deployment)."""
+    settings = dataclasses.replace(Settings.from_env(env), function_image="",
+                                   openfaas_url="http://openfaas.invalid:8080")
+    registry = ServiceRegistry(settings, OpenFaaSClient(settings))
+    plans = stack_plans(fdl, settings)
+    assert [p.service.name for p in plans] == [s.name for s in load_fdl(fdl).services]
+    for plan, service in zip(plans, load_fdl(fdl).services):
+        applied = registry.prepare(service.to_dict(), token=plan.service.token)
+        assert applied == plan

@@ -1,0 +1,96 @@
+"""The function contract: every name and rule the gateway, the provider, the supervisor and
+the template build share, stated once (docs/internals.md, "Function env contract").
+
+Pure constants and tiny pure helpers, no imports from the rest of the package, so any layer
+(including the standalone supervisor frozen into function images) can import it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+# --------------------------------------------------------------------------- paths
+
+#: The supervisor path OSCAR uses: images built from ``function-templates/oscar`` have it
+#: (the template's ``fprocess``), and the embedded provider runs the supervisor in-process
+#: for it. Every FunctionDeployment the gateway makes has it as ``envProcess``.
+SUPERVISOR_PROCESS = "/oscar/bin/supervisor"
+#: The module form of the same process, also run in-process by the embedded provider.
+SUPERVISOR_MODULE = "python -m oscar_faas.supervisor"
+#: Where OpenFaaS mounts a function's secrets (and the gateway's, when it runs as one).
+OPENFAAS_SECRETS_DIR = "/var/openfaas/secrets"
+
+# --------------------------------------------------------------------------- names
+
+#: The annotation that carries the stored service (credentials masked).
+SERVICE_ANNOTATION = "com.oscar-faas.service"
+
+
+def storage_secret_name(service_name: str) -> str:
+    """The OpenFaaS secret holding a service's storage credentials."""
+    return f"oscar-storage-{service_name}"
+
+
+# --------------------------------------------------------------------------- env names
+
+#: base64 of the user script.
+ENV_SCRIPT = "SCRIPT"
+#: base64 of the service as YAML (no script, credentials masked).
+ENV_FUNCTION_CONFIG = "FUNCTION_CONFIG"
+#: The service's ``log_level``.
+ENV_LOG_LEVEL = "LOG_LEVEL"
+#: Name of the storage secret (:func:`storage_secret_name`), when the function has one.
+ENV_STORAGE_SECRET = "OSCAR_STORAGE_SECRET"
+#: Folder the storage secret is read from (:data:`OPENFAAS_SECRETS_DIR` when unset).
+ENV_SECRETS_DIR = "OSCAR_SECRETS_DIR"
+#: Classic watchdog settings the gateway sets on every function.
+WATCHDOG_MAX_INFLIGHT = "max_inflight"
+WATCHDOG_EXEC_TIMEOUT = "exec_timeout"
+WATCHDOG_READ_TIMEOUT = "read_timeout"
+WATCHDOG_WRITE_TIMEOUT = "write_timeout"
+WATCHDOG_WRITE_DEBUG = "write_debug"
+WATCHDOG_COMBINE_OUTPUT = "combine_output"
+#: The embedded provider's bound on calls waiting for a ``max_inflight`` slot.
+WATCHDOG_MAX_QUEUE = "max_queue"
+
+# --------------------------------------------------------------------------- rules
+
+#: The longest DNS-1123 label (Kubernetes object names, faas-netes function names).
+DNS1123_MAX_LENGTH = 63
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+#: Words a boolean setting reads as true (case-insensitive).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+#: Hop-by-hop headers (RFC 9110, 7.6.1), lower case: never forwarded either way.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
+                        "upgrade"})
+
+
+def is_dns1123_label(name: str, max_length: int = DNS1123_MAX_LENGTH) -> bool:
+    """True when ``name`` is a DNS-1123 label (lower-case letters, digits and '-', starting
+    and ending with a letter or digit) of at most ``max_length`` characters."""
+    return len(name) <= max_length and _DNS1123_LABEL.fullmatch(name) is not None
+
+
+def is_true(value: str | None) -> bool:
+    """``value`` is one of :data:`TRUE_WORDS`."""
+    return (value or "").strip().lower() in TRUE_WORDS
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """``(user, password)`` from an ``Authorization: Basic ...`` header, else ``None``."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
