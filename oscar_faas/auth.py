@@ -6,11 +6,10 @@ attacker nothing about how much of a guess was right.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 
 from .config import Settings
+from .contract import basic_credentials
 from .errors import Unauthorized
 
 #: The realm gin's BasicAuth sends, which OSCAR clients have always seen.
@@ -19,21 +18,6 @@ REALM = 'Basic realm="Authorization Required"'
 
 def _equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
-
-
-def basic_credentials(header: str | None) -> tuple[str, str] | None:
-    """``(user, password)`` from an ``Authorization: Basic ...`` header, else ``None``."""
-    if not header:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
 
 
 def is_admin(header: str | None, settings: Settings) -> bool:

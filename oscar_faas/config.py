@@ -12,19 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from .contract import OPENFAAS_SECRETS_DIR, TRUE_WORDS
 from .errors import ConfigError
 
-#: Where OpenFaaS mounts secrets inside a function (and the gateway when it runs as one).
-OPENFAAS_SECRETS_DIR = "/var/openfaas/secrets"
-
-_TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
 def parse_bool(name: str, value: str) -> bool:
     """Parse a boolean setting strictly, so a typo is an error rather than ``False``."""
     lowered = value.strip().lower()
-    if lowered in _TRUE:
+    if lowered in TRUE_WORDS:
         return True
     if lowered in _FALSE:
         return False

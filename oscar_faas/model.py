@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .contract import is_dns1123_label
 from .errors import InvalidService
 
 DEFAULT_MEMORY = "256Mi"
@@ -32,7 +33,6 @@ INPUT_STORAGE_TYPES = ("minio", "webdav", "rucio")
 #: Provider fields that are credentials: masked in every stored or returned copy.
 CREDENTIAL_KEYS = frozenset({"access_key", "secret_key", "token", "password", "refresh_token"})
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 #: A Kubernetes resource quantity: a non-negative decimal with an optional binary or
 #: decimal SI suffix, or a decimal exponent (``128974848``, ``129e6``, ``123Mi``, ``500m``).
 _QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
@@ -392,7 +392,7 @@ class Service:
             raise InvalidService(
                 f"The service specification is not valid: field 'name' must be at most "
                 f"{MAX_NAME_LENGTH} characters, got {len(self.name)}")
-        if not _DNS1123_LABEL.match(self.name):
+        if not is_dns1123_label(self.name):
             raise InvalidService(
                 f"The service specification is not valid: field 'name' must be a DNS-1123 "
                 f"label (lower-case letters, digits and '-', starting and ending with a letter "

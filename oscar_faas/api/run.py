@@ -15,6 +15,7 @@ import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 
 from ..auth import require_run_access
+from ..contract import HOP_BY_HOP
 from ..errors import BodyTooLarge, OscarFaasError
 from ..invoker import FunctionInvoker
 from .context import Gateway
@@ -30,9 +31,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: answers 503; larger ones stream once, after a readiness check.
 REPLAYABLE = 1024 * 1024
 #: Hop-by-hop headers (RFC 9110, 7.6.1), never forwarded either way.
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate",
-                         b"proxy-authorization", b"te", b"trailer", b"trailers",
-                         b"transfer-encoding", b"upgrade", b"proxy-connection"})
+_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP)
 #: Request headers never forwarded to the function: credentials, framing the client redoes
 #: and ``expect`` (the server has already answered curl's ``100-continue``).
 _NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"cookie",

@@ -7,13 +7,13 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from ..contract import is_true
 from ..errors import InvalidService
 from .context import gateway
 from .system import json_response
 
 bp = Blueprint("services", __name__)
 
-_TRUE = {"1", "true", "yes"}
 
 
 def _body() -> Any:
@@ -51,7 +51,7 @@ def get_service(name: str) -> Response:
 def delete_service(name: str) -> Response:
     """``?purge=true`` also deletes the service's minio.default buckets and their contents
     (OSCAR always does; we keep user data unless asked)."""
-    purge = request.args.get("purge", "").lower() in _TRUE
+    purge = is_true(request.args.get("purge"))
     gateway().registry.delete(name, purge=purge)
     return Response(status=204)
 

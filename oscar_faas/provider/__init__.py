@@ -10,6 +10,4 @@ Entry points: :func:`serve` (blocking) and ``python -m oscar_faas.provider``.
 from __future__ import annotations
 
 from .server import ProviderServer, make_server, serve
-from .watchdog import IN_PROCESS_SUPERVISOR
-
-__all__ = ["IN_PROCESS_SUPERVISOR", "ProviderServer", "make_server", "serve"]
+__all__ = ["ProviderServer", "make_server", "serve"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Protocol
 
+from ..contract import ENV_SECRETS_DIR
 from ..errors import OscarFaasError, ServiceNotFound, UpstreamNotReady
 from .state import FunctionRecord, Store
 from .types import (DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus,
@@ -40,16 +41,6 @@ def inherited_env(env: Mapping[str, str]) -> dict[str, str]:
     picked = {k: env[k] for k in INHERITED_ENV if k in env}
     picked.update({k: v for k, v in env.items() if k.startswith("LC_")})
     return picked
-
-
-def supervisor_commands() -> frozenset[str]:
-    """The ``envProcess`` values served by the in-process supervisor, including whatever
-    ``oscar_faas.translate`` deploys (read lazily: the provider must not need the gateway)."""
-    try:
-        from ..translate import SUPERVISOR_PROCESS
-    except Exception:  # noqa: BLE001 - translate missing or broken: the fixed names still work
-        return SUPERVISOR_COMMANDS
-    return SUPERVISOR_COMMANDS | {SUPERVISOR_PROCESS}
 
 
 class NotFound(ServiceNotFound):
@@ -107,7 +98,6 @@ class LocalBackend:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._supervise: SuperviseFn | None = None
-        self._supervisor_commands = supervisor_commands()
         self._supervise_warned = False
 
     def load(self) -> None:
@@ -128,7 +118,7 @@ class LocalBackend:
         env = dict(self._base_env)
         env.update(fd.env_vars)
         env["fprocess"] = fd.env_process
-        env["OSCAR_SECRETS_DIR"] = str(self.store.secrets_dir(fd.service))
+        env[ENV_SECRETS_DIR] = str(self.store.secrets_dir(fd.service))
         same_limits = old is not None and (old.config.max_inflight, old.config.max_queue) == (
             config.max_inflight, config.max_queue)
         # keep the limiter across an update that does not change it: calls in flight hold it
@@ -136,7 +126,7 @@ class LocalBackend:
             config.max_inflight, config.max_queue)
         return FunctionRuntime(record=record, argv=tuple(a for a in process.split(" ") if a),
                                env=env, config=config, limiter=limiter,
-                               in_process=process in self._supervisor_commands)
+                               in_process=process in SUPERVISOR_COMMANDS)
 
     def _install(self, record: FunctionRecord) -> None:
         with self._lock:

@@ -8,8 +8,6 @@ a :class:`Response`; :mod:`.server` moves them over the socket.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import logging
 import platform
@@ -21,6 +19,7 @@ from typing import Callable
 from urllib.parse import unquote
 
 from .. import __version__
+from ..contract import HOP_BY_HOP, basic_credentials
 from ..errors import OscarFaasError, ServiceNotFound
 from .backend import Backend
 from .httpio import Request, Response, empty_response, json_response, text_response
@@ -34,9 +33,6 @@ PROVIDER_NAME = "oscar-faas-local"
 ORCHESTRATION = "local"
 #: Methods the classic watchdog runs a function for; others get 405 from it.
 WATCHDOG_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
-                         "upgrade"})
 
 Handler = Callable[[Backend, Request], Response]
 
@@ -170,7 +166,7 @@ def invoke_function(backend: Backend, req: Request) -> Response:
 def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[str, str]]:
     """The headers a function sees: the client's minus hop-by-hop ones, plus what the
     OpenFaaS gateway adds (call id, start time, forwarded-for/host)."""
-    headers = [(k, v) for k, v in req.headers if k.lower() not in _HOP_BY_HOP]
+    headers = [(k, v) for k, v in req.headers if k.lower() not in HOP_BY_HOP]
     present = {canonical_header(k) for k, _ in headers}
     extra = {"X-Call-Id": call_id, "X-Start-Time": str(start_ns),
              "X-Forwarded-For": req.client, "X-Forwarded-Host": req.header("Host")}
@@ -215,15 +211,11 @@ ROUTES: tuple[Route, ...] = (
 
 def check_basic_auth(header: str, username: str, password: str) -> bool:
     """Constant-time check of an ``Authorization: Basic`` header (faas-provider's rule)."""
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
+    creds = basic_credentials(header)
+    if creds is None:
         return False
-    try:
-        user, _, secret = base64.b64decode(encoded.strip(), validate=True).partition(b":")
-    except (binascii.Error, ValueError):
-        return False
-    user_ok = hmac.compare_digest(user, username.encode())
-    password_ok = hmac.compare_digest(secret, password.encode())
+    user_ok = hmac.compare_digest(creds[0].encode(), username.encode())
+    password_ok = hmac.compare_digest(creds[1].encode(), password.encode())
     return user_ok and password_ok
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from ..contract import is_dns1123_label
 from ..errors import InvalidService
 
 #: The only namespace this provider has (the default of faas-netes and faasd).
@@ -30,14 +31,13 @@ DEFAULT_NAMESPACE = "openfaas-fn"
 #: Keys of FunctionResources (``limits``/``requests``); all string-valued, all omitempty.
 RESOURCE_KEYS = ("memory", "cpu", "nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu")
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
 def is_valid_function_name(name: str) -> bool:
     """DNS-1123 label: what faas-netes and ``faas-cli new`` accept as a function name."""
-    return len(name) <= 63 and _DNS_LABEL.fullmatch(name) is not None
+    return is_dns1123_label(name)
 
 
 def validate_function_name(name: str) -> None:

@@ -37,12 +37,11 @@ from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping
 
-#: ``envProcess`` of the gateway's functions, as docs/internals.md fixes it.
-IN_PROCESS_SUPERVISOR = "python -m oscar_faas.supervisor"
-#: Every ``envProcess`` that means "the oscar supervisor" and is run in-process: the module
-#: form above and the path the function image installs it at (OSCAR's own convention, which
-#: ``oscar_faas.translate.SUPERVISOR_PROCESS`` may use). The backend adds translate's value.
-SUPERVISOR_COMMANDS = frozenset({IN_PROCESS_SUPERVISOR, "/oscar/bin/supervisor"})
+from .. import contract as c
+
+#: Every ``envProcess`` that means "the oscar supervisor" and is run in-process: its module
+#: form and the path function images install it at (what the gateway deploys).
+SUPERVISOR_COMMANDS = frozenset({c.SUPERVISOR_MODULE, c.SUPERVISOR_PROCESS})
 
 #: Read/write size for bodies and pipes.
 CHUNK = 64 * 1024
@@ -117,13 +116,12 @@ class WatchdogConfig:
     def from_env(cls, env: Mapping[str, str], fallback_inflight: int | None = None
                  ) -> WatchdogConfig:
         """Parse leniently, as the classic watchdog does: a bad value means the default."""
-        combine = env.get("combine_output")
-        inflight = _parse_count(env.get("max_inflight")) or 0
-        queue = _parse_count(env.get("max_queue"))
+        combine = env.get(c.WATCHDOG_COMBINE_OUTPUT)
+        inflight = _parse_count(env.get(c.WATCHDOG_MAX_INFLIGHT)) or 0
+        queue = _parse_count(env.get(c.WATCHDOG_MAX_QUEUE))
         return cls(
-            exec_timeout=parse_duration(env.get("exec_timeout")) or 0.0,
-            combine_output=True if combine is None
-            else combine.strip().lower() in ("true", "1", "yes", "on"),
+            exec_timeout=parse_duration(env.get(c.WATCHDOG_EXEC_TIMEOUT)) or 0.0,
+            combine_output=True if combine is None else c.is_true(combine),
             content_type=env.get("content_type") or None,
             max_inflight=inflight or fallback_inflight or default_max_inflight(),
             max_queue=DEFAULT_MAX_QUEUE if queue is None else queue,
@@ -178,9 +176,8 @@ class Limiter:
                 self._running -= 1
 
 
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
-                         "upgrade", "host", "content-length"})
+#: Request headers that become no CGI variable (``Http_Host`` is set on its own).
+_NOT_CGI = c.HOP_BY_HOP | {"host", "content-length"}
 
 
 def canonical_header(name: str) -> str:
@@ -198,7 +195,7 @@ def cgi_env(method: str, path: str, query: str, headers: list[tuple[str, str]], 
     """
     env: dict[str, str] = {}
     for name, value in headers:
-        if name.lower() in _HOP_BY_HOP:
+        if name.lower() in _NOT_CGI:
             continue
         env.setdefault("Http_" + canonical_header(name).replace("-", "_"), value)
     length = str(content_length if content_length is not None else -1)
@@ -400,7 +397,7 @@ class _SpoolLogHandler(logging.Handler):
 
 
 def _level(env: Mapping[str, str]) -> int:
-    level = logging.getLevelName((env.get("LOG_LEVEL") or "INFO").strip().upper())
+    level = logging.getLevelName((env.get(c.ENV_LOG_LEVEL) or "INFO").strip().upper())
     return level if isinstance(level, int) else logging.INFO
 
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..contract import ENV_FUNCTION_CONFIG, ENV_LOG_LEVEL, ENV_SCRIPT
 from .errors import FunctionConfigError
 
 #: libyaml's parser when PyYAML was built with it (several times faster), else pure Python.
@@ -98,10 +99,10 @@ def parse_log_level(value: object, default: int = logging.INFO) -> int:
 
 def load_script(env: Mapping[str, str]) -> bytes | None:
     """The user script from ``SCRIPT``, or None when the variable is missing."""
-    value = env.get("SCRIPT")
+    value = env.get(ENV_SCRIPT)
     if value is None:
         return None
-    return decode_base64_text("SCRIPT", value)
+    return decode_base64_text(ENV_SCRIPT, value)
 
 
 def load_config(env: Mapping[str, str]) -> FunctionConfig:
@@ -112,14 +113,14 @@ def load_config(env: Mapping[str, str]) -> FunctionConfig:
 
     :raises FunctionConfigError: when the value is not base64, not YAML, or an output is malformed.
     """
-    return _load_config(env.get("FUNCTION_CONFIG", ""), env.get("LOG_LEVEL"))
+    return _load_config(env.get(ENV_FUNCTION_CONFIG, ""), env.get(ENV_LOG_LEVEL))
 
 
 @functools.lru_cache(maxsize=256)
 def _load_config(raw: str, log_level: str | None) -> FunctionConfig:
     doc: Any = {}
     if raw.strip():
-        text = decode_base64_text("FUNCTION_CONFIG", raw)
+        text = decode_base64_text(ENV_FUNCTION_CONFIG, raw)
         try:
             doc = yaml.load(text, Loader=_SafeLoader) or {}
         except yaml.YAMLError as err:

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from ..contract import ENV_SECRETS_DIR, ENV_STORAGE_SECRET, OPENFAAS_SECRETS_DIR
 from .config import FunctionConfig, OutputSpec
 from .errors import FunctionConfigError, UploadError
 from .logs import SupervisorLog
 
 #: Where OpenFaaS mounts a function's secrets.
-DEFAULT_SECRETS_DIR = "/var/openfaas/secrets"
 #: Endpoint used for ``s3.<id>`` providers that name none.
 AWS_ENDPOINT = "https://s3.amazonaws.com"
 #: Values that mean "no value" in a service definition (GET masks keys as "hidden").
@@ -56,10 +56,10 @@ def read_storage_secret(env: Mapping[str, str]) -> dict[str, Any]:
 
     :raises FunctionConfigError: the secret is named but missing, unreadable or not JSON.
     """
-    name = env.get("OSCAR_STORAGE_SECRET", "").strip()
+    name = env.get(ENV_STORAGE_SECRET, "").strip()
     if not name:
         return {}
-    path = Path(env.get("OSCAR_SECRETS_DIR") or DEFAULT_SECRETS_DIR) / name
+    path = Path(env.get(ENV_SECRETS_DIR) or OPENFAAS_SECRETS_DIR) / name
     try:
         doc = json.loads(path.read_text())
     except OSError as err:

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pytest
 
-from oscar_faas.provider import IN_PROCESS_SUPERVISOR
+from oscar_faas.contract import SUPERVISOR_MODULE as IN_PROCESS_SUPERVISOR
 
 from .conftest import ProviderProcess
 from .test_watchdog import wait_dead
