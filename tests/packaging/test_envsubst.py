@@ -1,6 +1,6 @@
 """faas-cli passes stack files through drone/envsubst: our escape must survive it.
 
-The Python model (:func:`oscar_faas.stack.envsubst`) is checked against the real library
+The Python model (:func:`tests.packaging.faascli_model.envsubst`) is checked against the real library
 (v1.0.3, faas-cli's pin) when it can be built here, so the model is not just our own belief.
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from oscar_faas.stack import (StackError, envsubst, envsubst_escape, stack_to_deployments,
-                              stack_yaml)
+from oscar_faas.stack import StackError, envsubst_escape, stack_yaml
 
 from .conftest import ROOT, run_envsubst
+from .faascli_model import envsubst, stack_to_deployments
 
 ALPHABET = ["$", "$", "{", "}", "\\", "\\", "/", "a", "B_1", ":", "-", " ", "\n", '"', "é"]
 

@@ -1,6 +1,6 @@
 """stack.yml export: faas-cli must send the FunctionDeployment the gateway sends.
 
-``stack_to_deployments`` re-implements faas-cli's mapping (envsubst, names, env, labels,
+``faascli_model.stack_to_deployments`` re-implements faas-cli's mapping (envsubst, names, env, labels,
 annotations, limits, template fprocess), so these tests check the promise field by field.
 """
 
@@ -16,10 +16,12 @@ import pytest
 import yaml
 
 from oscar_faas import stack as st
-from oscar_faas.stack import (StackError, deployment_differences, envsubst, load_stack,
-                              stack_to_deployments, stack_yaml)
+from oscar_faas.contract import SUPERVISOR_PROCESS
+from oscar_faas.stack import StackError, stack_yaml
 
 from .conftest import ROOT, TEMPLATE_DIR
+from .faascli_model import (deployment_differences, envsubst, load_stack,
+                            stack_to_deployments, template_fprocess)
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 #: What is allowed to differ, and why (see the oscar_faas.stack docstring).
@@ -75,10 +77,8 @@ def test_round_trip_from_parsed_mapping(deployments: list[dict[str, Any]]) -> No
 
 
 def test_envprocess_is_the_templates_and_the_gateways() -> None:
-    fprocess = st.template_fprocess("oscar")
-    assert fprocess == st.TEMPLATE_FPROCESS == "/oscar/bin/supervisor"
-    translate = pytest.importorskip("oscar_faas.translate")
-    assert translate.SUPERVISOR_PROCESS == fprocess, (
+    fprocess = template_fprocess("oscar")
+    assert fprocess == SUPERVISOR_PROCESS == "/oscar/bin/supervisor", (
         "the gateway's envProcess must be the path the template image has")
 
 
@@ -126,17 +126,11 @@ def test_default_image_and_tag(deployments: list[dict[str, Any]]) -> None:
     assert st.function_image("a", "reg/", "t") == "reg/a:t"
 
 
-def test_scripts_get_their_own_handler(deployments: list[dict[str, Any]],
-                                       tmp_path: Path) -> None:
-    scripts = {"hello": "#!/bin/sh\necho hi\n"}
-    data = yaml.safe_load(stack_yaml(deployments, scripts=scripts))
-    assert data["functions"]["hello"]["handler"] == "./hello"
-    assert data["functions"]["plants"]["handler"] == "./template/oscar/function"
-    (written,) = st.write_handlers(tmp_path, scripts)
-    assert written == tmp_path / "hello" / "script.sh"
-    assert written.read_text() == scripts["hello"]
-    with pytest.raises(StackError, match="unknown functions: nope"):
-        stack_yaml(deployments, scripts={"nope": "x"})
+def test_every_function_shares_the_template_function_folder(
+        deployments: list[dict[str, Any]]) -> None:
+    """The script travels in ``SCRIPT``: no function needs a handler folder of its own."""
+    data = yaml.safe_load(stack_yaml(deployments))
+    assert {fn["handler"] for fn in data["functions"].values()} == {"./template/oscar/function"}
 
 
 @pytest.mark.parametrize("name", ["Plants", "my_fn", "-a", "a-", "a.b", "", "x" * 64, None])
@@ -229,7 +223,7 @@ def test_prepare_template_copies_the_supervisor_source(tmp_path: Path) -> None:
     assert (target / "oscar_faas" / "__init__.py").is_file()
     assert (target / "oscar_faas" / "stack.py").is_file()
     assert not list(target.rglob("__pycache__"))
-    assert st.template_fprocess("oscar", tmp_path / "template") == "/oscar/bin/supervisor"
+    assert template_fprocess("oscar", tmp_path / "template") == "/oscar/bin/supervisor"
 
 
 def test_main_template_and_stack(tmp_path: Path, deployments: list[dict[str, Any]],

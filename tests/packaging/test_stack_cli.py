@@ -16,11 +16,12 @@ import yaml
 from oscar_faas.cli import stack_plans
 from oscar_faas.config import Settings
 from oscar_faas.fdl import load_fdl
-from oscar_faas.stack import deployment_differences, stack_to_deployments
 from oscar_faas.contract import SERVICE_ANNOTATION
 from oscar_faas.openfaas import OpenFaaSClient
 from oscar_faas.plan import plan_deployment, prepare_service
 from oscar_faas.registry import ServiceRegistry
+
+from .faascli_model import deployment_differences, stack_to_deployments
 
 REPO = Path(__file__).resolve().parents[2]
 PLANTS = REPO / "examples" / "plant-classification-sync" / "plant-classification-sync.yaml"
