@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import BinaryIO, Mapping, Protocol
 
 from ..contract import ENV_SECRETS_DIR
-from ..errors import OscarFaasError, ServiceNotFound, UpstreamNotReady
+from ..errors import ServiceNotFound, UpstreamNotReady
+from .errors import TooManyRequests, Unsupported
+from .limits import Limiter, QueueFull, WatchdogConfig
 from .state import FunctionRecord, Store
 from .types import (DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus,
                     ScaleServiceRequest, Secret)
-from .watchdog import (SUPERVISOR_COMMANDS, Limiter, QueueFull, Result, SuperviseFn,
-                       Watchdog, WatchdogConfig)
+from .watchdog import SUPERVISOR_COMMANDS, Result, SuperviseFn, Watchdog
 
 log = logging.getLogger("oscar_faas.provider")
 
@@ -172,7 +173,7 @@ class LocalBackend:
         if name not in self._runtimes:
             raise ServiceNotFound(f"function {name} not found")
         if request.replicas == 0:
-            raise OscarFaasError("scaling to zero is not supported by this provider", status=400)
+            raise Unsupported("scaling to zero is not supported by this provider")
         log.info("function %s: scale to %d requested; the local provider keeps 1 replica",
                  name, request.replicas)
 
@@ -194,7 +195,7 @@ class LocalBackend:
         """Run one call, waiting for a slot if the function is busy.
 
         :raises NotFound: unknown function. :raises NotReady: no ``envProcess``.
-        :raises OscarFaasError: 429 when ``max_inflight`` is reached and the queue is full.
+        :raises TooManyRequests: when ``max_inflight`` is reached and the queue is full.
         """
         runtime = self._runtimes.get(name)
         if runtime is None:
@@ -207,8 +208,8 @@ class LocalBackend:
         try:
             runtime.limiter.acquire()
         except QueueFull:
-            raise OscarFaasError("Concurrent request limit exceeded. Max concurrent requests: "
-                                 f"{runtime.config.max_inflight}", status=429) from None
+            raise TooManyRequests("Concurrent request limit exceeded. Max concurrent requests: "
+                                  f"{runtime.config.max_inflight}") from None
         try:
             supervise = self._load_supervise() if runtime.in_process else None
             if supervise is not None:

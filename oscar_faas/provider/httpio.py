@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable, Iterator
 from urllib.parse import parse_qs
 
-from ..errors import InvalidService, OscarFaasError
+from ..errors import InvalidService
+from .errors import RequestTooLarge
 
 #: Largest JSON body accepted on /system routes (a deployment carries a base64 script).
 MAX_JSON_BODY = 64 * 1024 * 1024
@@ -106,13 +107,13 @@ class Request:
         """The body as JSON, at most :data:`MAX_JSON_BODY` bytes.
 
         :raises InvalidService: the body is not valid JSON (400, as faas-netes answers).
-        :raises OscarFaasError: 413 when the body is larger than the limit.
+        :raises RequestTooLarge: when the body is larger than the limit.
         """
         parts, size = [], 0
         while chunk := self.body.read(65536):
             size += len(chunk)
             if size > MAX_JSON_BODY:
-                raise OscarFaasError("request body too large", status=413)
+                raise RequestTooLarge("request body too large")
             parts.append(chunk)
         try:
             return json.loads(b"".join(parts))

@@ -25,7 +25,7 @@ from .backend import Backend
 from .httpio import Request, Response, empty_response, json_response, text_response
 from .types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
                     ScaleServiceRequest, Secret, check_namespace)
-from .watchdog import canonical_header, cgi_env
+from .cgi import canonical_header, cgi_env
 
 log = logging.getLogger("oscar_faas.provider")
 

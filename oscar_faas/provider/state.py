@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InvalidService, ServiceExists, ServiceNotFound
+from ..errors import ConfigError, InvalidService, ServiceNotFound
+from .errors import FunctionExists, SecretExists
 from .types import FunctionDeployment, Secret, format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -183,11 +184,11 @@ class Store:
                 f"validation failed: unable to find secret(s): {', '.join(missing)}")
 
     def create(self, fd: FunctionDeployment) -> FunctionRecord:
-        """:raises ServiceExists: (status 400) the name is taken.
+        """:raises FunctionExists: the name is taken.
         :raises InvalidService: a referenced secret does not exist."""
         with self._lock:
             if fd.service in self._functions:
-                raise ServiceExists(f"function {fd.service} already exists", status=400)
+                raise FunctionExists(f"function {fd.service} already exists")
             self._check_secrets_exist(fd)
             record = FunctionRecord(fd, datetime.now(timezone.utc).replace(microsecond=0))
             return self._put(record, created=True)
@@ -237,13 +238,13 @@ class Store:
     def put_secret(self, secret: Secret, create: bool) -> None:
         """Create (``create=True``) or update a secret and refresh the folders using it.
 
-        :raises ServiceExists: (409) creating an existing secret, as faas-netes answers.
+        :raises SecretExists: creating an existing secret.
         :raises ServiceNotFound: updating an unknown secret.
         """
         with self._lock:
             exists = secret.name in self._secrets
             if create and exists:
-                raise ServiceExists(f"secret {secret.name} already exists", status=409)
+                raise SecretExists(f"secret {secret.name} already exists")
             if not create and not exists:
                 raise ServiceNotFound(f"secret {secret.name} not found")
             self._commit_secrets({**self._secrets, secret.name: secret.payload}, secret.name)

@@ -10,14 +10,17 @@ This reproduces what the OpenFaaS classic watchdog does inside a function contai
 * ``exec_timeout`` kills the process group and answers 408 ``Killed process.``;
 * ``max_inflight`` bounds concurrent runs; unlike the classic watchdog, excess calls wait in a
   bounded queue (``max_queue``) and only get 429 once it is full, because OSCAR clients expect
-  a busy service to serialise calls, not to reject them.
+  a busy service to serialise calls, not to reject them (``limits.py``).
+
+Settings and the concurrency bound live in ``limits.py``, the CGI variables in ``cgi.py`` and
+the child-process plumbing in ``processes.py``.
 
 The status depends on the exit code, which is only known at the end, so stdout is spooled
 (memory up to :data:`SPOOL_MEMORY`, then a temporary file) and sent once the process is done:
 memory stays bounded whatever the output size.
 
-The gateway's functions run ``python -m oscar_faas.supervisor``; for those the supervisor is
-called in-process (:meth:`Watchdog.run_in_process`), so no interpreter starts per call.
+The gateway's functions run the oscar supervisor (:data:`SUPERVISOR_COMMANDS`); for those it
+is called in-process (:meth:`Watchdog.run_in_process`), so no interpreter starts per call.
 """
 
 from __future__ import annotations
@@ -25,191 +28,36 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import select
 import signal
 import subprocess
 import threading
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping
 
 from .. import contract as c
+from .limits import WatchdogConfig
+from .processes import (CHUNK, StderrLines, kill_tree, pump_body, thread_child_pids,
+                        wait_until, write_all)
 
 #: Every ``envProcess`` that means "the oscar supervisor" and is run in-process: its module
 #: form and the path function images install it at (what the gateway deploys).
 SUPERVISOR_COMMANDS = frozenset({c.SUPERVISOR_MODULE, c.SUPERVISOR_PROCESS})
 
-#: Read/write size for bodies and pipes.
-CHUNK = 64 * 1024
 #: Output kept in memory before the spool moves to a temporary file.
 SPOOL_MEMORY = 4 * 1024 * 1024
 #: Bodies of at most this many bytes (with a Content-Length) are written to stdin inline:
 #: a fresh pipe always holds one page, so the write cannot block and no thread is needed.
 INLINE_BODY = 4096
-#: Default bound of the wait queue per function (``max_queue`` env of the function).
-DEFAULT_MAX_QUEUE = 100
 #: How long a timed-out in-process call may take to notice its script was killed.
 ABANDON_GRACE = 1.0
 
 KILLED_BODY = b"Killed process.\n"
 
 SuperviseFn = Callable[[BinaryIO, BinaryIO, Mapping[str, str], "logging.Logger | None"], int]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-                   "h": 3600.0}
-
-
-def parse_duration(value: str | None) -> float | None:
-    """Seconds from a watchdog timeout: a bare integer means seconds, else a Go duration
-    (``10s``, ``1m30s``, ``500ms``). ``None`` when unset or unparsable, as the watchdog then
-    falls back to its default."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(text)
-    pos, total = 0, 0.0
-    while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
-        if match is None:
-            return None
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    return total
-
-
-def _parse_count(value: str | None) -> int | None:
-    try:
-        number = int((value or "").strip())
-    except ValueError:
-        return None
-    return number if number >= 0 else None
-
-
-def default_max_inflight() -> int:
-    """Concurrency when a function sets no ``max_inflight`` (or 0): 4 per CPU.
-
-    The classic watchdog treats 0 as unlimited, but there it is one container with its own
-    limits; here every function shares the host, so an unbounded fork storm is not an option.
-    """
-    return 4 * (os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class WatchdogConfig:
-    """The watchdog settings of one function, read from its ``envVars``."""
-
-    exec_timeout: float = 0.0
-    combine_output: bool = True
-    content_type: str | None = None
-    max_inflight: int = 1
-    max_queue: int = DEFAULT_MAX_QUEUE
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str], fallback_inflight: int | None = None
-                 ) -> WatchdogConfig:
-        """Parse leniently, as the classic watchdog does: a bad value means the default."""
-        combine = env.get(c.WATCHDOG_COMBINE_OUTPUT)
-        inflight = _parse_count(env.get(c.WATCHDOG_MAX_INFLIGHT)) or 0
-        queue = _parse_count(env.get(c.WATCHDOG_MAX_QUEUE))
-        return cls(
-            exec_timeout=parse_duration(env.get(c.WATCHDOG_EXEC_TIMEOUT)) or 0.0,
-            combine_output=True if combine is None else c.is_true(combine),
-            content_type=env.get("content_type") or None,
-            max_inflight=inflight or fallback_inflight or default_max_inflight(),
-            max_queue=DEFAULT_MAX_QUEUE if queue is None else queue,
-        )
-
-
-class QueueFull(Exception):
-    """Every slot is busy and the wait queue is full: the caller answers 429."""
-
-
-class Limiter:
-    """At most ``max_inflight`` holders; up to ``max_queue`` callers wait, first come first
-    served (a freed slot is handed to the oldest waiter directly, so late arrivals cannot
-    overtake it)."""
-
-    def __init__(self, max_inflight: int, max_queue: int) -> None:
-        self.max_inflight = max(1, max_inflight)
-        self.max_queue = max(0, max_queue)
-        self._lock = threading.Lock()
-        self._running = 0
-        self._waiters: deque[threading.Lock] = deque()
-
-    @property
-    def running(self) -> int:
-        return self._running
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    def acquire(self) -> None:
-        """Take a slot, waiting in the queue if needed.
-
-        :raises QueueFull: no slot and no room left in the queue.
-        """
-        with self._lock:
-            if self._running < self.max_inflight and not self._waiters:
-                self._running += 1
-                return
-            if len(self._waiters) >= self.max_queue:
-                raise QueueFull()
-            waiter = threading.Lock()
-            waiter.acquire()
-            self._waiters.append(waiter)
-        waiter.acquire()  # released by release(), which hands us its slot
-
-    def release(self) -> None:
-        with self._lock:
-            if self._waiters:
-                self._waiters.popleft().release()
-            else:
-                self._running -= 1
-
-
-#: Request headers that become no CGI variable (``Http_Host`` is set on its own).
-_NOT_CGI = c.HOP_BY_HOP | {"host", "content-length"}
-
-
-def canonical_header(name: str) -> str:
-    """Go's canonical form (``x-call-id`` -> ``X-Call-Id``), which decides the CGI names."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
-
-
-def cgi_env(method: str, path: str, query: str, headers: list[tuple[str, str]], host: str,
-            content_length: int | None, chunked: bool) -> dict[str, str]:
-    """The classic watchdog's ``cgi_headers`` variables for one request.
-
-    Every header becomes ``Http_<Canonical_Name>`` (first value wins), plus ``Http_Method``,
-    ``Http_ContentLength``/``Http_Content_Length`` (-1 when unknown), ``Http_Query`` (when
-    non-empty), ``Http_Path``, ``Http_Host`` and ``Http_Transfer_Encoding`` (when chunked).
-    """
-    env: dict[str, str] = {}
-    for name, value in headers:
-        if name.lower() in _NOT_CGI:
-            continue
-        env.setdefault("Http_" + canonical_header(name).replace("-", "_"), value)
-    length = str(content_length if content_length is not None else -1)
-    env["Http_Method"] = method
-    env["Http_ContentLength"] = length
-    env["Http_Content_Length"] = length
-    if query:
-        env["Http_Query"] = query
-    env["Http_Path"] = path or "/"
-    if host:
-        env["Http_Host"] = host
-    if chunked:
-        env["Http_Transfer_Encoding"] = "chunked"
-    return env
 
 
 @dataclass
@@ -254,128 +102,6 @@ def _finish(code: int, spool: IO[bytes]) -> Result:
     else:
         prefix = f"exit status {code}\n"
     return Result(500, prefix=prefix.encode(), output=spool, output_length=length)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _drain(body: BinaryIO) -> None:
-    while body.read(CHUNK):
-        pass
-
-
-def _pump(body: BinaryIO, stdin: IO[bytes], log: logging.Logger) -> None:
-    """Copy the request body to the child's stdin, then close it (the child sees EOF).
-
-    If the child stops reading (exits early), the rest of the body is still read and dropped,
-    so the HTTP connection stays usable for the next request.
-    """
-    fd = stdin.fileno()
-    try:
-        while chunk := body.read(CHUNK):
-            try:
-                _write_all(fd, chunk)
-            except BrokenPipeError:
-                _drain(body)
-                break
-    except (OSError, ValueError) as err:
-        log.debug("request body interrupted: %s", err)
-    finally:
-        try:
-            stdin.close()
-        except OSError:
-            pass
-
-
-def _wait_until(proc: subprocess.Popen[bytes], deadline: float) -> bool:
-    """Wait for the exit until ``deadline``; True if it exited.
-
-    A pidfd wakes us the moment the child exits; ``Popen.wait(timeout)`` would poll with
-    sleeps and add up to milliseconds to every call.
-    """
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if not poller.poll(max(0, math.ceil((deadline - time.monotonic()) * 1000))):
-            return False
-    finally:
-        os.close(pidfd)
-    proc.wait()
-    return True
-
-
-class _StderrLines:
-    """Log a child's stderr line by line (``combine_output=false``)."""
-
-    def __init__(self, log: logging.Logger, name: str) -> None:
-        self.log, self.name, self.buf = log, name, bytearray()
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
-        while (end := self.buf.find(b"\n")) >= 0 or len(self.buf) > CHUNK:
-            end = end if end >= 0 else len(self.buf)
-            self._emit(bytes(self.buf[:end]))
-            del self.buf[:end + 1]
-
-    def flush(self) -> None:
-        if self.buf:
-            self._emit(bytes(self.buf))
-            self.buf.clear()
-
-    def _emit(self, line: bytes) -> None:
-        self.log.info("%s: stderr: %s", self.name, line.decode("utf-8", "replace").rstrip("\r"))
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (of all its threads), from ``/proc``; [] when unknown."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        found.extend(thread_child_pids(pid, int(tid)))
-    return found
-
-
-def thread_child_pids(pid: int, tid: int) -> list[int]:
-    """Children forked by one thread: how a timed-out in-process call finds its scripts."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL ``pid``, its descendants and the process groups they lead.
-
-    Descendants are collected first: once the parent dies they are re-parented and can no
-    longer be found.
-    """
-    victims, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        victims.append(current)
-        stack.extend(child_pids(current))
-    for victim in victims:
-        try:
-            if os.getpgid(victim) == victim:
-                os.killpg(victim, signal.SIGKILL)
-            os.kill(victim, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 class _SpoolLogHandler(logging.Handler):
@@ -448,15 +174,15 @@ class Watchdog:
             assert proc.stdin is not None
             if content_length is not None and content_length <= INLINE_BODY:
                 try:
-                    _write_all(proc.stdin.fileno(), body.read(content_length))
+                    write_all(proc.stdin.fileno(), body.read(content_length))
                 except BrokenPipeError:
                     pass
                 proc.stdin.close()
             else:
-                pump = threading.Thread(target=_pump, args=(body, proc.stdin, self.log),
+                pump = threading.Thread(target=pump_body, args=(body, proc.stdin, self.log),
                                         name=f"stdin-{name}", daemon=True)
                 pump.start()
-            stderr = None if config.combine_output else _StderrLines(self.log, name)
+            stderr = None if config.combine_output else StderrLines(self.log, name)
             timed_out = self._collect(proc, spool, stderr, deadline)
             if stderr is not None:
                 stderr.flush()
@@ -484,7 +210,7 @@ class Watchdog:
 
     @staticmethod
     def _collect(proc: subprocess.Popen[bytes], spool: IO[bytes],
-                 stderr: _StderrLines | None, deadline: float | None) -> bool:
+                 stderr: StderrLines | None, deadline: float | None) -> bool:
         """Copy stdout (and stderr) until both close and the process exits.
 
         ``poll`` rather than ``select``: it has no 1024-descriptor limit, which many
@@ -514,7 +240,7 @@ class Watchdog:
         if deadline is None:
             proc.wait()
             return False
-        return not _wait_until(proc, deadline)
+        return not wait_until(proc, deadline)
 
     # --- in-process supervisor ---------------------------------------------------------------
 

@@ -15,15 +15,17 @@ from typing import Any, BinaryIO, Mapping
 
 import pytest
 
-from oscar_faas.errors import InvalidService, ServiceExists
+from oscar_faas.errors import InvalidService
+from oscar_faas.provider.errors import FunctionExists
 from oscar_faas.provider import state as state_mod
 from oscar_faas.provider.httpio import BodyReader
 from oscar_faas.provider.routes import check_basic_auth
 from oscar_faas.provider.state import Store
 from oscar_faas.provider.types import (FunctionDeployment, FunctionStatus, Secret,
                                        format_time)
-from oscar_faas.provider.watchdog import (Limiter, QueueFull, Watchdog, WatchdogConfig,
-                                          canonical_header, cgi_env, parse_duration)
+from oscar_faas.provider.cgi import canonical_header, cgi_env
+from oscar_faas.provider.limits import Limiter, QueueFull, WatchdogConfig, parse_duration
+from oscar_faas.provider.watchdog import Watchdog
 
 from .test_watchdog import wait_dead
 
@@ -125,9 +127,20 @@ def test_limiter_queue_then_full() -> None:
     assert not got.is_set()
     limiter.release()  # handed straight to the waiter
     thread.join(10)
-    assert got.is_set() and limiter.running == 1 and limiter.waiting == 0
+    assert got.is_set() and limiter.waiting == 0
+    # The waiter holds the only slot: the next caller has to queue.
+    late = threading.Thread(target=limiter.acquire)
+    late.start()
+    wait_for(lambda: limiter.waiting == 1)
+    limiter.release()  # the waiter's slot goes to the late caller
+    late.join(10)
+    assert not late.is_alive() and limiter.waiting == 0
     limiter.release()
-    assert limiter.running == 0
+    # Every slot is free again: a caller gets one without queueing.
+    free = threading.Thread(target=limiter.acquire)
+    free.start()
+    free.join(10)
+    assert not free.is_alive() and limiter.waiting == 0
 
 
 def test_basic_auth_check() -> None:
@@ -176,7 +189,7 @@ def test_store_create_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     assert store.get("fn") is None and not (tmp_path / "functions" / "fn").exists()
     monkeypatch.setattr(state_mod, "atomic_write", real)
     store.create(fd)
-    with pytest.raises(ServiceExists) as err:
+    with pytest.raises(FunctionExists) as err:
         store.create(fd)
     assert err.value.status == 400
     reloaded = Store(tmp_path)
