@@ -1,4 +1,5 @@
-"""The OSCAR Service and its parts: defaults, validation, Go-compatible JSON.
+"""The OSCAR Service and its parts: defaults, validation, Go-compatible JSON (readers in
+``gojson.py``).
 
 Pure data, no I/O (like faas-provider's ``types`` package). Two client dialects come in:
 oscar-python's minimal dict and oscar-cli's full v3.3.0 Go struct (every field present, nulls
@@ -11,13 +12,14 @@ objects are never ``null``), because oscar-cli decodes into typed structs and fa
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from .contract import is_dns1123_label
 from .errors import InvalidService
+from .gojson import (as_bool, as_int, as_list, as_map, as_quantity, as_str, as_str_list,
+                     as_str_map, ci_get, copy_json, type_error)
 
 DEFAULT_MEMORY = "256Mi"
 DEFAULT_CPU = "0.2"
@@ -33,10 +35,6 @@ INPUT_STORAGE_TYPES = ("minio", "webdav", "rucio")
 #: Provider fields that are credentials: masked in every stored or returned copy.
 CREDENTIAL_KEYS = frozenset({"access_key", "secret_key", "token", "password", "refresh_token"})
 
-#: A Kubernetes resource quantity: a non-negative decimal with an optional binary or
-#: decimal SI suffix, or a decimal exponent (``128974848``, ``129e6``, ``123Mi``, ``500m``).
-_QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
-
 
 def new_token() -> str:
     """A service token as OSCAR makes it: 32 random bytes, 64 lowercase hex characters."""
@@ -46,98 +44,6 @@ def new_token() -> str:
 def dumps(data: Any) -> str:
     """Compact JSON as gin emits it; oscar-tests does substring checks like ``"name":"x"``."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-# --------------------------------------------------------------------------- key lookup
-
-def ci_get(data: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    """Look ``key`` up as Go's encoding/json does: exact match first, then case-insensitive."""
-    if key in data:
-        return data[key]
-    lowered = key.lower()
-    for k, v in data.items():
-        if isinstance(k, str) and k.lower() == lowered:
-            return v
-    return default
-
-
-def _type_error(path: str, expected: str, value: Any) -> InvalidService:
-    got = "null" if value is None else type(value).__name__
-    return InvalidService(
-        f"The service specification is not valid: field '{path}' must be {expected}, got {got}")
-
-
-def _as_str(value: Any, path: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    raise _type_error(path, "a string", value)
-
-
-def _as_bool(value: Any, path: str) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    raise _type_error(path, "true or false", value)
-
-
-def _as_int(value: Any, path: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _type_error(path, "a whole number", value)
-    if isinstance(value, float) and not value.is_integer():
-        raise _type_error(path, "a whole number", value)
-    return int(value)
-
-
-def _as_str_list(value: Any, path: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _type_error(path, "a list of strings", value)
-    return [_as_str(item, f"{path}[{i}]") for i, item in enumerate(value)]
-
-
-def _as_str_map(value: Any, path: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _type_error(path, "an object of strings", value)
-    out: dict[str, str] = {}
-    for k, v in value.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            v = str(v)  # YAML turns `PORT: 8080` into an int; Go would reject, we forgive.
-        out[str(k)] = _as_str(v, f"{path}.{k}")
-    return out
-
-
-def _as_map(value: Any, path: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _type_error(path, "an object", value)
-    return dict(value)
-
-
-def _as_quantity(value: Any, path: str, default: str) -> str:
-    """cpu and memory: strings in Go; numbers are accepted (``cpu: 1.0`` in a YAML file)."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        raise _type_error(path, "a Kubernetes quantity", value)
-    if isinstance(value, (int, float)):
-        value = str(value)
-    if not isinstance(value, str):
-        raise _type_error(path, "a Kubernetes quantity", value)
-    value = value.strip()
-    if not _QUANTITY.match(value):
-        raise InvalidService(
-            f"The service specification is not valid: field '{path}' must be a Kubernetes "
-            f"quantity such as '256Mi', '1Gi', '0.5' or '500m', got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- parts
@@ -153,12 +59,12 @@ class StorageIOConfig:
 
     @classmethod
     def from_dict(cls, data: Any, path: str) -> "StorageIOConfig":
-        data = _as_map(data, path)
+        data = as_map(data, path)
         return cls(
-            storage_provider=_as_str(ci_get(data, "storage_provider"), f"{path}.storage_provider"),
-            path=_as_str(ci_get(data, "path"), f"{path}.path"),
-            suffix=_as_str_list(ci_get(data, "suffix"), f"{path}.suffix"),
-            prefix=_as_str_list(ci_get(data, "prefix"), f"{path}.prefix"),
+            storage_provider=as_str(ci_get(data, "storage_provider"), f"{path}.storage_provider"),
+            path=as_str(ci_get(data, "path"), f"{path}.path"),
+            suffix=as_str_list(ci_get(data, "suffix"), f"{path}.suffix"),
+            prefix=as_str_list(ci_get(data, "prefix"), f"{path}.prefix"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,12 +95,12 @@ def _int_struct(keys: tuple[str, ...], bools: tuple[str, ...] = ()):
     """Parse/emit small Go structs made of ints and bools (synchronous, expose)."""
 
     def parse(value: Any, path: str) -> dict[str, Any]:
-        data = _as_map(value, path)
+        data = as_map(value, path)
         out: dict[str, Any] = {}
         for key in keys:
-            out[key] = _as_int(ci_get(data, key), f"{path}.{key}")
+            out[key] = as_int(ci_get(data, key), f"{path}.{key}")
         for key in bools:
-            out[key] = _as_bool(ci_get(data, key), f"{path}.{key}")
+            out[key] = as_bool(ci_get(data, key), f"{path}.{key}")
         return out
 
     return parse
@@ -208,17 +114,17 @@ _parse_expose = _int_struct(
 
 
 def _parse_environment(value: Any, path: str) -> dict[str, dict[str, str]]:
-    data = _as_map(value, path)
+    data = as_map(value, path)
     return {
-        "variables": _as_str_map(ci_get(data, "variables"), f"{path}.variables"),
-        "secrets": _as_str_map(ci_get(data, "secrets"), f"{path}.secrets"),
+        "variables": as_str_map(ci_get(data, "variables"), f"{path}.variables"),
+        "secrets": as_str_map(ci_get(data, "secrets"), f"{path}.secrets"),
     }
 
 
 def _parse_storage_providers(value: Any, path: str) -> dict[str, dict[str, dict[str, Any]]]:
     """``{type: {id: {key: value}}}``; type names are lower-cased, ids kept."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for kind, entries in _as_map(value, path).items():
+    for kind, entries in as_map(value, path).items():
         if entries is None:
             continue
         kind_l = str(kind).lower()
@@ -226,8 +132,8 @@ def _parse_storage_providers(value: Any, path: str) -> dict[str, dict[str, dict[
             raise InvalidService(
                 f"The service specification is not valid: '{path}.{kind}' is not a storage "
                 f"provider type (valid: {', '.join(STORAGE_TYPES)})")
-        for ident, conf in _as_map(entries, f"{path}.{kind}").items():
-            conf = _as_map(conf, f"{path}.{kind}.{ident}")
+        for ident, conf in as_map(entries, f"{path}.{kind}").items():
+            conf = as_map(conf, f"{path}.{kind}.{ident}")
             out.setdefault(kind_l, {})[str(ident)] = {str(k).lower(): v for k, v in conf.items()}
     return out
 
@@ -236,8 +142,8 @@ def _parse_replicas(value: Any, path: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _type_error(path, "a list", value)
-    return [_as_map(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        raise type_error(path, "a list", value)
+    return [as_map(item, f"{path}[{i}]") for i, item in enumerate(value)]
 
 
 # --------------------------------------------------------------------------- service
@@ -301,44 +207,44 @@ class Service:
                 "The service specification is not valid: the body must be a JSON object")
         g = lambda key: ci_get(data, key)  # noqa: E731 - tiny local alias
         return cls(
-            name=_as_str(g("name"), "name").strip(),
-            cluster_id=_as_str(g("cluster_id"), "cluster_id"),
-            memory=_as_quantity(g("memory"), "memory", ""),
-            cpu=_as_quantity(g("cpu"), "cpu", ""),
-            total_memory=_as_str(g("total_memory"), "total_memory"),
-            total_cpu=_as_str(g("total_cpu"), "total_cpu"),
-            enable_gpu=_as_bool(g("enable_gpu"), "enable_gpu"),
-            enable_sgx=_as_bool(g("enable_sgx"), "enable_sgx"),
-            image_prefetch=_as_bool(g("image_prefetch"), "image_prefetch"),
+            name=as_str(g("name"), "name").strip(),
+            cluster_id=as_str(g("cluster_id"), "cluster_id"),
+            memory=as_quantity(g("memory"), "memory", ""),
+            cpu=as_quantity(g("cpu"), "cpu", ""),
+            total_memory=as_str(g("total_memory"), "total_memory"),
+            total_cpu=as_str(g("total_cpu"), "total_cpu"),
+            enable_gpu=as_bool(g("enable_gpu"), "enable_gpu"),
+            enable_sgx=as_bool(g("enable_sgx"), "enable_sgx"),
+            image_prefetch=as_bool(g("image_prefetch"), "image_prefetch"),
             synchronous=_parse_synchronous(g("synchronous"), "synchronous"),
             replicas=_parse_replicas(g("replicas"), "replicas"),
-            rescheduler_threshold=_as_int(g("rescheduler_threshold"), "rescheduler_threshold"),
-            delegation=_as_str(g("delegation"), "delegation"),
-            log_level=_as_str(g("log_level"), "log_level"),
-            image=_as_str(g("image"), "image").strip(),
-            alpine=_as_bool(g("alpine"), "alpine"),
-            token=_as_str(g("token"), "token"),
-            file_stage_in=_as_bool(g("file_stage_in"), "file_stage_in"),
+            rescheduler_threshold=as_int(g("rescheduler_threshold"), "rescheduler_threshold"),
+            delegation=as_str(g("delegation"), "delegation"),
+            log_level=as_str(g("log_level"), "log_level"),
+            image=as_str(g("image"), "image").strip(),
+            alpine=as_bool(g("alpine"), "alpine"),
+            token=as_str(g("token"), "token"),
+            file_stage_in=as_bool(g("file_stage_in"), "file_stage_in"),
             input=[StorageIOConfig.from_dict(x, f"input[{i}]")
-                   for i, x in enumerate(_as_list(g("input"), "input"))],
+                   for i, x in enumerate(as_list(g("input"), "input"))],
             output=[StorageIOConfig.from_dict(x, f"output[{i}]")
-                    for i, x in enumerate(_as_list(g("output"), "output"))],
-            script=_as_str(g("script"), "script").replace("\r\n", "\n"),
-            image_pull_secrets=_as_str_list(g("image_pull_secrets"), "image_pull_secrets"),
+                    for i, x in enumerate(as_list(g("output"), "output"))],
+            script=as_str(g("script"), "script").replace("\r\n", "\n"),
+            image_pull_secrets=as_str_list(g("image_pull_secrets"), "image_pull_secrets"),
             expose=_parse_expose(g("expose"), "expose"),
             environment=_parse_environment(g("environment"), "environment"),
-            annotations=_as_str_map(g("annotations"), "annotations"),
-            vo=_as_str(g("vo"), "vo"),
-            labels=_as_str_map(g("labels"), "labels"),
+            annotations=as_str_map(g("annotations"), "annotations"),
+            vo=as_str(g("vo"), "vo"),
+            labels=as_str_map(g("labels"), "labels"),
             storage_providers=_parse_storage_providers(g("storage_providers"), "storage_providers"),
-            clusters={str(k): _as_map(v, f"clusters.{k}")
-                      for k, v in _as_map(g("clusters"), "clusters").items()},
-            owner=_as_str(g("owner"), "owner"),
-            interlink_node_name=_as_str(g("interlink_node_name"), "interlink_node_name"),
-            visibility=_as_str(g("visibility"), "visibility"),
-            allowed_users=_as_str_list(g("allowed_users"), "allowed_users"),
-            isolation_level=_as_str(g("isolation_level"), "isolation_level"),
-            bucket_list=_as_str_list(g("bucket_list"), "bucket_list"),
+            clusters={str(k): as_map(v, f"clusters.{k}")
+                      for k, v in as_map(g("clusters"), "clusters").items()},
+            owner=as_str(g("owner"), "owner"),
+            interlink_node_name=as_str(g("interlink_node_name"), "interlink_node_name"),
+            visibility=as_str(g("visibility"), "visibility"),
+            allowed_users=as_str_list(g("allowed_users"), "allowed_users"),
+            isolation_level=as_str(g("isolation_level"), "isolation_level"),
+            bucket_list=as_str_list(g("bucket_list"), "bucket_list"),
             mount=StorageIOConfig.from_dict(g("mount"), "mount"),
         )
 
@@ -398,7 +304,7 @@ class Service:
                 f"label (lower-case letters, digits and '-', starting and ending with a letter "
                 f"or digit), got {self.name!r}")
         for key in ("memory", "cpu"):
-            _as_quantity(getattr(self, key), key, "")
+            as_quantity(getattr(self, key), key, "")
         for label, ios in (("input", self.input), ("output", self.output)):
             for i, io in enumerate(ios):
                 self._validate_io(io, f"{label}[{i}]", is_input=label == "input")
@@ -442,7 +348,7 @@ class Service:
                 value = {"storage_provider": value.storage_provider, "path": value.path}
             elif f.name == "expose":
                 value = {k: v for k, v in value.items() if k != "api_port" or v}
-            out[f.name] = _copy(value)
+            out[f.name] = copy_json(value)
         return out
 
     def masked(self) -> "Service":
@@ -468,20 +374,3 @@ class Service:
                        if (kind, ident) != ("minio", "default")}
                 for kind, entries in self.storage_providers.items()
                 if any((kind, ident) != ("minio", "default") for ident in entries)}
-
-
-def _as_list(value: Any, path: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _type_error(path, "a list", value)
-    return value
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy of plain JSON data, so callers never share mutable state with a Service."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
