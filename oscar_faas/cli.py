@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
+from .config import DEFAULT_DATA_DIR
 from .errors import OscarFaasError
 
 if TYPE_CHECKING:
     from .config import Settings
     from .plan import DeploymentPlan
-
-DEFAULT_DATA_DIR = ".oscar-faas"
 
 
 def _client(args: argparse.Namespace):
@@ -37,11 +36,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_provider(args: argparse.Namespace) -> int:
-    from .provider import serve as provider_serve
-    provider_serve(args.host, args.port, Path(args.data_dir),
-                   username=os.environ.get("OPENFAAS_USERNAME") or None,
-                   password=os.environ.get("OPENFAAS_PASSWORD") or None)
-    return 0
+    from .provider.__main__ import run
+    return run(args, os.environ)
 
 
 def _env_pairs(pairs: list[str]) -> dict[str, str]:
@@ -180,10 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the embedded local provider alone: the OpenFaaS REST API on one "
                     "machine. Its /system routes need basic auth when OPENFAAS_USERNAME and "
                     "OPENFAAS_PASSWORD are set.")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    p.add_argument("--port", type=int, default=8081, help="port (default %(default)s)")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help="where functions and secrets are kept (default %(default)s)")
+    from .provider.__main__ import add_arguments
+    add_arguments(p)
     p.set_defaults(func=cmd_provider)
 
     p = sub.add_parser("apply", help="create or update the services of an FDL file",

@@ -15,6 +15,8 @@ from typing import Mapping
 from .contract import OPENFAAS_SECRETS_DIR, TRUE_WORDS
 from .errors import ConfigError
 
+#: Where ``oscar-faas serve`` and the provider keep their state (relative to the cwd).
+DEFAULT_DATA_DIR = ".oscar-faas"
 _FALSE = {"0", "false", "no", "off", ""}
 
 

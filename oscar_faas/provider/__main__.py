@@ -1,4 +1,6 @@
-"""``python -m oscar_faas.provider``: run the embedded local provider on its own."""
+"""``python -m oscar_faas.provider`` and ``oscar-faas provider``: run the embedded local
+provider on its own. Both are this module (:func:`add_arguments` + :func:`run`), so they
+behave the same: options, logging, SIGTERM and the credential check."""
 
 from __future__ import annotations
 
@@ -11,10 +13,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Mapping, Sequence
 
+from ..config import DEFAULT_DATA_DIR
 from ..errors import ConfigError
-from .server import serve
-
-DEFAULT_DATA_DIR = Path("~/.oscar-faas/provider")
 
 DESCRIPTION = """\
 Run the oscar-faas embedded local provider: an OpenFaaS-compatible REST API
@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m oscar_faas.provider", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The provider's options, for this module's parser and ``oscar-faas provider``."""
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8081,
@@ -41,7 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="provider log verbosity on stderr (default: %(default)s)")
-    return parser
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -49,8 +54,11 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    env = os.environ if env is None else env
+    return run(build_parser().parse_args(argv), os.environ if env is None else env)
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Serve until SIGTERM or Ctrl-C; the exit code (2: only one credential is set)."""
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     username = env.get("OPENFAAS_USERNAME") or None
@@ -59,6 +67,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print("error: set both OPENFAAS_USERNAME and OPENFAAS_PASSWORD, or neither",
               file=sys.stderr)
         return 2
+    from .server import serve
+
     signal.signal(signal.SIGTERM, _stop)
     try:
         serve(args.host, args.port, args.data_dir.expanduser(), username, password)

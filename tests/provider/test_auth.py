@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import pytest
 import requests
 
 from .conftest import REPO, ProviderProcess
@@ -40,10 +41,13 @@ def test_function_and_healthz_stay_open(make_provider: Callable[..., ProviderPro
     assert resp.status_code == 200 and resp.text == "no auth needed"
 
 
-def test_half_configured_auth_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["oscar_faas.provider"], ["oscar_faas.cli", "provider"]],
+                         ids=["python-m", "oscar-faas"])
+def test_half_configured_auth_is_refused(tmp_path: Path, command: list[str]) -> None:
+    """Both entry points are one: the same credential check."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OPENFAAS_USERNAME": "admin"}
     env.pop("OPENFAAS_PASSWORD", None)
-    proc = subprocess.run([sys.executable, "-m", "oscar_faas.provider", "--port", "0",
+    proc = subprocess.run([sys.executable, "-m", *command, "--port", "0",
                            "--data-dir", str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "OPENFAAS_PASSWORD" in proc.stderr
