@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -197,10 +196,3 @@ def decode_answer(raw: IO[bytes], out: IO[bytes]) -> bool:
             out.write(chunk)
         out.flush()
         return ok
-
-
-def default_endpoint() -> Endpoint:
-    env = os.environ
-    return Endpoint(url=env.get("OSCAR_ENDPOINT", "http://127.0.0.1:8080"),
-                    user=env.get("OSCAR_USERNAME", "oscar"),
-                    password=env.get("OSCAR_PASSWORD", "oscar"))

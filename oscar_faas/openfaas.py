@@ -28,8 +28,6 @@ class OpenFaaSClient:
             raise ValueError("OpenFaaSClient needs a gateway URL (OPENFAAS_URL)")
         self.base_url = url.rstrip("/")
         self.timeout = settings.openfaas_timeout
-        self.run_timeout = settings.run_timeout
-        self.ready_wait = settings.run_ready_wait
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
         self.session.mount("http://", adapter)

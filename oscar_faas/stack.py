@@ -5,8 +5,8 @@ function images (``function-templates/oscar`` on top of each service's image) an
 with ``faas-cli up``, outside the gateway. The promise is that ``faas-cli up -f stack.yml``
 sends OpenFaaS the *same* FunctionDeployment the gateway would send, so a service deployed
 either way behaves (and is listed by the gateway) the same. ``tests/packaging/faascli_model.py``
-re-implements faas-cli's mapping (reference/openfaas.md section 2) so tests check that promise
-field by field without faas-cli or Docker.
+re-implements faas-cli's mapping so tests check that promise field by field without faas-cli
+or Docker.
 
 Intended differences between a gateway FunctionDeployment ``fd`` and what faas-cli sends for
 ``stack_yaml([fd])`` (everything else is equal):

@@ -2,7 +2,7 @@
 
 It speaks the faas-provider REST contract (``/system/*``, ``/function/*``, ``/healthz``) and
 runs each function as host processes with classic-watchdog semantics, so the gateway talks to
-it exactly as to an OpenFaaS cluster (DESIGN.md, decision 6). ``image`` is ignored.
+it exactly as to an OpenFaaS cluster. ``image`` is ignored.
 
 Entry points: :func:`serve` (blocking) and ``python -m oscar_faas.provider``.
 """

@@ -29,7 +29,6 @@ class BodyReader:
         self.content_length = None if chunked else (content_length or 0)
         self._left = 0 if chunked else (content_length or 0)  # bytes left in body or chunk
         self._done = not chunked and not self._left
-        self.consumed = 0
 
     @property
     def done(self) -> bool:
@@ -46,7 +45,6 @@ class BodyReader:
         if not data:
             raise ConnectionError("client closed the connection in the middle of the body")
         self._left -= len(data)
-        self.consumed += len(data)
         if self._left == 0:
             if self.chunked:
                 self._rfile.readline(16)  # CRLF after the chunk data

@@ -1,6 +1,6 @@
 """Deployments and secrets, kept in memory and mirrored to the data dir.
 
-A restart must lose nothing (DESIGN.md decision 6), and a crash half-way through a write must
+A restart must lose nothing, and a crash half-way through a write must
 not corrupt the state, so every file is written to a temporary name, fsynced and renamed over
 the old one (``os.replace`` is atomic on POSIX). Layout::
 

@@ -1,7 +1,7 @@
 """Classic-watchdog invocation: one process per call, body on stdin, stdout as the answer.
 
-This reproduces what the OpenFaaS classic watchdog does inside a function container
-(openfaas.md 3.2) so that a function behaves the same on this provider as on a cluster:
+This reproduces what the OpenFaaS classic watchdog does inside a function container, so that
+a function behaves the same on this provider as on a cluster:
 
 * ``fprocess`` is split on single spaces (no shell, no quoting) and started per request, with
   the function's env, ``fprocess`` itself and the CGI variables (``Http_Method``, ...);

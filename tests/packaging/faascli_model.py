@@ -1,7 +1,7 @@
 """faas-cli's own reading of a stack file, re-implemented for tests (no faas-cli, no Docker).
 
 ``stack_to_deployments`` maps a stack to the FunctionDeployments ``faas-cli deploy`` would send
-(reference/openfaas.md section 2); :func:`envsubst` is drone/envsubst v1.0.3 as faas-cli runs
+(faas-cli's ``stack`` and ``deploy`` code); :func:`envsubst` is drone/envsubst v1.0.3 as faas-cli runs
 it over the whole file; :func:`deployment_differences` compares the result with the gateway's
 own FunctionDeployment. Only what ``oscar_faas.stack`` writes needs to be covered.
 """
@@ -114,7 +114,7 @@ def stack_to_deployments(stack: Mapping[str, Any] | str, *,
                          base_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """The FunctionDeployments ``faas-cli deploy`` would send for ``stack``.
 
-    A re-implementation of faas-cli's mapping (reference/openfaas.md section 2), with no
+    A re-implementation of faas-cli's mapping (faas-cli's ``stack`` and ``deploy`` code), with no
     command-line overrides except ``--namespace``.
 
     :param stack: the stack file text (envsubst is applied with ``env``), or its parsed
