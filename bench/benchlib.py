@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from oscar_faas.serve import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 #: The cheapest script a service can have (OSCAR requires one).
@@ -262,12 +264,6 @@ class RssSampler:
 
 
 # --- HTTP ------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class KeepAlive:
     """One persistent HTTP/1.1 connection (``http.client``, TCP_NODELAY), timed calls."""

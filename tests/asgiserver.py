@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from .livegateway import free_port
+from oscar_faas.serve import free_port
 
 
 class ThreadedServer:

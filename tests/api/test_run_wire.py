@@ -23,6 +23,7 @@ from werkzeug import Response as WResponse
 from oscar_faas.api import create_app
 from oscar_faas.api.asgi import GatewayASGI
 from oscar_faas.config import Settings
+from oscar_faas.serve import free_port
 from oscar_faas.model import Service
 
 from ..asgiserver import ThreadedServer
@@ -210,9 +211,7 @@ def test_timeout_is_504(httpserver, settings):
 
 
 def test_openfaas_down_is_502():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"
     app = create_app(Settings.from_env({"OPENFAAS_URL": url, "SERVICE_CACHE_TTL": "60"}))
     # The service is known (cached from an earlier lookup) but OpenFaaS has gone away.
     app.extensions["oscar_faas"].registry.cache.put(Service.from_dict(SERVICE))
@@ -222,9 +221,7 @@ def test_openfaas_down_is_502():
 
 
 def test_openfaas_down_for_the_lookup_is_502():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    url = f"http://127.0.0.1:{free_port()}"
     with served(Settings.from_env({"OPENFAAS_URL": url})) as gateway_url:
         resp = requests.post(gateway_url + "/run/cowsay", data=b"aGk=", headers=BEARER)
     assert resp.status_code == 502 and "OPENFAAS_URL" in resp.text

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 
 import pytest
 import yaml
@@ -14,6 +13,7 @@ import yaml
 from oscar_faas.api import create_app
 from oscar_faas.config import Settings
 from oscar_faas.contract import SERVICE_ANNOTATION, SUPERVISOR_PROCESS
+from oscar_faas.serve import free_port
 
 from .conftest import ADMIN, OPENFAAS_AUTH, function_status, sent
 
@@ -221,10 +221,7 @@ def test_credentials_travel_as_a_secret_never_as_env_or_annotation(client, https
 
 
 def test_unreachable_openfaas_is_502_naming_the_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{free_port()}"
     app = create_app(Settings.from_env({"OPENFAAS_URL": url, "OSCAR_USERNAME": "oscar",
                                         "OSCAR_PASSWORD": "s3cret"}))
     resp = app.test_client().get("/system/services", headers=ADMIN)

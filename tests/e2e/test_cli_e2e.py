@@ -12,7 +12,8 @@ import time
 import pytest
 import requests
 
-from tests.livegateway import LiveGateway, free_port
+from oscar_faas.serve import free_port
+from tests.livegateway import LiveGateway
 
 pytestmark = pytest.mark.slow
 

@@ -262,7 +262,7 @@ def test_gateway_image_command_serves_the_api_and_run(tmp_path, httpserver) -> N
     """The image's CMD, run here as is (only the port changes): gunicorn loads the app
     factory with the worker class it names, and both halves of the app answer."""
     import base64
-    import socket
+    from oscar_faas.serve import free_port
     import sys
     import time
 
@@ -283,9 +283,7 @@ def test_gateway_image_command_serves_the_api_and_run(tmp_path, httpserver) -> N
     httpserver.expect_request("/function/echo", method="POST").respond_with_data(
         "aGk=", headers={"X-Duration-Seconds": "0.001"})
     argv = json.loads(final_stage(GATEWAY_DOCKERFILE)[-1][1])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     argv[argv.index("0.0.0.0:8080")] = f"127.0.0.1:{port}"
     gunicorn = Path(sys.executable).with_name("gunicorn")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFAAS_")}

@@ -7,7 +7,6 @@ to ``tmp_path``, terminate at teardown. Tests talk to it over real HTTP with ``r
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,14 +17,10 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
+from oscar_faas.serve import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ProviderProcess:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from oscar_faas.serve import free_port
 from tests.s3server import S3Server
 
 from .conftest import Runner, b64, make_env, run_inprocess
@@ -187,9 +187,7 @@ def test_unsupported_provider_type(tmp_path: Path) -> None:
 
 
 def test_unreachable_endpoint(s3: S3Server, bucket: str, tmp_path: Path) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     secret = {"minio": {"default": dict(minio_entry(s3), endpoint=dead)}}
     env = make_env(FILES_SCRIPT, service_config(s3, [{"storage_provider": "minio", "path": bucket}]),
                    tmp_path / "w", **write_secret(tmp_path, secret))
