@@ -59,7 +59,9 @@ WATCHDOG_MAX_QUEUE = "max_queue"
 
 #: The longest DNS-1123 label (Kubernetes object names, faas-netes function names).
 DNS1123_MAX_LENGTH = 63
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+#: A DNS-1123 label, as a regular expression (names are matched whole).
+DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_LABEL = re.compile(DNS1123_LABEL)
 
 #: Words a boolean setting reads as true (case-insensitive).
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from ..contract import is_dns1123_label
+from ..contract import DNS1123_LABEL, is_dns1123_label
 from ..errors import InvalidService
 
 #: The only namespace this provider has (the default of faas-netes and faasd).
@@ -31,7 +31,7 @@ DEFAULT_NAMESPACE = "openfaas-fn"
 #: Keys of FunctionResources (``limits``/``requests``); all string-valued, all omitempty.
 RESOURCE_KEYS = ("memory", "cpu", "nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu")
 
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_SUBDOMAIN = re.compile(rf"{DNS1123_LABEL}(\.{DNS1123_LABEL})*")
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
