@@ -4,10 +4,21 @@ It speaks the faas-provider REST contract (``/system/*``, ``/function/*``, ``/he
 runs each function as host processes with classic-watchdog semantics, so the gateway talks to
 it exactly as to an OpenFaaS cluster. ``image`` is ignored.
 
-Entry points: :func:`serve` (blocking) and ``python -m oscar_faas.provider``.
+Entry points: :func:`serve` (blocking) and ``python -m oscar_faas.provider`` (the same as
+``oscar-faas provider``).
 """
 
 from __future__ import annotations
 
-from .server import ProviderServer, make_server, serve
+from typing import Any
+
 __all__ = ["ProviderServer", "make_server", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the server on first use, so the command line can read the provider's options
+    without importing it."""
+    if name in __all__:
+        from . import server
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
