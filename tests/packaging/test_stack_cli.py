@@ -92,3 +92,22 @@ def test_stack_and_apply_make_the_same_plan(fdl, env):
     for plan, service in zip(plans, load_fdl(fdl).services):
         applied = registry.prepare(service.to_dict(), token=plan.service.token)
         assert applied == plan
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("output: [{storage_provider: minio, path: out}]", "has no MinIO"),
+    ("output: [{storage_provider: s3.mine, path: out}]\n"
+     "      storage_providers: {s3: {mine: {access_key: hidden, secret_key: k}}}",
+     "reads 'hidden'"),
+], ids=["no-minio", "masked-credential"])
+def test_stack_refuses_what_apply_refuses(tmp_path, extra, message):
+    """stack runs the checks apply runs: minio.default needs a MinIO, and a masked credential
+    cannot be deployed."""
+    (tmp_path / "script.sh").write_text("echo hi\n")
+    fdl = tmp_path / "svc.yaml"
+    fdl.write_text("functions:\n  oscar:\n  - c:\n      name: svc\n      image: alpine\n"
+                   f"      script: script.sh\n      {extra}\n")
+    done = subprocess.run([sys.executable, "-m", "oscar_faas.cli", "stack", str(fdl)],
+                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin"})
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert done.stdout == ""
