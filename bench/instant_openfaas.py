@@ -20,8 +20,8 @@ import json
 
 import uvicorn
 
-from oscar_faas.model import Service
 from oscar_faas.contract import SERVICE_ANNOTATION
+from oscar_faas.model import Service
 
 ANSWER = b"aGk="
 

@@ -10,8 +10,8 @@ import pytest
 
 from oscar_faas.api import create_app
 from oscar_faas.config import Settings
-from oscar_faas.model import Service
 from oscar_faas.contract import SERVICE_ANNOTATION
+from oscar_faas.model import Service
 
 ADMIN = {"Authorization": "Basic " + base64.b64encode(b"oscar:s3cret").decode()}
 OPENFAAS_AUTH = "Basic " + base64.b64encode(b"ofadmin:ofpass").decode()

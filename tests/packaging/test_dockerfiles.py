@@ -268,8 +268,8 @@ def test_gateway_image_command_serves_the_api_and_run(tmp_path, httpserver) -> N
 
     import requests
 
-    from oscar_faas.model import Service
     from oscar_faas.contract import SERVICE_ANNOTATION
+    from oscar_faas.model import Service
 
     token = "cd" * 32
     stored = Service.from_dict({"name": "echo", "image": "alpine", "script": "cat",
