@@ -12,7 +12,6 @@ import base64
 import binascii
 import hmac
 import logging
-import platform
 import re
 import time
 import uuid
@@ -59,17 +58,30 @@ def healthz(backend: Backend, req: Request) -> Response:
 
 
 def system_info(backend: Backend, req: Request) -> Response:
-    version = {"sha": "", "release": __version__}
+    """faas-provider's ``ProviderInfo``, flat: the OpenFaaS gateway decodes exactly this and
+    wraps it in its own ``GatewayInfo`` (``{"provider": ..., "version": ..., "arch": ...}``)."""
     return json_response({
-        "provider": {"provider": PROVIDER_NAME, "orchestration": ORCHESTRATION,
-                     "version": version},
-        "version": version,
-        "arch": platform.machine(),
+        "provider": PROVIDER_NAME,
+        "orchestration": ORCHESTRATION,
+        "version": {"sha": "", "release": __version__},
     })
 
 
 def list_namespaces(backend: Backend, req: Request) -> Response:
     return json_response([DEFAULT_NAMESPACE])
+
+
+def get_namespace(backend: Backend, req: Request) -> Response:
+    """``FunctionNamespace`` for ``faas-cli namespace get``: the one namespace, else 404."""
+    namespace = req.params["namespace"]
+    if namespace != DEFAULT_NAMESPACE:
+        return text_response(f"namespace {namespace} not found", 404)
+    return json_response({"name": DEFAULT_NAMESPACE})  # labels/annotations: omitempty
+
+
+def mutate_namespace(backend: Backend, req: Request) -> Response:
+    """Namespaces cannot be created, changed or removed here (faas-provider's 501)."""
+    return text_response("Feature not implemented in this version of OpenFaaS", 501)
 
 
 # --- /system/functions ---------------------------------------------------------------------
@@ -181,6 +193,7 @@ def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[
 # --- the table ---------------------------------------------------------------------------------
 
 _NAME = r"(?P<name>[-a-zA-Z_0-9.]+)"
+_NAMESPACE = r"(?P<namespace>[-a-zA-Z_0-9.]+)"
 
 
 @dataclass(frozen=True)
@@ -208,6 +221,8 @@ ROUTES: tuple[Route, ...] = (
     _route("DELETE", "/system/secrets", delete_secret),
     _route("GET", "/system/info", system_info),
     _route("GET", "/system/namespaces", list_namespaces),
+    _route("GET", f"/system/namespace/{_NAMESPACE}", get_namespace),
+    _route("POST PUT DELETE", f"/system/namespace/{_NAMESPACE}", mutate_namespace),
     _route("GET POST PUT PATCH DELETE HEAD OPTIONS", f"/function/{_NAME}(?P<rest>/.*)?",
            invoke_function),
 )
