@@ -19,7 +19,8 @@ from typing import AsyncIterable, Mapping
 from urllib.parse import urlsplit
 
 from .config import Settings
-from .errors import ConfigError, UpstreamNotReady, UpstreamTimeout, UpstreamUnreachable
+from .errors import (ConfigError, UpstreamError, UpstreamNotReady, UpstreamTimeout,
+                     UpstreamUnreachable)
 from .upstream import Response, Upstream
 
 
@@ -60,7 +61,9 @@ class FunctionInvoker:
 
         :raises UpstreamNotReady: still 503 after the wait.
         :raises UpstreamUnreachable: no connection.
-        :raises UpstreamTimeout: no answer within the run timeout.
+        :raises UpstreamTimeout: no answer within the run timeout, or OpenFaaS' own empty
+            502 after a while (its ``upstream_timeout``).
+        :raises UpstreamError: OpenFaaS' own empty 502 at once (it cannot reach the function).
         """
         path = f"{self._prefix}/function/{name}"
         deadline = time.monotonic() + self.ready_wait
@@ -69,7 +72,11 @@ class FunctionInvoker:
         if not replayable:
             await self._wait_ready(name, deadline)
         while True:
+            sent = time.monotonic()
             resp = await self._post(name, path, body, headers, length)
+            if resp.status == 502 and _is_bare_502(resp):
+                resp.close()
+                raise _bare_502_error(name, time.monotonic() - sent)
             if resp.status != 503 or not _is_not_ready(resp):
                 return resp
             resp.close()
@@ -111,6 +118,32 @@ class FunctionInvoker:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+#: A bare 502 that took at least this long is taken for the OpenFaaS gateway giving up on the
+#: function (``upstream_timeout``); a quicker one for its provider being unreachable.
+TIMEOUT_HINT_AFTER = 1.0
+
+
+def _is_bare_502(resp: Response) -> bool:
+    """The OpenFaaS gateway's own 502: an empty body and no ``X-Duration-Seconds`` (which
+    every answer of a watchdog carries, so a function's own 502 is never taken for it)."""
+    return (resp.header(b"Content-Length") == b"0"
+            and resp.header(b"X-Duration-Seconds") is None)
+
+
+def _bare_502_error(name: str, elapsed: float) -> UpstreamError:
+    """Name the likely cause of an empty 502, as the RUN_TIMEOUT message does for ours."""
+    if elapsed >= TIMEOUT_HINT_AFTER:
+        return UpstreamTimeout(
+            f"service {name}: OpenFaaS gave up after {elapsed:.1f} s with an empty 502; its "
+            f"gateway's upstream_timeout (default 60 s) is most likely shorter than the "
+            f"script: raise upstream_timeout, read_timeout and write_timeout on the OpenFaaS "
+            f"gateway (and exec_timeout on the function), or use an asynchronous service")
+    return UpstreamError(
+        f"service {name}: OpenFaaS answered 502 with an empty body at once; its gateway "
+        f"most likely cannot reach its provider or the function: check the OpenFaaS "
+        f"gateway's and provider's logs")
 
 
 def _is_not_ready(resp: Response) -> bool:
