@@ -45,4 +45,8 @@ def create_asgi_app(settings: Settings | None = None, threads: int = 32):
     :raises ConfigError: as :func:`create_app`.
     """
     from .asgi import GatewayASGI  # the ASGI stack is only needed by servers
-    return GatewayASGI(create_app(settings), threads=threads)
+    from .cors import CORSMiddleware
+    app = create_app(settings)
+    front = GatewayASGI(app, threads=threads)
+    origins = app.extensions[EXTENSION].settings.cors_allowed_origins
+    return CORSMiddleware(front, origins) if origins else front
