@@ -15,7 +15,7 @@ import base64
 import json
 import ssl
 import time
-from typing import AsyncIterable, Mapping
+from typing import Any, AsyncIterable, Mapping
 from urllib.parse import urlsplit
 
 from .config import Settings
@@ -39,6 +39,8 @@ class FunctionInvoker:
         tls = parts.scheme == "https"
         self._prefix = parts.path.rstrip("/")
         self.run_timeout = settings.run_timeout
+        #: :class:`~oscar_faas.metrics.RunMetrics` (retries, upstream errors), or None
+        self.metrics: Any = None
         self.ready_wait = settings.run_ready_wait
         self.upstream = Upstream(parts.hostname, parts.port or (443 if tls else 80),
                                  settings.openfaas_timeout, settings.run_timeout or None,
@@ -76,26 +78,38 @@ class FunctionInvoker:
             resp = await self._post(name, path, body, headers, length)
             if resp.status == 502 and _is_bare_502(resp):
                 resp.close()
-                raise _bare_502_error(name, time.monotonic() - sent)
+                err = _bare_502_error(name, time.monotonic() - sent)
+                self._count_error(name, "openfaas_timeout" if isinstance(err, UpstreamTimeout)
+                                  else "bad_gateway")
+                raise err
             if resp.status != 503 or not _is_not_ready(resp):
                 return resp
             resp.close()
             if not replayable or time.monotonic() >= deadline:
+                self._count_error(name, "not_ready")
                 raise UpstreamNotReady(
                     f"service {name} is not ready after {self.ready_wait:g} s (OpenFaaS "
                     f"answers 503): check its logs and try again")
+            if self.metrics is not None:
+                self.metrics.ready_retry(name)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _count_error(self, name: str, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_error(name, kind)
 
     async def _post(self, name: str, path: str, body: bytes | AsyncIterable[bytes],
                     headers: Mapping[str, str], length: int | None) -> Response:
         try:
             return await self.upstream.request("POST", path, headers, body, length)
         except TimeoutError:
+            self._count_error(name, "timeout")
             raise UpstreamTimeout(
                 f"service {name} did not answer within {self.run_timeout:g} s (RUN_TIMEOUT);"
                 f" use an asynchronous service or raise the timeout") from None
         except ConnectionError:  # refused, reset, closed early, not HTTP
+            self._count_error(name, "unreachable")
             raise UpstreamUnreachable(
                 f"cannot reach OpenFaaS at {self.base_url} to run {name}: is the gateway "
                 f"running and OPENFAAS_URL right?") from None

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response
 
 from ..errors import OscarFaasError
+from ..metrics import exposition
 from ..translate import is_oscar_function
 from .context import gateway
 from .system import json_response
@@ -148,6 +149,14 @@ def deployment(name: str) -> Response:
 def deployment_logs(name: str) -> Response:
     gateway().registry.get(name)
     return _not_here("/system/services/<name>/deployment/logs")
+
+
+@bp.get("/metrics")
+def prometheus() -> Response:
+    """The gateway's Prometheus metrics (every worker's, see :mod:`oscar_faas.metrics`); no
+    credentials, as OpenFaaS' own ``/metrics``: labels hold service names and codes only."""
+    body, content_type = exposition()
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/system/volumes")

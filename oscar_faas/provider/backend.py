@@ -186,6 +186,11 @@ class LocalBackend:
         log.info("function %s: scale to %d requested; the local provider keeps 1 replica",
                  name, request.replicas)
 
+    def function_load(self) -> list[tuple[str, int, int, int]]:
+        """``(name, replicas, running, waiting)`` per function, for the metrics."""
+        return [(name, 1, rt.limiter.running, rt.limiter.waiting)
+                for name, rt in sorted(self._runtimes.items())]
+
     # --- /system/secrets ------------------------------------------------------------------
 
     def list_secrets(self) -> list[Secret]:

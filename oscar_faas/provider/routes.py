@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from .. import __version__
@@ -228,6 +228,14 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+def _known(backend: Backend, name: str) -> bool:
+    try:
+        backend.get_function(name)
+    except ServiceNotFound:
+        return False
+    return True
+
+
 def check_basic_auth(header: str, username: str, password: str) -> bool:
     """Constant-time check of an ``Authorization: Basic`` header (faas-provider's rule)."""
     scheme, _, encoded = header.partition(" ")
@@ -246,13 +254,37 @@ class App:
     """Routing, auth and error mapping around a :class:`Backend`."""
 
     def __init__(self, backend: Backend, username: str | None = None,
-                 password: str | None = None, routes: tuple[Route, ...] = ROUTES) -> None:
+                 password: str | None = None, routes: tuple[Route, ...] = ROUTES,
+                 metrics: Any = None) -> None:
         self.backend = backend
         self.credentials = (username, password) if username and password else None
         self.routes = routes
+        #: :class:`~oscar_faas.metrics.ProviderMetrics`, or None (no ``/metrics``)
+        self.metrics = metrics
 
     def handle(self, req: Request) -> Response:
         """Answer one request; never raises for expected errors."""
+        if self.metrics is not None:
+            if req.path.startswith("/function/"):
+                return self._counted(req)
+            if req.path == "/metrics" and req.method == "GET":
+                body, content_type = self.metrics.exposition()
+                return Response(200, body, {"Content-Type": content_type})
+        return self._handle(req)
+
+    def _counted(self, req: Request) -> Response:
+        """A function call, counted as the OpenFaaS gateway counts it (unknown functions,
+        404, are not: their names would grow the label set)."""
+        name = req.path[len("/function/"):].split("/", 1)[0].partition(".")[0]
+        if not _known(self.backend, name):
+            return self._handle(req)
+        started = time.monotonic()
+        self.metrics.started(name)
+        resp = self._handle(req)
+        self.metrics.observe(name, resp.status, time.monotonic() - started)
+        return resp
+
+    def _handle(self, req: Request) -> Response:
         if self.credentials and (req.path == "/system" or req.path.startswith("/system/")):
             if not check_basic_auth(req.header("Authorization"), *self.credentials):
                 return text_response("invalid credentials", 401,

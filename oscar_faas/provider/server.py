@@ -11,6 +11,7 @@ per call. A thread per connection, a tiny router (:mod:`.routes`) and a streamin
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from email.utils import formatdate
@@ -159,6 +160,18 @@ class ProviderServer(ThreadingHTTPServer):
         self.app.backend.close()
 
 
+def _metrics(backend: LocalBackend):
+    """The provider's Prometheus metrics (:class:`~oscar_faas.metrics.ProviderMetrics`).
+
+    One process keeps them in memory: a ``PROMETHEUS_MULTIPROC_DIR`` inherited from a
+    gateway must not send them to the gateway's files, so it is dropped first.
+    """
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    from ..metrics import ProviderMetrics
+    from .types import DEFAULT_NAMESPACE
+    return ProviderMetrics(backend.function_load, DEFAULT_NAMESPACE)
+
+
 def make_server(host: str, port: int, data_dir: str | Path, username: str | None = None,
                 password: str | None = None) -> ProviderServer:
     """Load the state from ``data_dir`` and bind ``host:port`` (0 picks a free port).
@@ -168,7 +181,8 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
     """
     backend = LocalBackend(data_dir)
     backend.load()
-    server = ProviderServer((host, port), App(backend, username, password))
+    server = ProviderServer((host, port), App(backend, username, password,
+                                              metrics=_metrics(backend)))
     if username and password:
         log.info("basic auth enabled on /system/*")
     return server

@@ -1,0 +1,84 @@
+"""Observing a running gateway end to end (real ``oscar-faas serve`` with 2 gunicorn
+workers and the embedded provider): metrics, status, info, logs, the timing header."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.livegateway import LiveGateway
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    with LiveGateway(tmp_path_factory.mktemp("observe")) as gateway:
+        yield gateway
+
+
+def create(gw: LiveGateway, tmp_path, name: str, script: str, log_level: str = "CRITICAL"
+           ) -> str:
+    (tmp_path / f"{name}.sh").write_text(textwrap.dedent(script))
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"functions:\n  oscar:\n  - oscar-cluster:\n      name: {name}\n"
+                    f"      image: alpine\n      cpu: '0.1'\n      log_level: {log_level}\n"
+                    f"      script: {name}.sh\n")
+    client = gw.oscar_python_client()
+    assert client.create_service(str(path)).status_code == 201
+    return client.get_service(name).json()["token"]
+
+
+def run(gw: LiveGateway, name: str, token: str, body: bytes = b"aGk=") -> requests.Response:
+    return requests.post(f"{gw.url}/run/{name}", data=body, timeout=60,
+                         headers={"Authorization": f"Bearer {token}"})
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def test_metrics_add_up_every_worker(gw, tmp_path):
+    token = create(gw, tmp_path, "counted", "cat \"$INPUT_FILE_PATH\"\n")
+    calls = 12
+    for _ in range(calls):
+        assert run(gw, "counted", token).status_code == 200
+    assert run(gw, "counted", "f" * 64).status_code == 401
+    assert requests.post(f"{gw.url}/run/no-such-service", data=b"x",
+                         timeout=30).status_code == 404
+    # Two workers answered those calls; whichever answers /metrics must show them all.
+    for _ in range(6):
+        text = requests.get(f"{gw.url}/metrics", timeout=10).text
+        assert metric(text, "oscar_faas_run_requests_total", service="counted",
+                      code="200") == calls
+        assert metric(text, "oscar_faas_run_requests_total", service="counted",
+                      code="401") == 1
+        assert metric(text, "oscar_faas_run_duration_seconds_count",
+                      service="counted") == calls + 1
+        assert metric(text, "oscar_faas_run_in_flight", service="counted") == 0
+        assert metric(text, "oscar_faas_run_requests_total", service="(unknown)",
+                      code="404") == 1
+        assert "no-such-service" not in text and token not in text
+    # OpenFaaS' own count, through OSCAR's /system/metrics
+    items = requests.get(f"{gw.url}/system/metrics", auth=gw.auth, timeout=10).json()["items"]
+    counted = next(i for i in items if i["key"] == "counted")
+    assert counted["requests_count_total"] == calls  # the 401 never reached it
+
+
+def test_status_info_and_namespace(gw, tmp_path):
+    create(gw, tmp_path, "statused", "cat \"$INPUT_FILE_PATH\"\n")
+    st = requests.get(f"{gw.url}/system/status", auth=gw.auth, timeout=10).json()
+    assert st["numberNodes"] == 1 and st["cpuMaxFree"] >= 0
+    assert {"name": "statused", "state": "Running"} in st["OSCAR"]["podsInfo"]["pods"]
+    info = requests.get(f"{gw.url}/system/info", auth=gw.auth, timeout=10).json()
+    assert info["version"].startswith("v3.6.")
+    # the embedded provider's release, read from its flat ProviderInfo
+    from oscar_faas import __version__
+    assert info["serverless_backend"] == {"name": "OpenFaaS", "version": __version__}
