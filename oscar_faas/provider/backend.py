@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Protocol
@@ -219,15 +220,18 @@ class LocalBackend:
         if not runtime.ready:
             raise NotReady(f"No endpoints available for: {name}.")
         env = {**runtime.env, **cgi}
+        queued = time.monotonic()
         try:
             runtime.limiter.acquire()
         except QueueFull:
             raise OscarFaasError("Concurrent request limit exceeded. Max concurrent requests: "
                                  f"{runtime.config.max_inflight}", status=429) from None
+        timings = {"queue": time.monotonic() - queued}
         try:
             supervise = self._load_supervise() if runtime.in_process else None
             if supervise is not None:
-                result = self.watchdog.run_in_process(name, supervise, env, body, runtime.config)
+                result = self.watchdog.run_in_process(name, supervise, env, body, runtime.config,
+                                                      timings)
             else:
                 argv = list(runtime.argv)
                 if runtime.in_process:  # not importable in-process: fork it with our python
@@ -236,6 +240,7 @@ class LocalBackend:
                                                    runtime.config)
         finally:
             runtime.limiter.release()
+        result.timings = {**timings, **result.timings}
         return result, runtime.config
 
     def _load_supervise(self) -> SuperviseFn | None:

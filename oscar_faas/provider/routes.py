@@ -174,9 +174,25 @@ def invoke_function(backend: Backend, req: Request) -> Response:
         "X-Call-Id": call_id,
         "X-Start-Time": str(start_ns),
     }
+    if result.timings:
+        headers["Server-Timing"] = server_timing(result.timings)
     return Response(result.status, headers=headers, stream=result.chunks(),
                     length=result.length, close_connection=result.abandoned,
                     on_close=[result.close])
+
+
+#: Server-Timing names, in the order a call goes through them, with their descriptions.
+#: (No commas in descriptions: naive parsers split the header on them.)
+TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
+                 ("setup", "configuration and input"),
+                 ("script", "the user script"),
+                 ("upload", "outputs to storage and the answer"))
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
+    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
+                     for phase, desc in TIMING_PHASES if phase in timings)
 
 
 def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[str, str]]:

@@ -82,3 +82,18 @@ def test_status_info_and_namespace(gw, tmp_path):
     # the embedded provider's release, read from its flat ProviderInfo
     from oscar_faas import __version__
     assert info["serverless_backend"] == {"name": "OpenFaaS", "version": __version__}
+
+
+def test_server_timing_separates_the_phases(gw, tmp_path):
+    """The provider measures queue wait, set-up, script and upload; /run passes it on."""
+    token = create(gw, tmp_path, "timed", "cat \"$INPUT_FILE_PATH\" > \"$TMP_OUTPUT_DIR/o\"\n")
+    resp = run(gw, "timed", token)
+    assert resp.status_code == 200 and resp.text.strip() == "aGk="
+    parts = {}
+    for part in resp.headers["Server-Timing"].split(","):
+        name, *params = [p.strip() for p in part.split(";")]
+        parts[name] = dict(p.split("=", 1) for p in params)
+    assert list(parts) == ["queue", "setup", "script", "upload"]
+    for params in parts.values():
+        assert float(params["dur"]) >= 0 and params["desc"].startswith('"')
+    assert "X-Duration-Seconds" in resp.headers

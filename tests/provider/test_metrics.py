@@ -76,3 +76,13 @@ def test_metrics_need_no_credentials_and_hold_no_secret(make_provider, fn_name) 
     text = requests.get(p.url + "/metrics", timeout=10).text
     assert fn_name in text
     assert "do-not-leak" not in text and "pw-secret-1" not in text
+
+
+def test_server_timing_of_a_forked_function(shared_provider: ProviderProcess,
+                                            fn_name: str) -> None:
+    """A plain process per call: its queue wait and its run (``script``)."""
+    shared_provider.deploy(fn_name, "cat")
+    resp = shared_provider.invoke(fn_name, b"x")
+    assert resp.status_code == 200
+    names = [p.split(";")[0].strip() for p in resp.headers["Server-Timing"].split(",")]
+    assert names == ["queue", "script"]
