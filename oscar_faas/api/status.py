@@ -27,6 +27,9 @@ from .system import json_response
 
 bp = Blueprint("status", __name__)
 
+#: Written by hand from the contracts (docs: README "API and compatibility notes").
+OPENAPI = Path(__file__).resolve().parent.parent / "openapi.json"
+
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0:0:0:0:0:0:0:1"}
 
 
@@ -157,6 +160,13 @@ def prometheus() -> Response:
     credentials, as OpenFaaS' own ``/metrics``: labels hold service names and codes only."""
     body, content_type = exposition()
     return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 document of the whole API (``oscar_faas/openapi.json``), open to all
+    as the API's shape is no secret."""
+    return Response(OPENAPI.read_bytes(), mimetype="application/json")
 
 
 @bp.get("/system/volumes")
