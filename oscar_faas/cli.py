@@ -109,6 +109,38 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def since_time(value: str, now: float | None = None) -> str:
+    """``--since``: a duration back from now (``30s``, ``10m``, ``2h``, ``1h30m``) or an
+    RFC 3339 time, as RFC 3339 UTC for the API.
+
+    :raises OscarFaasError: neither.
+    """
+    import time
+    from datetime import datetime, timezone
+
+    from .provider.watchdog import parse_duration
+    if not value:
+        return ""
+    seconds = parse_duration(value)  # None for anything but a duration
+    if seconds is not None:
+        moment = datetime.fromtimestamp((time.time() if now is None else now) - seconds,
+                                        timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise OscarFaasError(f"--since takes a duration (10m, 1h) or an RFC 3339 time, "
+                             f"got {value!r}") from None
+    return value
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    for message in _client(args).logs(args.service, since_time(args.since), args.tail,
+                                      args.follow):
+        print(f"{message.get('timestamp', '')} {message.get('text', '')}", flush=True)
+    return 0
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from .config import Settings
     from .fdl import load_fdl
@@ -219,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also delete the services' minio.default buckets and their contents")
     _client_flags(p)
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("logs", help="print a service's log lines",
+                       description="Print the log lines of a service's function (the "
+                                   "supervisor's lines at the service's log_level, and its "
+                                   "stderr), oldest first")
+    p.add_argument("service")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new lines as they come")
+    p.add_argument("--since", default="",
+                   help="only lines newer than a duration (10m, 1h) or an RFC 3339 time")
+    p.add_argument("--tail", type=int, default=0, help="only the last N lines")
+    _client_flags(p)
+    p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("stack", help="print a faas-cli stack.yml for an FDL file",
                        description="Print a faas-cli stack.yml that builds (from "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from ..errors import OscarFaasError
 from ..metrics import exposition
@@ -134,6 +134,26 @@ def metrics() -> Response:
                       "countries": []})
     return json_response({"start": _rfc3339(end - timedelta(hours=24)),
                           "end": _rfc3339(end), "group_by": "service", "items": items})
+
+
+@bp.get("/system/services/<name>/logs")
+def service_logs(name: str) -> Response:
+    """The function's log lines, from OpenFaaS' ``/system/logs`` (faas-provider's logs
+    contract: the embedded provider, or faas-netes/faasd on a cluster), passed on as they
+    come: NDJSON ``{"name","namespace","instance","timestamp","text"}``. Query: ``since``
+    (RFC 3339), ``tail`` (last N lines), ``follow`` (a live stream). OSCAR's
+    ``/system/logs/<name>`` stays the list of asynchronous jobs (none here)."""
+    gw = gateway()
+    gw.registry.get(name)  # 404 for an unknown service, as every /system/services route
+    tail = request.args.get("tail", "")
+    if tail and not tail.lstrip("-").isdigit():
+        return Response("tail must be a whole number\n", status=422, mimetype="text/plain")
+    follow = request.args.get("follow", "").lower() in ("1", "t", "true")
+    upstream = gw.openfaas.logs(name, request.args.get("since", ""), int(tail or 0), follow)
+    resp = Response(upstream.iter_content(chunk_size=None), status=200,
+                    mimetype="application/x-ndjson", direct_passthrough=True)
+    resp.call_on_close(upstream.close)
+    return resp
 
 
 def _not_here(what: str) -> Response:

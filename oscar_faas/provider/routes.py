@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import OscarFaasError, ServiceNotFound
 from .backend import Backend
 from .httpio import Request, Response, empty_response, json_response, text_response
+from .logs import parse_since
 from .types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
                     ScaleServiceRequest, Secret, check_namespace)
 from .watchdog import canonical_header, cgi_env
@@ -82,6 +83,30 @@ def get_namespace(backend: Backend, req: Request) -> Response:
 def mutate_namespace(backend: Backend, req: Request) -> Response:
     """Namespaces cannot be created, changed or removed here (faas-provider's 501)."""
     return text_response("Feature not implemented in this version of OpenFaaS", 501)
+
+
+def function_logs(backend: Backend, req: Request) -> Response:
+    """faas-provider's logs contract (see :mod:`.logs`): NDJSON, live with ``follow``."""
+    logs = getattr(backend, "logs", None)
+    if logs is None:
+        return text_response("Feature not implemented in this version of OpenFaaS", 501)
+    try:
+        name = _function_name(req.arg("name"), req.arg("namespace"))
+        tail = int(req.arg("tail") or 0)
+        since = parse_since(req.arg("since"))
+    except ValueError:
+        return text_response("could not parse the log request", 422)
+    if not name:
+        return text_response("could not parse the log request: name is required", 422)
+    if not logs.known(name) and not _known(backend, name):
+        return text_response(f"function {name} not found", 404)
+    follow = req.arg("follow").lower() in ("1", "t", "true")
+    stream = logs.query(name, req.arg("instance"), since, tail, follow)
+    headers = {"Content-Type": "application/x-ndjson"}
+    if follow:
+        return Response(200, headers=headers, stream=stream, chunked=True)
+    body = b"".join(stream)
+    return Response(200, body, headers)
 
 
 # --- /system/functions ---------------------------------------------------------------------
@@ -237,6 +262,7 @@ ROUTES: tuple[Route, ...] = (
     _route("DELETE", "/system/secrets", delete_secret),
     _route("GET", "/system/info", system_info),
     _route("GET", "/system/namespaces", list_namespaces),
+    _route("GET", "/system/logs", function_logs),
     _route("GET", f"/system/namespace/{_NAMESPACE}", get_namespace),
     _route("POST PUT DELETE", f"/system/namespace/{_NAMESPACE}", mutate_namespace),
     _route("GET POST PUT PATCH DELETE HEAD OPTIONS", f"/function/{_NAME}(?P<rest>/.*)?",

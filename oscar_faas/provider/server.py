@@ -102,7 +102,10 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
         lines = [f"{self.protocol_version} {resp.status} {reason}",
                  f"Server: {self.server_version}", f"Date: {formatdate(usegmt=True)}"]
         lines.extend(f"{k}: {v}" for k, v in resp.headers.items())
-        lines.append(f"Content-Length: {resp.content_length}")
+        if resp.chunked:
+            lines.append("Transfer-Encoding: chunked")
+        else:
+            lines.append(f"Content-Length: {resp.content_length}")
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -110,6 +113,9 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
                         self.path, resp.status, resp.content_length)
         if self.command == "HEAD":
             self.wfile.write(head)
+            return
+        if resp.chunked:
+            self._send_chunked(head, resp)
             return
         pending = head
         for chunk in resp.chunks():
@@ -122,6 +128,14 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
         if pending is not None:
             self.wfile.write(pending)
+
+    def _send_chunked(self, head: bytes, resp: Response) -> None:
+        """A live stream: every piece leaves at once (``wfile`` is unbuffered)."""
+        self.wfile.write(head)
+        for chunk in resp.chunks():
+            if chunk:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
         log.debug(format, *args)
@@ -160,6 +174,18 @@ class ProviderServer(ThreadingHTTPServer):
         self.app.backend.close()
 
 
+def _logs(folder: Path):
+    """The functions' logs (``GET /system/logs``), fed by their loggers."""
+    from .logs import FUNCTION_LOGGER, FunctionLogs
+    from .types import DEFAULT_NAMESPACE
+    logs = FunctionLogs(DEFAULT_NAMESPACE, folder)
+    function_loggers = logging.getLogger(FUNCTION_LOGGER)
+    function_loggers.addHandler(logs.handler())
+    if function_loggers.getEffectiveLevel() > logging.DEBUG:
+        function_loggers.setLevel(logging.DEBUG)  # each function's own level filters
+    return logs
+
+
 def _metrics(backend: LocalBackend):
     """The provider's Prometheus metrics (:class:`~oscar_faas.metrics.ProviderMetrics`).
 
@@ -181,6 +207,7 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
     """
     backend = LocalBackend(data_dir)
     backend.load()
+    backend.logs = _logs(Path(data_dir) / "logs")  # type: ignore[attr-defined]
     server = ProviderServer((host, port), App(backend, username, password,
                                               metrics=_metrics(backend)))
     if username and password:

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping
 
+from .logs import function_logger
+
 #: ``envProcess`` of the gateway's functions, as docs/internals.md fixes it.
 IN_PROCESS_SUPERVISOR = "python -m oscar_faas.supervisor"
 #: Every ``envProcess`` that means "the oscar supervisor" and is run in-process: the module
@@ -340,7 +342,7 @@ class _StderrLines:
             self.buf.clear()
 
     def _emit(self, line: bytes) -> None:
-        self.log.info("%s: stderr: %s", self.name, line.decode("utf-8", "replace").rstrip("\r"))
+        self.log.info("stderr: %s", line.decode("utf-8", "replace").rstrip("\r"))
 
 
 def child_pids(pid: int) -> list[int]:
@@ -462,7 +464,8 @@ class Watchdog:
                 pump = threading.Thread(target=_pump, args=(body, proc.stdin, self.log),
                                         name=f"stdin-{name}", daemon=True)
                 pump.start()
-            stderr = None if config.combine_output else _StderrLines(self.log, name)
+            stderr = None if config.combine_output else _StderrLines(function_logger(name),
+                                                                     name)
             timed_out = self._collect(proc, spool, stderr, deadline)
             if stderr is not None:
                 stderr.flush()
@@ -588,7 +591,7 @@ class Watchdog:
                          lock: threading.Lock) -> logging.Logger:
         """The supervisor's ``log``: the provider log, or the response when combining."""
         if out is None:
-            logger = logging.getLogger(f"oscar_faas.provider.function.{name}")
+            logger = function_logger(name)
         else:
             logger = logging.Logger(f"function.{name}")
             logger.addHandler(_SpoolLogHandler(out, lock))

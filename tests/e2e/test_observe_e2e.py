@@ -3,6 +3,9 @@ workers and the embedded provider): metrics, status, info, logs, the timing head
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -97,3 +100,57 @@ def test_server_timing_separates_the_phases(gw, tmp_path):
     for params in parts.values():
         assert float(params["dur"]) >= 0 and params["desc"].startswith('"')
     assert "X-Duration-Seconds" in resp.headers
+
+
+def cli(gw: LiveGateway, *args: str, timeout: float = 60):
+    return subprocess.run(
+        [sys.executable, "-m", "oscar_faas.cli", *args, "--endpoint", gw.url,
+         "--user", gw.user, "--password", gw.password],
+        capture_output=True, timeout=timeout, check=False)
+
+
+def test_function_logs_through_the_gateway_and_the_cli(gw, tmp_path):
+    token = create(gw, tmp_path, "logged", "echo working >&2\ncat \"$INPUT_FILE_PATH\"\n",
+                   log_level="DEBUG")
+    assert run(gw, "logged", token).status_code == 200
+    resp = requests.get(f"{gw.url}/system/services/logged/logs", auth=gw.auth, timeout=30)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+    assert {"name", "namespace", "instance", "timestamp", "text"} <= set(lines[0])
+    texts = [m["text"] for m in lines]
+    assert any("running the user script" in t for t in texts)
+    assert any("script: working" in t for t in texts), texts  # the script's stderr (DEBUG)
+    # tail, auth, unknown service; OSCAR's job list stays empty
+    tail = requests.get(f"{gw.url}/system/services/logged/logs?tail=1", auth=gw.auth,
+                        timeout=30)
+    assert len([line for line in tail.text.splitlines() if line.strip()]) == 1
+    assert requests.get(f"{gw.url}/system/services/logged/logs", timeout=30
+                        ).status_code == 401
+    assert requests.get(f"{gw.url}/system/services/nope/logs", auth=gw.auth,
+                        timeout=30).status_code == 404
+    jobs = requests.get(f"{gw.url}/system/logs/logged", auth=gw.auth, timeout=30).json()
+    assert jobs["jobs"] == {}
+
+    out = cli(gw, "logs", "logged", "--tail", "3", "--since", "1h")
+    assert out.returncode == 0, out.stderr
+    printed = out.stdout.decode().splitlines()
+    assert len(printed) == 3 and printed[-1] == f"{lines[-1]['timestamp']} {texts[-1]}"
+    assert cli(gw, "logs", "nope").returncode == 1
+
+
+def test_cli_follow_prints_lines_as_they_come(gw, tmp_path):
+    token = create(gw, tmp_path, "followed", "cat \"$INPUT_FILE_PATH\"\n", log_level="INFO")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oscar_faas.cli", "logs", "followed", "--follow",
+         "--endpoint", gw.url, "--user", gw.user, "--password", gw.password],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert run(gw, "followed", token).status_code == 200
+        first = proc.stdout.readline().decode()  # printed while the stream stays open
+        timestamp, _, text = first.strip().partition(" ")
+        assert timestamp.endswith("Z") and text.startswith("INFO "), first
+        assert proc.poll() is None  # still following
+    finally:
+        proc.terminate()
+        proc.wait(10)
