@@ -157,8 +157,20 @@ def cmd_stack(args: argparse.Namespace) -> int:
                                             "region": settings.minio_region})
         service.validate()
         deployments.append(service_to_deployment(service, settings))
-    sys.stdout.write(stack_yaml(deployments, gateway=args.gateway, registry=args.registry,
-                                tag=args.tag))
+    text = stack_yaml(deployments, gateway=args.gateway, registry=args.registry, tag=args.tag)
+    if not args.output and not args.shrinkwrap:
+        sys.stdout.write(text)
+        return 0
+    from .stack import prepare_template, shrinkwrap
+    base = Path(args.output).resolve().parent if args.output else Path.cwd()
+    template = prepare_template(base / "template")  # faas-cli reads ./template/<lang>
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output} and {template}; build, push and deploy with: "
+              f"faas-cli up -f {args.output}", file=sys.stderr)
+    if args.shrinkwrap:
+        for context in shrinkwrap(deployments, args.shrinkwrap, template=template):
+            print(f"wrote {context}: docker build -t <image> {context}", file=sys.stderr)
     return 0
 
 
@@ -274,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway", default="http://127.0.0.1:8080",
                    help="OpenFaaS gateway URL (default %(default)s)")
     p.add_argument("--tag", default=None, help="image tag (default latest)")
+    p.add_argument("--output", "-o", default=None,
+                   help="write the stack to this file, and the template faas-cli builds "
+                        "from to ./template/oscar beside it (faas-cli up works in one step)")
+    p.add_argument("--shrinkwrap", default=None, metavar="DIR",
+                   help="also write DIR/<name>/, a build context per function that builds "
+                        "as it is (docker build DIR/<name>, no --build-arg needed)")
     p.set_defaults(func=cmd_stack)
     return parser
 
