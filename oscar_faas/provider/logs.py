@@ -91,6 +91,8 @@ class FunctionLogs:
         self._rings: dict[str, deque[Message]] = {}
         self._seq = 0
         self._changed = threading.Condition()
+        self._logger: logging.Logger | None = None
+        self._handler: logging.Handler | None = None
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -117,10 +119,17 @@ class FunctionLogs:
         except OSError:
             pass  # a full disk must not fail the call; the ring still has the line
 
-    def handler(self) -> logging.Handler:
-        """A logging handler feeding these logs from the ``<FUNCTION_LOGGER>.<name>``
-        loggers; install it on ``logging.getLogger(FUNCTION_LOGGER)``."""
-        return _Handler(self)
+    def attach(self, logger: logging.Logger) -> None:
+        """Feed these logs from ``logger``'s ``<FUNCTION_LOGGER>.<name>`` children (until
+        :meth:`detach`)."""
+        self._handler = _Handler(self)
+        self._logger = logger
+        logger.addHandler(self._handler)
+
+    def detach(self) -> None:
+        if self._logger is not None and self._handler is not None:
+            self._logger.removeHandler(self._handler)
+        self._logger = self._handler = None
 
     # --- reading ---------------------------------------------------------------------------
 

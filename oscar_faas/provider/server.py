@@ -172,6 +172,9 @@ class ProviderServer(ThreadingHTTPServer):
         """Stop listening and kill any function process still running."""
         self.server_close()
         self.app.backend.close()
+        logs = getattr(self.app.backend, "logs", None)
+        if logs is not None:
+            logs.detach()
 
 
 def _logs(folder: Path):
@@ -180,7 +183,7 @@ def _logs(folder: Path):
     from .types import DEFAULT_NAMESPACE
     logs = FunctionLogs(DEFAULT_NAMESPACE, folder)
     function_loggers = logging.getLogger(FUNCTION_LOGGER)
-    function_loggers.addHandler(logs.handler())
+    logs.attach(function_loggers)
     if function_loggers.getEffectiveLevel() > logging.DEBUG:
         function_loggers.setLevel(logging.DEBUG)  # each function's own level filters
     return logs
