@@ -11,8 +11,11 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # ---- the gateway
 FROM ${PYTHON_IMAGE}
+# PROMETHEUS_MULTIPROC_DIR: the gunicorn workers add up their /metrics there (a fresh
+# container has a fresh /tmp).
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/oscar-faas-metrics
 COPY --from=build /wheels/ /wheels/
 RUN pip install --no-cache-dir /wheels/*.whl \
     && rm -rf /wheels \

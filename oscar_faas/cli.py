@@ -122,6 +122,38 @@ def stack_plans(fdl_path: str | Path, settings: Settings) -> list[DeploymentPlan
             for service in load_fdl(fdl_path).services]
 
 
+def since_time(value: str, now: float | None = None) -> str:
+    """``--since``: a duration back from now (``30s``, ``10m``, ``2h``, ``1h30m``) or an
+    RFC 3339 time, as RFC 3339 UTC for the API.
+
+    :raises OscarFaasError: neither.
+    """
+    import time
+    from datetime import datetime, timezone
+
+    from .provider.limits import parse_duration
+    if not value:
+        return ""
+    seconds = parse_duration(value)  # None for anything but a duration
+    if seconds is not None:
+        moment = datetime.fromtimestamp((time.time() if now is None else now) - seconds,
+                                        timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise OscarFaasError(f"--since takes a duration (10m, 1h) or an RFC 3339 time, "
+                             f"got {value!r}") from None
+    return value
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    for message in _client(args).logs(args.service, since_time(args.since), args.tail,
+                                      args.follow):
+        print(f"{message.get('timestamp', '')} {message.get('text', '')}", flush=True)
+    return 0
+
+
 def cmd_stack(args: argparse.Namespace) -> int:
     from .config import Settings
     from .stack import stack_yaml
@@ -129,8 +161,20 @@ def cmd_stack(args: argparse.Namespace) -> int:
     # The stack builds function images *from* the FDL images: deploy those as the base.
     settings = dataclasses.replace(Settings.from_env(), function_image="")
     deployments = [plan.deployment for plan in stack_plans(args.fdl, settings)]
-    sys.stdout.write(stack_yaml(deployments, gateway=args.gateway, registry=args.registry,
-                                tag=args.tag))
+    text = stack_yaml(deployments, gateway=args.gateway, registry=args.registry, tag=args.tag)
+    if not args.output and not args.shrinkwrap:
+        sys.stdout.write(text)
+        return 0
+    from .stack import prepare_template, shrinkwrap
+    base = Path(args.output).resolve().parent if args.output else Path.cwd()
+    template = prepare_template(base / "template")  # faas-cli reads ./template/<lang>
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output} and {template}; build, push and deploy with: "
+              f"faas-cli up -f {args.output}", file=sys.stderr)
+    if args.shrinkwrap:
+        for context in shrinkwrap(deployments, args.shrinkwrap, template=template):
+            print(f"wrote {context}: docker build -t <image> {context}", file=sys.stderr)
     return 0
 
 
@@ -222,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(p)
     p.set_defaults(func=cmd_rm)
 
+    p = sub.add_parser("logs", help="print a service's log lines",
+                       description="Print the log lines of a service's function (the "
+                                   "supervisor's lines at the service's log_level, and its "
+                                   "stderr), oldest first")
+    p.add_argument("service")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new lines as they come")
+    p.add_argument("--since", default="",
+                   help="only lines newer than a duration (10m, 1h) or an RFC 3339 time")
+    p.add_argument("--tail", type=int, default=0, help="only the last N lines")
+    _client_flags(p)
+    p.set_defaults(func=cmd_logs)
+
     p = sub.add_parser("stack", help="print a faas-cli stack.yml for an FDL file",
                        description="Print a faas-cli stack.yml that builds (from "
                                    "function-templates/oscar) and deploys the same functions "
@@ -231,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway", default="http://127.0.0.1:8080",
                    help="OpenFaaS gateway URL (default %(default)s)")
     p.add_argument("--tag", default=None, help="image tag (default latest)")
+    p.add_argument("--output", "-o", default=None,
+                   help="write the stack to this file, and the template faas-cli builds "
+                        "from to ./template/oscar beside it (faas-cli up works in one step)")
+    p.add_argument("--shrinkwrap", default=None, metavar="DIR",
+                   help="also write DIR/<name>/, a build context per function that builds "
+                        "as it is (docker build DIR/<name>, no --build-arg needed)")
     p.set_defaults(func=cmd_stack)
     return parser
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -115,6 +116,23 @@ class OscarClient:
     def remove_service(self, name: str, purge: bool = False) -> None:
         self._call("DELETE", f"/system/services/{name}",
                    params={"purge": "true"} if purge else None)
+
+    def logs(self, name: str, since: str = "", tail: int = 0, follow: bool = False
+             ) -> Iterator[dict[str, Any]]:
+        """The log messages of service ``name`` (``GET /system/services/<name>/logs``), as
+        they come; with ``follow``, until the server ends the stream."""
+        params = {"follow": "true" if follow else "false"}
+        if since:
+            params["since"] = since
+        if tail:
+            params["tail"] = str(tail)
+        resp = self._call("GET", f"/system/services/{name}/logs", ok=(200,), params=params,
+                          stream=True, timeout=(self.endpoint.timeout,
+                                                None if follow else self.endpoint.timeout))
+        with resp:
+            for line in resp.iter_lines():
+                if line.strip():  # blank lines keep a quiet stream alive
+                    yield json.loads(line)
 
     def apply(self, fdl_path: str | Path, env: dict[str, str] | None = None,
               ) -> list[tuple[str, str]]:

@@ -17,6 +17,14 @@ from .errors import ConfigError
 
 #: Where ``oscar-faas serve`` and the provider keep their state (relative to the cwd).
 DEFAULT_DATA_DIR = ".oscar-faas"
+
+#: OSCAR's default for ``INGRESS_SERVICES_CORS_ALLOWED_ORIGINS`` (the hosted dashboards and a
+#: dashboard served locally, e.g. by its development server): the browsers OSCAR lets in.
+DEFAULT_CORS_ORIGINS = ("https://dashboard.oscar.grycap.net",
+                        "https://dashboard-devel.oscar.grycap.net",
+                        "https://dashboard-demo.oscar.grycap.net",
+                        "http://localhost", "http://localhost:5173")
+
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -59,6 +67,19 @@ def parse_image_template(value: str) -> str:
         raise ConfigError(
             f"FUNCTION_IMAGE may only use the placeholder {{name}}, got {value!r}") from None
     return value
+
+
+def parse_origins(value: str | None) -> tuple[str, ...]:
+    """``CORS_ALLOWED_ORIGINS``: comma-separated origins (``scheme://host[:port]``), ``*`` for
+    any, empty for none; unset gives :data:`DEFAULT_CORS_ORIGINS`."""
+    if value is None:
+        return DEFAULT_CORS_ORIGINS
+    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and "://" not in origin:
+            raise ConfigError(f"CORS_ALLOWED_ORIGINS takes origins like https://host:port "
+                              f"or *, got {origin!r}")
+    return origins
 
 
 def _read_secret_file(directory: str, name: str) -> str | None:
@@ -118,6 +139,9 @@ class Settings:
     #: How long the gateway caches a service (for the /run token check), in seconds.
     service_cache_ttl: float = 5.0
 
+    #: Origins whose browser pages may call the API (CORS); ``*`` for any, empty for none.
+    cors_allowed_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+
     @property
     def minio_configured(self) -> bool:
         """True when a MinIO endpoint is set, so buckets can be created and outputs written."""
@@ -166,4 +190,5 @@ class Settings:
             function_image=parse_image_template(get("FUNCTION_IMAGE", "")),
             service_cache_ttl=parse_float(
                 "SERVICE_CACHE_TTL", get("SERVICE_CACHE_TTL", "5")),
+            cors_allowed_origins=parse_origins(get("CORS_ALLOWED_ORIGINS")),
         )

@@ -15,11 +15,12 @@ import base64
 import json
 import ssl
 import time
-from typing import AsyncIterable, Mapping
+from typing import Any, AsyncIterable, Mapping
 from urllib.parse import urlsplit
 
 from .config import Settings
-from .errors import ConfigError, UpstreamNotReady, UpstreamTimeout, UpstreamUnreachable
+from .errors import (ConfigError, UpstreamError, UpstreamNotReady, UpstreamTimeout,
+                     UpstreamUnreachable)
 from .upstream import Response, Upstream
 
 
@@ -38,6 +39,8 @@ class FunctionInvoker:
         tls = parts.scheme == "https"
         self._prefix = parts.path.rstrip("/")
         self.run_timeout = settings.run_timeout
+        #: :class:`~oscar_faas.metrics.RunMetrics` (retries, upstream errors), or None
+        self.metrics: Any = None
         self.ready_wait = settings.run_ready_wait
         self.upstream = Upstream(parts.hostname, parts.port or (443 if tls else 80),
                                  settings.openfaas_timeout, settings.run_timeout or None,
@@ -60,7 +63,9 @@ class FunctionInvoker:
 
         :raises UpstreamNotReady: still 503 after the wait.
         :raises UpstreamUnreachable: no connection.
-        :raises UpstreamTimeout: no answer within the run timeout.
+        :raises UpstreamTimeout: no answer within the run timeout, or OpenFaaS' own empty
+            502 after a while (its ``upstream_timeout``).
+        :raises UpstreamError: OpenFaaS' own empty 502 at once (it cannot reach the function).
         """
         path = f"{self._prefix}/function/{name}"
         deadline = time.monotonic() + self.ready_wait
@@ -69,26 +74,42 @@ class FunctionInvoker:
         if not replayable:
             await self._wait_ready(name, deadline)
         while True:
+            sent = time.monotonic()
             resp = await self._post(name, path, body, headers, length)
+            if resp.status == 502 and _is_bare_502(resp):
+                resp.close()
+                err = _bare_502_error(name, time.monotonic() - sent)
+                self._count_error(name, "openfaas_timeout" if isinstance(err, UpstreamTimeout)
+                                  else "bad_gateway")
+                raise err
             if resp.status != 503 or not _is_not_ready(resp):
                 return resp
             resp.close()
             if not replayable or time.monotonic() >= deadline:
+                self._count_error(name, "not_ready")
                 raise UpstreamNotReady(
                     f"service {name} is not ready after {self.ready_wait:g} s (OpenFaaS "
                     f"answers 503): check its logs and try again")
+            if self.metrics is not None:
+                self.metrics.ready_retry(name)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _count_error(self, name: str, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_error(name, kind)
 
     async def _post(self, name: str, path: str, body: bytes | AsyncIterable[bytes],
                     headers: Mapping[str, str], length: int | None) -> Response:
         try:
             return await self.upstream.request("POST", path, headers, body, length)
         except TimeoutError:
+            self._count_error(name, "timeout")
             raise UpstreamTimeout(
                 f"service {name} did not answer within {self.run_timeout:g} s (RUN_TIMEOUT);"
                 f" use an asynchronous service or raise the timeout") from None
         except ConnectionError:  # refused, reset, closed early, not HTTP
+            self._count_error(name, "unreachable")
             raise UpstreamUnreachable(
                 f"cannot reach OpenFaaS at {self.base_url} to run {name}: is the gateway "
                 f"running and OPENFAAS_URL right?") from None
@@ -111,6 +132,32 @@ class FunctionInvoker:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+#: A bare 502 that took at least this long is taken for the OpenFaaS gateway giving up on the
+#: function (``upstream_timeout``); a quicker one for its provider being unreachable.
+TIMEOUT_HINT_AFTER = 1.0
+
+
+def _is_bare_502(resp: Response) -> bool:
+    """The OpenFaaS gateway's own 502: an empty body and no ``X-Duration-Seconds`` (which
+    every answer of a watchdog carries, so a function's own 502 is never taken for it)."""
+    return (resp.header(b"Content-Length") == b"0"
+            and resp.header(b"X-Duration-Seconds") is None)
+
+
+def _bare_502_error(name: str, elapsed: float) -> UpstreamError:
+    """Name the likely cause of an empty 502, as the RUN_TIMEOUT message does for ours."""
+    if elapsed >= TIMEOUT_HINT_AFTER:
+        return UpstreamTimeout(
+            f"service {name}: OpenFaaS gave up after {elapsed:.1f} s with an empty 502; its "
+            f"gateway's upstream_timeout (default 60 s) is most likely shorter than the "
+            f"script: raise upstream_timeout, read_timeout and write_timeout on the OpenFaaS "
+            f"gateway (and exec_timeout on the function), or use an asynchronous service")
+    return UpstreamError(
+        f"service {name}: OpenFaaS answered 502 with an empty body at once; its gateway "
+        f"most likely cannot reach its provider or the function: check the OpenFaaS "
+        f"gateway's and provider's logs")
 
 
 def _is_not_ready(resp: Response) -> bool:

@@ -13,7 +13,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .config import Settings
-from .errors import ServiceNotFound, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from .errors import (OscarFaasError, ServiceNotFound, UpstreamError, UpstreamTimeout,
+                     UpstreamUnreachable)
 
 #: Connections kept open to the gateway; /run calls reuse them.
 POOL_SIZE = 64
@@ -96,6 +97,26 @@ class OpenFaaSClient:
     def delete(self, name: str) -> None:
         self._send("DELETE", "/system/functions", json={"functionName": name},
                    ok=(200, 202, 204), not_found=f"function {name} not found")
+
+    def logs(self, name: str, since: str = "", tail: int = 0,
+             follow: bool = False) -> requests.Response:
+        """``GET /system/logs`` (faas-provider's logs contract), streamed: NDJSON messages.
+        The caller reads and closes it; a followed stream has no read timeout.
+
+        :raises OscarFaasError: 501 when the provider has no logs.
+        """
+        params: dict[str, Any] = {"name": name, "follow": "true" if follow else "false"}
+        if since:
+            params["since"] = since
+        if tail:
+            params["tail"] = str(tail)
+        resp = self._send("GET", "/system/logs", params=params, stream=True, ok=(200, 501),
+                          timeout=(self.timeout, None if follow else self.timeout))
+        if resp.status_code == 501:
+            resp.close()
+            raise OscarFaasError(f"the OpenFaaS provider at {self.base_url} does not serve "
+                                 f"function logs (501)", status=501)
+        return resp
 
     # ------------------------------------------------------------------ secrets
 

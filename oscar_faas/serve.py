@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +24,9 @@ import urllib.request
 from gunicorn.app.base import BaseApplication
 
 from .config import Settings
+
+#: prometheus_client's multiprocess folder (read when it is imported; see oscar_faas.metrics)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -58,6 +63,7 @@ def start_provider(data_dir: Path, username: str, password: str,
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, OPENFAAS_USERNAME=username, OPENFAAS_PASSWORD=password)
+    env.pop(MULTIPROC_ENV, None)  # the provider is one process with its own metrics
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "oscar_faas.provider", "--host", "127.0.0.1", "--port",
@@ -78,6 +84,26 @@ def start_provider(data_dir: Path, username: str, password: str,
         time.sleep(0.05)
     proc.terminate()
     raise RuntimeError(f"the embedded provider did not start within 20 s; see {log_path}")
+
+
+def metrics_dir() -> tuple[Path, bool]:
+    """The folder where gunicorn's workers keep their metrics (prometheus_client's
+    multiprocess mode): ``PROMETHEUS_MULTIPROC_DIR`` if set, emptied of old values, else a
+    new temporary one. Returns it and whether it is ours to remove at the end."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for old in path.glob("*.db"):  # a previous run's values would add up with ours
+            old.unlink()
+        return path, False
+    return Path(tempfile.mkdtemp(prefix="oscar-faas-metrics-")), True
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook: a dead worker's in-flight gauges no longer count."""
+    from .metrics import mark_process_dead
+    mark_process_dead(worker.pid)
 
 
 def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> int:
@@ -104,7 +130,10 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
     if default_password and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"  WARNING: {host} is reachable from other machines and the password is the "
               f"default one: set OSCAR_PASSWORD", file=sys.stderr, flush=True)
+    metrics, own_metrics_dir = metrics_dir()
+    os.environ[MULTIPROC_ENV] = str(metrics)  # before any worker imports prometheus_client
     options = {
+        "child_exit": _child_exit,
         "bind": f"{host}:{port}",
         "workers": workers,
         "worker_class": "oscar_faas.worker.GatewayWorker",
@@ -119,6 +148,8 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
     try:
         GatewayApplication(options, threads=threads).run()
     finally:
+        if own_metrics_dir:
+            shutil.rmtree(metrics, ignore_errors=True)
         if provider is not None:
             provider.terminate()
             try:

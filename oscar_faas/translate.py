@@ -83,6 +83,12 @@ def service_to_deployment(service: Service, settings: Settings,
     return deployment
 
 
+def is_oscar_function(status: Mapping[str, Any]) -> bool:
+    """Whether a FunctionStatus carries an OSCAR service (others share the namespace)."""
+    annotations = status.get("annotations") or {}
+    return isinstance(annotations, Mapping) and SERVICE_ANNOTATION in annotations
+
+
 def status_to_service(status: Mapping[str, Any]) -> Service | None:
     """Rebuild the service stored in a FunctionStatus; ``None`` when the function is not an
     OSCAR service (no annotation, or one that does not parse)."""

@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..openfaas import OpenFaaSClient
 from ..registry import ServiceRegistry
-from . import errors, jobs, services, system
+from . import errors, jobs, services, status, system
 from .context import EXTENSION, Gateway, gateway
 
 __all__ = ["create_app", "create_asgi_app", "gateway", "Gateway"]
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     client = OpenFaaSClient(settings)
     app.extensions[EXTENSION] = Gateway(settings, client, ServiceRegistry(settings, client))
-    for blueprint in (system.bp, services.bp, jobs.bp):
+    for blueprint in (system.bp, services.bp, jobs.bp, status.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     return app
@@ -45,4 +45,8 @@ def create_asgi_app(settings: Settings | None = None, threads: int = 32):
     :raises ConfigError: as :func:`create_app`.
     """
     from .asgi import GatewayASGI  # the ASGI stack is only needed by servers
-    return GatewayASGI(create_app(settings), threads=threads)
+    from .cors import CORSMiddleware
+    app = create_app(settings)
+    front = GatewayASGI(app, threads=threads)
+    origins = app.extensions[EXTENSION].settings.cors_allowed_origins
+    return CORSMiddleware(front, origins) if origins else front

@@ -15,6 +15,7 @@ from a2wsgi import WSGIMiddleware
 from flask import Flask
 
 from ..invoker import FunctionInvoker
+from ..metrics import run_metrics
 from .context import EXTENSION
 from .run import Receive, RunEndpoint, Scope, Send
 
@@ -38,6 +39,8 @@ class GatewayASGI:
         gateway = flask_app.extensions[EXTENSION]
         self.invoker = FunctionInvoker(gateway.settings)
         self.run = RunEndpoint(gateway, self.invoker)
+        self.metrics = self.invoker.metrics = self.run.metrics = run_metrics()
+        self._cache = gateway.registry.cache
         self.wsgi = WSGIMiddleware(_terminated_input(flask_app), workers=threads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,11 +49,15 @@ class GatewayASGI:
             if scope["method"] == "POST" and path.startswith(RUN_PREFIX):
                 name = path[len(RUN_PREFIX):]
                 if name and "/" not in name:
-                    await self.run(scope, receive, send, name)
+                    await self.metrics.track(self.run, scope, receive, send, name,
+                                             self._known)
                     return
             await self.wsgi(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+
+    def _known(self, name: str) -> bool:
+        return self._cache.get(name) is not None
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

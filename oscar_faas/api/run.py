@@ -154,6 +154,8 @@ class RunEndpoint:
     def __init__(self, gateway: Gateway, invoker: FunctionInvoker) -> None:
         self.gateway = gateway
         self.invoker = invoker
+        #: :class:`~oscar_faas.metrics.RunMetrics` (in-flight calls), set by the front
+        self.metrics: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         try:
@@ -165,6 +167,8 @@ class RunEndpoint:
             return
         complete = False
         gone: asyncio.Future[Any] | None = None
+        if self.metrics is not None:
+            self.metrics.started(name)
         try:
             await send({"type": "http.response.start", "status": upstream.status,
                         "headers": backward_headers(upstream.raw_headers)})
@@ -185,6 +189,8 @@ class RunEndpoint:
             # connection close before the end, which is the truth; no traceback.
             log.warning("run %s: the answer from OpenFaaS broke off: %s", name, err)
         finally:
+            if self.metrics is not None:
+                self.metrics.finished(name)
             if gone is not None:
                 gone.cancel()
                 if gone.done() and not gone.cancelled():

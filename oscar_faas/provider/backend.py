@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Protocol
@@ -177,6 +178,11 @@ class LocalBackend:
         log.info("function %s: scale to %d requested; the local provider keeps 1 replica",
                  name, request.replicas)
 
+    def function_load(self) -> list[tuple[str, int, int, int]]:
+        """``(name, replicas, running, waiting)`` per function, for the metrics."""
+        return [(name, 1, rt.limiter.running, rt.limiter.waiting)
+                for name, rt in sorted(self._runtimes.items())]
+
     # --- /system/secrets ------------------------------------------------------------------
 
     def list_secrets(self) -> list[Secret]:
@@ -205,15 +211,18 @@ class LocalBackend:
         if not runtime.ready:
             raise NotReady(f"No endpoints available for: {name}.")
         env = {**runtime.env, **cgi}
+        queued = time.monotonic()
         try:
             runtime.limiter.acquire()
         except QueueFull:
             raise TooManyRequests("Concurrent request limit exceeded. Max concurrent requests: "
                                   f"{runtime.config.max_inflight}") from None
+        timings = {"queue": time.monotonic() - queued}
         try:
             supervise = self._load_supervise() if runtime.in_process else None
             if supervise is not None:
-                result = self.watchdog.run_in_process(name, supervise, env, body, runtime.config)
+                result = self.watchdog.run_in_process(name, supervise, env, body, runtime.config,
+                                                      timings)
             else:
                 argv = list(runtime.argv)
                 if runtime.in_process:  # not importable in-process: fork it with our python
@@ -222,6 +231,7 @@ class LocalBackend:
                                                    runtime.config)
         finally:
             runtime.limiter.release()
+        result.timings = {**timings, **result.timings}
         return result, runtime.config
 
     def _load_supervise(self) -> SuperviseFn | None:

@@ -131,6 +131,8 @@ class Response:
     #: Do not reuse the connection (a worker may still be reading the request body).
     close_connection: bool = False
     on_close: list[Any] = field(default_factory=list)
+    #: Length unknown: send ``stream`` with chunked framing, each piece as it comes.
+    chunked: bool = False
 
     def chunks(self) -> Iterator[bytes]:
         if self.stream is None:

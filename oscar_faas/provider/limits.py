@@ -106,6 +106,11 @@ class Limiter:
         self._waiters: deque[threading.Lock] = deque()
 
     @property
+    def running(self) -> int:
+        """Calls holding a slot now (the provider's busy gauge)."""
+        return self._running
+
+    @property
     def waiting(self) -> int:
         return len(self._waiters)
 

@@ -94,7 +94,7 @@ class StderrLines:
             self.buf.clear()
 
     def _emit(self, line: bytes) -> None:
-        self.log.info("%s: stderr: %s", self.name, line.decode("utf-8", "replace").rstrip("\r"))
+        self.log.info("stderr: %s", line.decode("utf-8", "replace").rstrip("\r"))
 
 
 def child_pids(pid: int) -> list[int]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-import platform
 import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from .. import __version__
@@ -23,6 +22,7 @@ from ..contract import HOP_BY_HOP, basic_credentials
 from ..errors import OscarFaasError, ServiceNotFound
 from .backend import Backend
 from .httpio import Request, Response, empty_response, json_response, text_response
+from .logs import parse_since
 from .types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
                     ScaleServiceRequest, Secret, check_namespace)
 from .cgi import canonical_header, cgi_env
@@ -55,17 +55,54 @@ def healthz(backend: Backend, req: Request) -> Response:
 
 
 def system_info(backend: Backend, req: Request) -> Response:
-    version = {"sha": "", "release": __version__}
+    """faas-provider's ``ProviderInfo``, flat: the OpenFaaS gateway decodes exactly this and
+    wraps it in its own ``GatewayInfo`` (``{"provider": ..., "version": ..., "arch": ...}``)."""
     return json_response({
-        "provider": {"provider": PROVIDER_NAME, "orchestration": ORCHESTRATION,
-                     "version": version},
-        "version": version,
-        "arch": platform.machine(),
+        "provider": PROVIDER_NAME,
+        "orchestration": ORCHESTRATION,
+        "version": {"sha": "", "release": __version__},
     })
 
 
 def list_namespaces(backend: Backend, req: Request) -> Response:
     return json_response([DEFAULT_NAMESPACE])
+
+
+def get_namespace(backend: Backend, req: Request) -> Response:
+    """``FunctionNamespace`` for ``faas-cli namespace get``: the one namespace, else 404."""
+    namespace = req.params["namespace"]
+    if namespace != DEFAULT_NAMESPACE:
+        return text_response(f"namespace {namespace} not found", 404)
+    return json_response({"name": DEFAULT_NAMESPACE})  # labels/annotations: omitempty
+
+
+def mutate_namespace(backend: Backend, req: Request) -> Response:
+    """Namespaces cannot be created, changed or removed here (faas-provider's 501)."""
+    return text_response("Feature not implemented in this version of OpenFaaS", 501)
+
+
+def function_logs(backend: Backend, req: Request) -> Response:
+    """faas-provider's logs contract (see :mod:`.logs`): NDJSON, live with ``follow``."""
+    logs = getattr(backend, "logs", None)
+    if logs is None:
+        return text_response("Feature not implemented in this version of OpenFaaS", 501)
+    try:
+        name = _function_name(req.arg("name"), req.arg("namespace"))
+        tail = int(req.arg("tail") or 0)
+        since = parse_since(req.arg("since"))
+    except ValueError:
+        return text_response("could not parse the log request", 422)
+    if not name:
+        return text_response("could not parse the log request: name is required", 422)
+    if not logs.known(name) and not _known(backend, name):
+        return text_response(f"function {name} not found", 404)
+    follow = req.arg("follow").lower() in ("1", "t", "true")
+    stream = logs.query(name, req.arg("instance"), since, tail, follow)
+    headers = {"Content-Type": "application/x-ndjson"}
+    if follow:
+        return Response(200, headers=headers, stream=stream, chunked=True)
+    body = b"".join(stream)
+    return Response(200, body, headers)
 
 
 # --- /system/functions ---------------------------------------------------------------------
@@ -158,9 +195,25 @@ def invoke_function(backend: Backend, req: Request) -> Response:
         "X-Call-Id": call_id,
         "X-Start-Time": str(start_ns),
     }
+    if result.timings:
+        headers["Server-Timing"] = server_timing(result.timings)
     return Response(result.status, headers=headers, stream=result.chunks(),
                     length=result.length, close_connection=result.abandoned,
                     on_close=[result.close])
+
+
+#: Server-Timing names, in the order a call goes through them, with their descriptions.
+#: (No commas in descriptions: naive parsers split the header on them.)
+TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
+                 ("setup", "configuration and input"),
+                 ("script", "the user script"),
+                 ("upload", "outputs to storage and the answer"))
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
+    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
+                     for phase, desc in TIMING_PHASES if phase in timings)
 
 
 def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[str, str]]:
@@ -177,6 +230,7 @@ def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[
 # --- the table ---------------------------------------------------------------------------------
 
 _NAME = r"(?P<name>[-a-zA-Z_0-9.]+)"
+_NAMESPACE = r"(?P<namespace>[-a-zA-Z_0-9.]+)"
 
 
 @dataclass(frozen=True)
@@ -204,9 +258,20 @@ ROUTES: tuple[Route, ...] = (
     _route("DELETE", "/system/secrets", delete_secret),
     _route("GET", "/system/info", system_info),
     _route("GET", "/system/namespaces", list_namespaces),
+    _route("GET", "/system/logs", function_logs),
+    _route("GET", f"/system/namespace/{_NAMESPACE}", get_namespace),
+    _route("POST PUT DELETE", f"/system/namespace/{_NAMESPACE}", mutate_namespace),
     _route("GET POST PUT PATCH DELETE HEAD OPTIONS", f"/function/{_NAME}(?P<rest>/.*)?",
            invoke_function),
 )
+
+
+def _known(backend: Backend, name: str) -> bool:
+    try:
+        backend.get_function(name)
+    except ServiceNotFound:
+        return False
+    return True
 
 
 def check_basic_auth(header: str, username: str, password: str) -> bool:
@@ -223,13 +288,37 @@ class App:
     """Routing, auth and error mapping around a :class:`Backend`."""
 
     def __init__(self, backend: Backend, username: str | None = None,
-                 password: str | None = None, routes: tuple[Route, ...] = ROUTES) -> None:
+                 password: str | None = None, routes: tuple[Route, ...] = ROUTES,
+                 metrics: Any = None) -> None:
         self.backend = backend
         self.credentials = (username, password) if username and password else None
         self.routes = routes
+        #: :class:`~oscar_faas.metrics.ProviderMetrics`, or None (no ``/metrics``)
+        self.metrics = metrics
 
     def handle(self, req: Request) -> Response:
         """Answer one request; never raises for expected errors."""
+        if self.metrics is not None:
+            if req.path.startswith("/function/"):
+                return self._counted(req)
+            if req.path == "/metrics" and req.method == "GET":
+                body, content_type = self.metrics.exposition()
+                return Response(200, body, {"Content-Type": content_type})
+        return self._handle(req)
+
+    def _counted(self, req: Request) -> Response:
+        """A function call, counted as the OpenFaaS gateway counts it (unknown functions,
+        404, are not: their names would grow the label set)."""
+        name = req.path[len("/function/"):].split("/", 1)[0].partition(".")[0]
+        if not _known(self.backend, name):
+            return self._handle(req)
+        started = time.monotonic()
+        self.metrics.started(name)
+        resp = self._handle(req)
+        self.metrics.observe(name, resp.status, time.monotonic() - started)
+        return resp
+
+    def _handle(self, req: Request) -> Response:
         if self.credentials and (req.path == "/system" or req.path.startswith("/system/")):
             if not check_basic_auth(req.header("Authorization"), *self.credentials):
                 return text_response("invalid credentials", 401,

@@ -11,6 +11,7 @@ per call. A thread per connection, a tiny router (:mod:`.routes`) and a streamin
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from email.utils import formatdate
@@ -101,7 +102,10 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
         lines = [f"{self.protocol_version} {resp.status} {reason}",
                  f"Server: {self.server_version}", f"Date: {formatdate(usegmt=True)}"]
         lines.extend(f"{k}: {v}" for k, v in resp.headers.items())
-        lines.append(f"Content-Length: {resp.content_length}")
+        if resp.chunked:
+            lines.append("Transfer-Encoding: chunked")
+        else:
+            lines.append(f"Content-Length: {resp.content_length}")
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -109,6 +113,9 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
                         self.path, resp.status, resp.content_length)
         if self.command == "HEAD":
             self.wfile.write(head)
+            return
+        if resp.chunked:
+            self._send_chunked(head, resp)
             return
         pending = head
         for chunk in resp.chunks():
@@ -121,6 +128,14 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(chunk)
         if pending is not None:
             self.wfile.write(pending)
+
+    def _send_chunked(self, head: bytes, resp: Response) -> None:
+        """A live stream: every piece leaves at once (``wfile`` is unbuffered)."""
+        self.wfile.write(head)
+        for chunk in resp.chunks():
+            if chunk:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
         log.debug(format, *args)
@@ -157,6 +172,33 @@ class ProviderServer(ThreadingHTTPServer):
         """Stop listening and kill any function process still running."""
         self.server_close()
         self.app.backend.close()
+        logs = getattr(self.app.backend, "logs", None)
+        if logs is not None:
+            logs.detach()
+
+
+def _logs(folder: Path):
+    """The functions' logs (``GET /system/logs``), fed by their loggers."""
+    from .logs import FUNCTION_LOGGER, FunctionLogs
+    from .types import DEFAULT_NAMESPACE
+    logs = FunctionLogs(DEFAULT_NAMESPACE, folder)
+    function_loggers = logging.getLogger(FUNCTION_LOGGER)
+    logs.attach(function_loggers)
+    if function_loggers.getEffectiveLevel() > logging.DEBUG:
+        function_loggers.setLevel(logging.DEBUG)  # each function's own level filters
+    return logs
+
+
+def _metrics(backend: LocalBackend):
+    """The provider's Prometheus metrics (:class:`~oscar_faas.metrics.ProviderMetrics`).
+
+    One process keeps them in memory: a ``PROMETHEUS_MULTIPROC_DIR`` inherited from a
+    gateway must not send them to the gateway's files, so it is dropped first.
+    """
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    from ..metrics import ProviderMetrics
+    from .types import DEFAULT_NAMESPACE
+    return ProviderMetrics(backend.function_load, DEFAULT_NAMESPACE)
 
 
 def make_server(host: str, port: int, data_dir: str | Path, username: str | None = None,
@@ -168,7 +210,9 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
     """
     backend = LocalBackend(data_dir)
     backend.load()
-    server = ProviderServer((host, port), App(backend, username, password))
+    backend.logs = _logs(Path(data_dir) / "logs")  # type: ignore[attr-defined]
+    server = ProviderServer((host, port), App(backend, username, password,
+                                              metrics=_metrics(backend)))
     if username and password:
         log.info("basic auth enabled on /system/*")
     return server

@@ -34,12 +34,13 @@ import subprocess
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping
 
 from .. import contract as c
 from .limits import WatchdogConfig
+from .logs import function_logger
 from .processes import (CHUNK, StderrLines, kill_tree, pump_body, thread_child_pids,
                         wait_until, write_all)
 
@@ -70,6 +71,9 @@ class Result:
     output_length: int = 0
     #: A worker may still be reading the request body: the connection must not be reused.
     abandoned: bool = False
+    #: Seconds per phase of the call (``queue``, ``setup``, ``script``, ``upload``) for the
+    #: ``Server-Timing`` header; a forked process is one ``script`` phase.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
@@ -182,7 +186,7 @@ class Watchdog:
                 pump = threading.Thread(target=pump_body, args=(body, proc.stdin, self.log),
                                         name=f"stdin-{name}", daemon=True)
                 pump.start()
-            stderr = None if config.combine_output else StderrLines(self.log, name)
+            stderr = None if config.combine_output else StderrLines(function_logger(name), name)
             timed_out = self._collect(proc, spool, stderr, deadline)
             if stderr is not None:
                 stderr.flush()
@@ -193,7 +197,9 @@ class Watchdog:
                 proc.wait()
                 spool.close()
                 return Result(408, prefix=KILLED_BODY)
-            return _finish(proc.returncode, spool)
+            result = _finish(proc.returncode, spool)
+            result.timings["script"] = time.monotonic() - start
+            return result
         except BaseException:
             kill_tree(proc.pid)
             proc.wait()
@@ -245,7 +251,8 @@ class Watchdog:
     # --- in-process supervisor ---------------------------------------------------------------
 
     def run_in_process(self, name: str, supervise: SuperviseFn, env: Mapping[str, str],
-                       body: BinaryIO, config: WatchdogConfig) -> Result:
+                       body: BinaryIO, config: WatchdogConfig,
+                       timings: dict[str, float] | None = None) -> Result:
         """Call ``supervise(body, out, env, log)`` with the same semantics as a child process.
 
         Without ``exec_timeout`` it runs in the request thread (no overhead at all). With one,
@@ -258,12 +265,13 @@ class Watchdog:
         logger = self._function_logger(name, env, spool if config.combine_output else None,
                                        out_lock)
         if config.exec_timeout <= 0:
-            return _finish(self._supervise(supervise, body, spool, env, logger), spool)
+            return _finish(self._supervise(supervise, body, spool, env, logger, timings),
+                           spool)
 
         state: dict[str, Any] = {"abandoned": False}
 
         def work() -> None:
-            code = self._supervise(supervise, body, spool, env, logger)
+            code = self._supervise(supervise, body, spool, env, logger, timings)
             with out_lock:
                 state["code"] = code
                 if state["abandoned"]:
@@ -287,14 +295,15 @@ class Watchdog:
         return Result(408, prefix=KILLED_BODY, abandoned=worker.is_alive())
 
     def _supervise(self, supervise: SuperviseFn, body: BinaryIO, out: IO[bytes],
-                   env: Mapping[str, str], log: logging.Logger) -> int:
+                   env: Mapping[str, str], log: logging.Logger,
+                   timings: dict[str, float] | None = None) -> int:
         """:func:`_call_supervise`, with this thread registered so :meth:`close` finds the
         processes it starts."""
         tid = threading.get_native_id()
         with self._active_lock:
             self._supervising.add(tid)
         try:
-            return _call_supervise(supervise, body, out, env, log)
+            return _call_supervise(supervise, body, out, env, log, timings)
         finally:
             with self._active_lock:
                 self._supervising.discard(tid)
@@ -303,7 +312,7 @@ class Watchdog:
                          lock: threading.Lock) -> logging.Logger:
         """The supervisor's ``log``: the provider log, or the response when combining."""
         if out is None:
-            logger = logging.getLogger(f"oscar_faas.provider.function.{name}")
+            logger = function_logger(name)
         else:
             logger = logging.Logger(f"function.{name}")
             logger.addHandler(_SpoolLogHandler(out, lock))
@@ -314,11 +323,16 @@ class Watchdog:
 
 
 def _call_supervise(supervise: SuperviseFn, body: BinaryIO, out: IO[bytes],
-                    env: Mapping[str, str], log: logging.Logger) -> int:
+                    env: Mapping[str, str], log: logging.Logger,
+                    timings: dict[str, float] | None = None) -> int:
     """Exit-code semantics of ``python -m oscar_faas.supervisor``: ``sys.exit(n)`` is n, an
-    uncaught exception is 1 with its traceback on stderr (here: the function's log)."""
+    uncaught exception is 1 with its traceback on stderr (here: the function's log).
+    ``timings`` (phase -> seconds) is passed on only when asked for."""
     try:
-        code = supervise(body, out, env, log)  # type: ignore[arg-type]
+        if timings is None:
+            code = supervise(body, out, env, log)  # type: ignore[arg-type]
+        else:
+            code = supervise(body, out, env, log, timings=timings)  # type: ignore[call-arg]
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception:  # noqa: BLE001 - mirrors the interpreter's top-level handler

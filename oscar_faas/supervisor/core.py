@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
@@ -31,6 +32,8 @@ def supervise(
     out: BinaryIO,
     env: Mapping[str, str],
     log: logging.Logger | None = None,
+    *,
+    timings: dict[str, float] | None = None,
 ) -> int:
     """Run one invocation: read the request body from `body`, write the response to `out`,
     return the exit code (0 ok). Never touches os.environ or the cwd.
@@ -41,11 +44,14 @@ def supervise(
         ``OSCAR_STORAGE_SECRET``, ``OSCAR_SECRETS_DIR``, ``TMPDIR``, the user's variables...).
     :param log: where log lines go (default: a private stderr logger); its handlers receive
         the records at or above the function's log level. Nothing is logged to `out`.
+    :param timings: when given, receives the seconds spent in each phase: ``setup``
+        (configuration, workspace, input), ``script`` and ``upload`` (outputs to storage and
+        the response); the provider turns them into a ``Server-Timing`` header.
     :returns: 0 on success, the script's exit status if it failed, 1 for any other error.
     """
     slog = SupervisorLog(log or stderr_logger())
     try:
-        return _supervise(body, out, env, slog)
+        return _supervise(body, out, env, slog, {} if timings is None else timings)
     except SupervisorError as err:
         slog.error("%s", err)
         _write_line(out, str(err))
@@ -56,7 +62,16 @@ def supervise(
         return 1
 
 
-def _supervise(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: SupervisorLog) -> int:
+def _supervise(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: SupervisorLog,
+               timings: dict[str, float]) -> int:
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        timings[name] = now - mark
+        mark = now
+
     config = load_config(env)
     log.level = config.log_level
     script = load_script(env)
@@ -70,8 +85,10 @@ def _supervise(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Super
         input_path, kind = save_body(body, input_dir)
         log.info("input stored in %s (%s, %d bytes)", input_path.name, kind, input_path.stat().st_size)
         script_output = root / "script-output"
+        phase("setup")
         code = _run_user_script(script, {**env, **secret_env}, root, input_path, output_dir,
                                 script_output, log)
+        phase("script")
         if code != 0:
             log.error("the user script exited with status %d; outputs are not uploaded", code)
             write_response(out, output_dir, [], script_output)
@@ -86,6 +103,7 @@ def _supervise(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Super
             return 1
         write_response(out, output_dir, files, script_output)
         out.flush()
+        phase("upload")
         return 0
 
 

@@ -355,3 +355,35 @@ def test_an_answer_that_breaks_off_closes_the_client_connection(httpserver, sett
         loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+
+
+def _bare_502(delay: float):
+    """What the OpenFaaS gateway sends when it gives up: 502, empty body, no watchdog
+    headers (after ``upstream_timeout``, or at once when its provider is unreachable)."""
+    def handler(_req):
+        time.sleep(delay)
+        return WResponse(b"", status=502)
+    return handler
+
+
+def test_openfaas_upstream_timeout_502_is_504_naming_it(gw, deployed):
+    deployed.expect_request("/function/cowsay").respond_with_handler(
+        _bare_502(1.2))  # past invoker.TIMEOUT_HINT_AFTER
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER, timeout=30)
+    assert resp.status_code == 504
+    assert "upstream_timeout" in resp.text and "cowsay" in resp.text
+    assert resp.headers["Content-Type"].startswith("text/plain")
+
+
+def test_openfaas_bare_502_at_once_says_it_cannot_reach_the_function(gw, deployed):
+    deployed.expect_request("/function/cowsay").respond_with_handler(_bare_502(0))
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER, timeout=30)
+    assert resp.status_code == 502
+    assert "cannot reach" in resp.text and "upstream_timeout" not in resp.text
+
+
+def test_a_functions_own_502_passes_through(gw, deployed):
+    deployed.expect_request("/function/cowsay").respond_with_data(
+        "bad upstream of mine", status=502, headers={"X-Duration-Seconds": "0.1"})
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER, timeout=30)
+    assert resp.status_code == 502 and resp.text == "bad upstream of mine"

@@ -39,7 +39,8 @@ def test_stack_parses_and_has_faas_cli_shape(deployments: list[dict[str, Any]]) 
     assert plants["lang"] == "oscar"
     assert plants["image"] == "reg.example/me/plants:v1"
     assert plants["build_args"] == {"BASE_IMAGE": "deephdc/deep-oc-plants-classification-tf"}
-    assert "fprocess" not in plants, "the template's fprocess is used"
+    # written out, so faas-cli deploy does not need ./template/oscar/template.yml
+    assert plants["fprocess"] == SUPERVISOR_PROCESS
     assert plants["handler"] == st.SHARED_HANDLER
     assert plants["limits"] == {"memory": "2Gi", "cpu": "1.5"}
     assert plants["secrets"] == ["oscar-storage-plants"]

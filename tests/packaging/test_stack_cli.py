@@ -111,3 +111,37 @@ def test_stack_refuses_what_apply_refuses(tmp_path, extra, message):
                           capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin"})
     assert done.returncode == 1 and message in done.stderr, done.stderr
     assert done.stdout == ""
+
+
+def test_stack_deploys_as_printed_without_a_template(tmp_path):
+    """``faas-cli deploy -f`` reads ./template/<lang>/template.yml only for a function with
+    no fprocess; every exported function has one, so the printed stack deploys as it is."""
+    text = run_stack(REPO / "examples" / "hello" / "hello.yaml")
+    assert yaml.safe_load(text)["functions"]["hello"]["fprocess"] == "/oscar/bin/supervisor"
+    empty = tmp_path / "no-templates"
+    empty.mkdir()
+    (fd,) = stack_to_deployments(text, env={}, templates_dir=empty)  # no template needed
+    assert fd["envProcess"] == "/oscar/bin/supervisor"
+
+
+def test_stack_output_writes_the_template_and_buildable_contexts(tmp_path):
+    """One step for ``faas-cli up``: -o writes the stack and ./template/oscar beside it;
+    --shrinkwrap writes contexts whose Dockerfile needs no --build-arg."""
+    out = tmp_path / "deploy" / "stack.yml"
+    out.parent.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "oscar_faas.cli", "stack", str(REPO / "examples" / "hello" /
+         "hello.yaml"), "-o", str(out), "--shrinkwrap", str(tmp_path / "build")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "faas-cli up -f" in done.stderr
+    template = out.parent / "template" / "oscar"
+    assert yaml.safe_load((template / "template.yml").read_text())["language"] == "oscar"
+    assert (template / "oscar_faas" / "supervisor" / "core.py").is_file()
+    (fd,) = stack_to_deployments(out.read_text(), env={}, templates_dir=out.parent / "template")
+    context = tmp_path / "build" / "hello"
+    dockerfile = (context / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE=alpine:3.20\n" in dockerfile
+    assert "ARG BASE_IMAGE\n" not in dockerfile
+    assert (context / "oscar_faas" / "supervisor" / "__main__.py").is_file()
+    assert (context / "function").is_dir()

@@ -45,3 +45,35 @@ def test_faas_cli_sequence(shared_provider: ProviderProcess, fn_name: str) -> No
     again = p.request("DELETE", "/system/functions",
                       json={"functionName": fn_name, "namespace": "openfaas-fn"})
     assert again.status_code == 404
+
+
+def test_faas_cli_namespace_get_and_namespaces(shared_provider: ProviderProcess) -> None:
+    """``faas-cli namespaces`` and ``faas-cli namespace get openfaas-fn`` (go-sdk's
+    ``GetNamespace``: ``GET /system/namespace/<ns>``, a ``FunctionNamespace`` back)."""
+    p = shared_provider
+    assert p.request("GET", "/system/namespaces").json() == ["openfaas-fn"]
+    got = p.request("GET", "/system/namespace/openfaas-fn")
+    assert got.status_code == 200 and got.json() == {"name": "openfaas-fn"}
+    assert got.headers["Content-Type"] == "application/json"
+    missing = p.request("GET", "/system/namespace/staging-fn")
+    assert missing.status_code == 404 and "staging-fn" in missing.text
+    # faas-cli namespace create/update/delete: not possible on one machine
+    for method in ("POST", "PUT", "DELETE"):
+        resp = p.request(method, "/system/namespace/dev", json={"name": "dev"})
+        assert resp.status_code == 501
+
+
+def test_faas_cli_describe_sees_provider_info(shared_provider: ProviderProcess,
+                                              fn_name: str) -> None:
+    """What ``faas-cli describe`` and the OpenFaaS gateway's ``/system/info`` decode."""
+    p = shared_provider
+    info = p.request("GET", "/system/info").json()
+    assert set(info) == {"provider", "orchestration", "version"}
+    assert isinstance(info["provider"], str) and isinstance(info["orchestration"], str)
+    assert set(info["version"]) >= {"sha", "release"}
+    p.deploy(fn_name, "cat", labels={"team": "a"}, annotations={"topic": "t"})
+    described = p.request("GET", f"/system/function/{fn_name}?namespace=openfaas-fn").json()
+    assert described["name"] == fn_name and described["namespace"] == "openfaas-fn"
+    assert described["labels"] == {"team": "a"}
+    assert described["annotations"] == {"topic": "t"}
+    assert described["envProcess"] == "cat" and described["availableReplicas"] == 1
