@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from oscar_faas import stack as st
+from oscar_faas import translate
 from oscar_faas.stack import (StackError, deployment_differences, envsubst, load_stack,
                               stack_to_deployments, stack_yaml)
 
@@ -77,7 +78,6 @@ def test_round_trip_from_parsed_mapping(deployments: list[dict[str, Any]]) -> No
 def test_envprocess_is_the_templates_and_the_gateways() -> None:
     fprocess = st.template_fprocess("oscar")
     assert fprocess == st.TEMPLATE_FPROCESS == "/oscar/bin/supervisor"
-    translate = pytest.importorskip("oscar_faas.translate")
     assert translate.SUPERVISOR_PROCESS == fprocess, (
         "the gateway's envProcess must be the path the template image has")
 

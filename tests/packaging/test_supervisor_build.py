@@ -18,7 +18,7 @@ import pytest
 
 from oscar_faas.stack import prepare_template
 
-from .conftest import TEMPLATE_DIR
+from .conftest import TEMPLATE_DIR, missing_tool
 
 BUILD_TIMEOUT = 900
 
@@ -72,11 +72,9 @@ def test_entry_restores_the_images_environment(monkeypatch: pytest.MonkeyPatch) 
 def frozen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Freeze the supervisor once for this module; skip when this machine cannot."""
     if importlib.util.find_spec("PyInstaller") is None:
-        pytest.skip("PyInstaller is not installed (pip install pyinstaller)")
+        missing_tool("PyInstaller is not installed (pip install pyinstaller)")
     if shutil.which("objdump") is None:
-        pytest.skip("PyInstaller needs objdump (binutils)")
-    if importlib.util.find_spec("oscar_faas.supervisor.__main__") is None:
-        pytest.skip("oscar_faas.supervisor is not there yet")
+        missing_tool("PyInstaller needs objdump (apt-get install binutils)")
     work = tmp_path_factory.mktemp("frozen")
     source = prepare_template(work / "template")
     wrapper = work / "pyinstaller"

@@ -1,4 +1,4 @@
-"""The in-process supervisor fast path (skipped until ``oscar_faas.supervisor.core`` exists)."""
+"""The in-process supervisor fast path."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from oscar_faas.provider import IN_PROCESS_SUPERVISOR
 
 from .conftest import ProviderProcess
 from .test_watchdog import wait_dead
-
-pytest.importorskip("oscar_faas.supervisor.core")
 
 
 def b64(text: str) -> str:
