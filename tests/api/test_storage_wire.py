@@ -3,6 +3,7 @@ fake OpenFaaS gateway."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -82,19 +83,35 @@ def test_secret_holds_the_gateway_minio_keys_and_get_hides_them(httpserver, s3):
 
 
 def test_delete_keeps_data_unless_purged(httpserver, s3):
+    """Purge deletes the service's minio.default buckets with everything in them, and only
+    those: buckets of its minio.<id> and s3.<id> providers (here on the same server, so a
+    purge that took every path would reach them) and other buckets stay."""
     client = make_app(httpserver, s3)
-    s3.client().make_bucket("keepme")
-    body = {**SERVICE, "name": "keeper", "input": [
-        {"storage_provider": "minio.default", "path": "keepme/in"}], "output": []}
+    store = s3.client()
+    for bucket in ("keepme", "theirs", "keepme-s3", "unrelated"):
+        store.make_bucket(bucket)
+        for key in ("in/a.txt", "in/sub/b.bin", "top.json"):
+            store.put_object(bucket, key, io.BytesIO(b"data"), 4)
+    other = {"endpoint": s3.endpoint, "access_key": s3.access_key,
+             "secret_key": s3.secret_key, "region": "us-east-1", "verify": False}
+    body = {**SERVICE, "name": "keeper",
+            "input": [{"storage_provider": "minio.default", "path": "keepme/in"}],
+            "output": [{"storage_provider": "minio.other", "path": "theirs/out"},
+                       {"storage_provider": "s3.aws", "path": "keepme-s3/out"}],
+            "storage_providers": {"minio": {"other": other}, "s3": {"aws": {
+                "access_key": "AKIA", "secret_key": "SECRET", "region": "us-east-1"}}}}
     httpserver.expect_request("/system/function/keeper").respond_with_json(
         function_status(body))
     httpserver.expect_request("/system/functions", method="DELETE").respond_with_data("", 202)
     httpserver.expect_request("/system/secrets", method="DELETE").respond_with_data("", 202)
+    full = ["in/a.txt", "in/sub/b.bin", "top.json"]
     assert client.delete("/system/services/keeper", headers=ADMIN).status_code == 204
-    assert objects(s3, "keepme") == []
+    assert objects(s3, "keepme") == full
     assert client.delete("/system/services/keeper?purge=true",
                          headers=ADMIN).status_code == 204
     assert objects(s3, "keepme") is None
+    for bucket in ("theirs", "keepme-s3", "unrelated"):
+        assert objects(s3, bucket) == full, bucket
 
 
 def test_minio_default_without_minio_configured_is_400(httpserver):
