@@ -167,3 +167,68 @@ def test_watchdog_settings_must_be_numbers(httpserver):
     with pytest.raises(Exception, match="WATCHDOG_READ_TIMEOUT"):
         Settings.from_env(base_env(httpserver, WATCHDOG_READ_TIMEOUT="soon"))
     assert forwarded(httpserver) == []
+
+
+# --- https:// OPENFAAS_URL ---------------------------------------------------------------
+
+@pytest.fixture
+def tls_openfaas(tmp_path):
+    """A fake OpenFaaS over TLS with a certificate from a CA made for this test."""
+    from pytest_httpserver import HTTPServer
+
+    from tests.tlscerts import make_ca_and_server, server_context
+
+    ca, cert, key = make_ca_and_server(tmp_path)
+    server = HTTPServer(host="127.0.0.1", port=0, ssl_context=server_context(cert, key))
+    server.start()
+    server.expect_request("/system/functions").respond_with_json([])
+    server.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    server.expect_request("/function/cowsay").respond_with_data("over tls")
+    try:
+        yield server, ca
+    finally:
+        server.clear()
+        server.stop()
+
+
+def tls_env(server) -> dict[str, str]:
+    url = server.url_for("/").rstrip("/")
+    assert url.startswith("https://")
+    return {**base_env(server), "OPENFAAS_URL": url, "SERVICE_CACHE_TTL": "0"}
+
+
+def test_https_openfaas_is_trusted_through_the_system_cas_on_both_paths(
+        tls_openfaas, monkeypatch):
+    """Management calls (requests) and /run (the event-loop client) check the certificate
+    against the same CAs: OpenSSL's system store, which SSL_CERT_FILE names here."""
+    server, ca = tls_openfaas
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with served(Settings.from_env(tls_env(server))) as url:
+        listed = requests.get(url + "/system/services", auth=("oscar", "s3cret"), timeout=10)
+        assert listed.status_code == 200, listed.text
+        run = requests.post(url + "/run/cowsay", data=b"aGk=", headers=BEARER, timeout=10)
+        assert run.status_code == 200 and run.text == "over tls"
+    assert len(forwarded(server)) == 1
+
+
+def test_https_openfaas_with_an_unknown_ca_fails_on_both_paths(tls_openfaas, monkeypatch,
+                                                               tmp_path):
+    from tests.tlscerts import make_ca_and_server
+
+    server, _ = tls_openfaas
+    other_ca, _, _ = make_ca_and_server(tmp_path, "other")
+    monkeypatch.setenv("SSL_CERT_FILE", str(other_ca))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with served(Settings.from_env(tls_env(server))) as url:
+        listed = requests.get(url + "/system/services", auth=("oscar", "s3cret"), timeout=10)
+        assert listed.status_code == 502
+        app = create_app(Settings.from_env({**tls_env(server), "SERVICE_CACHE_TTL": "60"}))
+    # /run with the service known (cached), so the call itself meets the certificate.
+    from oscar_faas.model import Service
+    app.extensions["oscar_faas"].registry.cache.put(Service.from_dict(SERVICE))
+    with served(app) as url:
+        run = requests.post(url + "/run/cowsay", data=b"aGk=", headers=BEARER, timeout=10)
+    assert run.status_code == 502
+    assert forwarded(server) == []
