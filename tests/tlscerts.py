@@ -61,3 +61,63 @@ def server_context(cert: Path, key: Path):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+class TLSProxy:
+    """``with TLSProxy(port, cert, key) as url:`` terminates TLS on a free loopback port and
+    passes the bytes on to ``127.0.0.1:port`` (e.g. a plain S3 server), both ways."""
+
+    def __init__(self, port: int, cert: Path, key: Path) -> None:
+        import socket
+
+        self.target = ("127.0.0.1", port)
+        self.context = server_context(cert, key)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __enter__(self) -> str:
+        import threading
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        import socket
+        import ssl
+        import threading
+
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                raw.settimeout(30)
+                tls = self.context.wrap_socket(raw, server_side=True)
+            except (ssl.SSLError, OSError):  # a client that refused our certificate
+                raw.close()
+                continue
+            plain = socket.create_connection(self.target, timeout=30)
+            threading.Thread(target=self._pump, args=(tls, plain), daemon=True).start()
+            threading.Thread(target=self._pump, args=(plain, tls), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass

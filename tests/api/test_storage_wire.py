@@ -133,3 +133,44 @@ def test_wrong_minio_credentials_fail_clearly_and_leave_nothing(httpserver, s3):
     assert "grayify" in resp.text  # names the bucket
     assert sent(httpserver, "POST", "/system/functions") == []
     assert len(sent(httpserver, "DELETE", "/system/secrets")) == 1
+
+
+@pytest.fixture
+def tls_s3(s3, tmp_path):
+    """The S3 server behind TLS, with a certificate no system CA vouches for."""
+    from urllib.parse import urlsplit
+
+    from tests.tlscerts import TLSProxy, make_ca_and_server
+
+    _, cert, key = make_ca_and_server(tmp_path, "minio")
+    with TLSProxy(urlsplit(s3.endpoint).port, cert, key) as url:
+        yield url
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_minio_tls_verify_false_reaches_minio_over_tls(httpserver, s3, tls_s3):
+    client = make_app(httpserver, s3, MINIO_ENDPOINT=tls_s3, MINIO_TLS_VERIFY="false")
+    body = {**SERVICE, "name": "tlsok", "input": [
+        {"storage_provider": "minio.default", "path": "tls-ok/in"}], "output": [
+        {"storage_provider": "minio.default", "path": "tls-ok/out"}]}
+    deploy_ok(httpserver, body)
+    resp = client.post("/system/services", json=body, headers=ADMIN)
+    assert resp.status_code == 201, resp.text
+    assert objects(s3, "tls-ok") == ["in/", "out/"]
+    # The function is told the same: its credentials say not to verify.
+    (secret,) = sent(httpserver, "PUT", "/system/secrets")
+    default = json.loads(secret.get_json()["value"])["minio"]["default"]
+    assert default["endpoint"] == tls_s3 and default["verify"] is False
+
+
+def test_minio_over_tls_is_verified_by_default(httpserver, s3, tls_s3):
+    client = make_app(httpserver, s3, MINIO_ENDPOINT=tls_s3)
+    body = {**SERVICE, "name": "tlsbad", "input": [
+        {"storage_provider": "minio.default", "path": "tls-bad/in"}], "output": []}
+    deploy_ok(httpserver, body)
+    httpserver.expect_request("/system/secrets", method="DELETE").respond_with_data("", 202)
+    resp = client.post("/system/services", json=body, headers=ADMIN)
+    assert resp.status_code == 502
+    assert "tls-bad" in resp.text and "CERTIFICATE_VERIFY_FAILED" in resp.text
+    assert objects(s3, "tls-bad") is None
+    assert sent(httpserver, "POST", "/system/functions") == []
