@@ -70,3 +70,10 @@ def test_function_image_setting_matches_the_stack_images():
     (service,) = load_fdl(PLANTS).services
     fd = service_to_deployment(service.normalized(minio={}), settings)
     assert fd["image"] == from_stack["image"]
+
+
+def test_stack_gateway_flag_sets_the_provider_gateway():
+    text = run_stack(REPO / "examples" / "hello" / "hello.yaml", "--gateway",
+                     "https://gateway.example.org:8443")
+    assert yaml.safe_load(text)["provider"] == {"name": "openfaas",
+                                                "gateway": "https://gateway.example.org:8443"}
