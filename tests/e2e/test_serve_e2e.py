@@ -139,3 +139,77 @@ def test_functions_inherit_none_of_the_gateways_or_providers_secrets(tmp_path):
         if value.startswith("http"):
             continue
         assert value not in env_text, value
+
+
+class HoldingOpenFaaS:
+    """A loopback OpenFaaS stand-in that holds every request until released, counting
+    how many are being held at once: the gateway's concurrency made visible."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held = 0
+        self.lock = threading.Lock()
+        self.release = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        with conn:
+            conn.settimeout(60)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                data += more
+            with self.lock:
+                self.held += 1
+            self.release.wait(60)
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                         b"Connection: close\r\n\r\n")
+
+    def close(self) -> None:
+        self.release.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_serve_threads_bounds_concurrent_management_calls(tmp_path, threads):
+    """--threads T: at most T management calls run at once in a worker; the rest wait for
+    a thread (a bound, not a duration, is asserted: more never arrive while T are held)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fake = HoldingOpenFaaS()
+    env = {"OPENFAAS_URL": fake.url, "OPENFAAS_USERNAME": "a", "OPENFAAS_PASSWORD": "b"}
+    try:
+        with LiveGateway(tmp_path, env=env, args=["--workers", "1", "--threads",
+                                                  str(threads)]) as gw, \
+                ThreadPoolExecutor(6) as pool:
+            calls = [pool.submit(requests.get, f"{gw.url}/system/services/svc{i}",
+                                 auth=gw.auth, timeout=60) for i in range(6)]
+            deadline = time.monotonic() + 20
+            while fake.held < threads:
+                assert time.monotonic() < deadline, f"only {fake.held} calls arrived"
+                time.sleep(0.02)
+            time.sleep(1.0)  # room for more to arrive, were more threads there
+            assert fake.held == threads
+            fake.release.set()
+            assert [c.result().status_code for c in calls] == [404] * 6
+            assert fake.held == 6
+    finally:
+        fake.close()
