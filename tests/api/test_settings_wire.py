@@ -232,3 +232,35 @@ def test_https_openfaas_with_an_unknown_ca_fails_on_both_paths(tls_openfaas, mon
         run = requests.post(url + "/run/cowsay", data=b"aGk=", headers=BEARER, timeout=10)
     assert run.status_code == 502
     assert forwarded(server) == []
+
+
+# --- reported settings, RUN_TIMEOUT by its variable ----------------------------------------
+
+def test_names_and_minio_region_are_reported_by_system_config(httpserver):
+    env = base_env(httpserver, OSCAR_NAME="edge-1", OSCAR_NAMESPACE="oscar-edge",
+                   OSCAR_SERVICES_NAMESPACE="edge-svc", MINIO_ENDPOINT="http://minio:9000",
+                   MINIO_ACCESS_KEY="ak", MINIO_SECRET_KEY="sk", MINIO_REGION="eu-west-3")
+    data = create_app(Settings.from_env(env)).test_client().get(
+        "/system/config", headers=ADMIN).get_json()
+    assert (data["config"]["name"], data["config"]["namespace"],
+            data["config"]["services_namespace"]) == ("edge-1", "oscar-edge", "edge-svc")
+    assert data["minio_provider"]["region"] == "eu-west-3"
+
+
+def test_run_timeout_variable_bounds_a_call(httpserver):
+    release = threading.Event()
+
+    def slow(_req):
+        release.wait(20)
+        return WResponse("late")
+
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    httpserver.expect_request("/function/cowsay").respond_with_handler(slow)
+    try:
+        with served(Settings.from_env(base_env(httpserver, RUN_TIMEOUT="0.5"))) as url:
+            resp = requests.post(url + "/run/cowsay", data=b"aGk=", headers=BEARER,
+                                 timeout=0.5 + 9)
+        assert resp.status_code == 504 and "within 0.5 s (RUN_TIMEOUT)" in resp.text
+    finally:
+        release.set()
