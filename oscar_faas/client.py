@@ -160,7 +160,9 @@ class OscarClient:
         :raises ClientError: the call failed; the message carries the service's output.
         """
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        auth = None if token else (self.endpoint.user, self.endpoint.password)
+        # With a token, no Basic: the session's own auth would replace the header (a bare
+        # ``None`` falls back to it), so a no-op auth keeps the Bearer header as it is.
+        auth = _keep_headers if token else (self.endpoint.user, self.endpoint.password)
         up = Progress("upload  ", size)
         try:
             resp = self.session.post(
@@ -183,6 +185,10 @@ class OscarClient:
                     down.advance(len(chunk))
                 down.close()
                 decode_answer(raw, out)
+
+
+def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    return request
 
 
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import ssl
 import time
 from typing import Any, AsyncIterable, Mapping
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 from .config import Settings
 from .errors import (ConfigError, UpstreamError, UpstreamNotReady, UpstreamTimeout,
                      UpstreamUnreachable)
+from .openfaas import system_tls_context
 from .upstream import Response, Upstream
 
 
@@ -44,7 +44,7 @@ class FunctionInvoker:
         self.ready_wait = settings.run_ready_wait
         self.upstream = Upstream(parts.hostname, parts.port or (443 if tls else 80),
                                  settings.openfaas_timeout, settings.run_timeout or None,
-                                 ssl=ssl.create_default_context() if tls else None)
+                                 ssl=system_tls_context() if tls else None)
         self._auth_headers = {"Authorization": "Basic " + base64.b64encode(
             f"{settings.openfaas_username}:{settings.openfaas_password or ''}".encode()
         ).decode()} if settings.openfaas_username else {}

@@ -7,6 +7,7 @@ the package's error tree. The session pools connections (one pool per gateway pr
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Iterable, Mapping
 
 import requests
@@ -20,6 +21,27 @@ from .errors import (OscarFaasError, ServiceNotFound, UpstreamError, UpstreamTim
 POOL_SIZE = 64
 
 
+def system_tls_context() -> ssl.SSLContext:
+    """What an ``https://`` OPENFAAS_URL's certificate is checked against, for management
+    calls and ``/run`` alike: the system CAs (OpenSSL's default paths, so ``SSL_CERT_FILE``
+    and ``SSL_CERT_DIR`` apply), not certifi's bundle."""
+    return ssl.create_default_context()
+
+
+class SystemTrustAdapter(HTTPAdapter):
+    """``requests`` checking certificates with :func:`system_tls_context` only (by default
+    it loads certifi's bundle into every connection)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = system_tls_context()
+        super().init_poolmanager(*args, **kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        super().cert_verify(conn, url, verify, cert)
+        if verify is True:
+            conn.ca_certs = conn.ca_cert_dir = None  # keep to the context's CAs
+
+
 class OpenFaaSClient:
     """Talks to one OpenFaaS gateway (a cluster's, or the embedded provider)."""
 
@@ -30,7 +52,8 @@ class OpenFaaSClient:
         self.base_url = url.rstrip("/")
         self.timeout = settings.openfaas_timeout
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+        adapter = SystemTrustAdapter(pool_connections=4, pool_maxsize=POOL_SIZE,
+                                     max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.trust_env = False

@@ -25,21 +25,25 @@ class LiveGateway:
     user = "oscar"
     password = "test-password"
 
-    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None,
+                 args: list[str] | None = None, host: str = "127.0.0.1") -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.args = list(args or [])
+        self.url = f"http://{host}:{self.port}"
         self.log_path = workdir / "gateway.log"
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "LiveGateway":
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENFAAS_", "MINIO_"))}
-        env.update(OSCAR_USERNAME=self.user, OSCAR_PASSWORD=self.password, **self.extra_env)
+        env.update(OSCAR_USERNAME=self.user, OSCAR_PASSWORD=self.password)
+        env.update(self.extra_env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "oscar_faas.cli", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.workdir / "data"), "--workers", "2"],
+                 "--data-dir", str(self.workdir / "data"), "--workers", "2", *self.args],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

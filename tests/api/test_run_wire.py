@@ -27,7 +27,7 @@ from oscar_faas.serve import free_port
 from oscar_faas.model import Service
 
 from ..asgiserver import ThreadedServer
-from .conftest import ADMIN, function_status, sent
+from .conftest import ADMIN, OPENFAAS_AUTH, function_status, sent
 
 TOKEN = "ab" * 32
 SERVICE = {"name": "cowsay", "image": "alpine", "script": "cat", "token": TOKEN}
@@ -187,9 +187,42 @@ def test_503_from_the_function_itself_is_not_retried(gw, deployed):
 def test_503_past_the_bound_says_not_ready(gw, deployed):
     deployed.expect_request("/function/cowsay").respond_with_data(
         "No endpoints available for: cowsay.", status=503)
-    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER)
+    # RUN_READY_WAIT is 1 s here (the default is 30): the answer must come well before the
+    # default would, after more than one try.
+    resp = requests.post(gw + "/run/cowsay", data=b"aGk=", headers=BEARER, timeout=1 + 9)
     assert resp.status_code == 503
-    assert "not ready" in resp.text
+    assert "not ready" in resp.text and "1 s" in resp.text
+    assert len(forwarded(deployed)) >= 2
+
+
+def test_a_streamed_body_waits_for_an_available_replica_before_it_is_sent(
+        httpserver, settings):
+    """A body past the replay buffer can be sent only once: /run polls the function's
+    status (with the OpenFaaS credentials) until a replica is available, then sends it."""
+    polls = []
+
+    def status(req):
+        polls.append(req)
+        # The registry's lookup, then two polls that see the function still starting.
+        ready = 1 if len(polls) > 3 else 0
+        return WResponse(json.dumps(function_status(SERVICE, availableReplicas=ready)),
+                         content_type="application/json")
+
+    def function(req):
+        if len(polls) <= 3:  # called before a replica was ready: what OpenFaaS answers
+            return WResponse("No endpoints available for: cowsay.", status=503)
+        return WResponse(hashlib.sha256(req.get_data()).hexdigest(),
+                         headers={"X-Duration-Seconds": "0.001"})
+
+    httpserver.expect_request("/system/function/cowsay").respond_with_handler(status)
+    httpserver.expect_request("/function/cowsay").respond_with_handler(function)
+    payload = b"QUFB" * 400_000  # 1.6 MB: streamed, not replayable
+    with served(Settings(**{**settings.__dict__, "run_ready_wait": 20})) as url:
+        resp = requests.post(url + "/run/cowsay", data=payload, headers=BEARER, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.text == hashlib.sha256(payload).hexdigest()
+    assert len(polls) == 4 and len(forwarded(httpserver)) == 1
+    assert all(req.headers["Authorization"] == OPENFAAS_AUTH for req in polls[1:])
 
 
 def test_timeout_is_504(httpserver, settings):
@@ -203,10 +236,12 @@ def test_timeout_is_504(httpserver, settings):
 
     httpserver.expect_request("/function/cowsay").respond_with_handler(slow)
     with served(Settings(**{**settings.__dict__, "run_timeout": 0.3})) as url:
-        resp = requests.post(url + "/run/cowsay", data=b"aGk=", headers=BEARER)
+        resp = requests.post(url + "/run/cowsay", data=b"aGk=", headers=BEARER, timeout=9)
     assert resp.status_code == 504 and "RUN_TIMEOUT" in resp.text
     release.set()
+    deadline = time.monotonic() + 10
     while not forwarded(httpserver):  # let the fake finish before the next test starts
+        assert time.monotonic() < deadline, "the fake OpenFaaS never finished the call"
         time.sleep(0.01)
 
 
@@ -244,15 +279,82 @@ def test_body_over_the_limit_is_413(httpserver, settings, chunked):
     assert forwarded(httpserver) == []
 
 
-def test_streamed_body_over_the_limit_is_cut_with_413(httpserver, settings):
+class RawOpenFaaS:
+    """A loopback OpenFaaS stand-in on plain sockets, for what pytest-httpserver cannot
+    show: how a request to ``/function/`` ended. It answers the status lookup with the
+    service and records each function request's bytes until the gateway closes it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.function_requests: list[bytes] = []
+        self.ended = threading.Event()  # a /function/ connection reached its end
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(20)
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    data += more
+                head, _, data = data.partition(b"\r\n\r\n")
+                if head.startswith(b"GET /system/function/cowsay"):
+                    body = json.dumps(function_status(SERVICE)).encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                    continue
+                # /function/cowsay: read until the gateway ends the request or the link.
+                got = head + b"\r\n\r\n" + data
+                try:
+                    while not got.endswith(b"\r\n0\r\n\r\n"):
+                        more = conn.recv(65536)
+                        if not more:
+                            break
+                        got += more
+                except OSError:  # reset, or the 20 s without a byte
+                    pass
+                self.function_requests.append(got)
+                self.ended.set()
+                if got.endswith(b"\r\n0\r\n\r\n"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_streamed_body_over_the_limit_is_cut_with_413(settings):
     """A chunked body larger than the replay buffer is streamed; passing the limit midway
-    stops it with 413, and the half-sent upstream request is abandoned."""
-    httpserver.expect_request("/system/function/cowsay").respond_with_json(
-        function_status(SERVICE))
-    httpserver.expect_request("/function/cowsay").respond_with_data("ok")
-    with served(Settings(**{**settings.__dict__, "max_body_size": 2_000_000})) as url:
-        resp, text = raw_post(url, "/run/cowsay", BEARER, [b"A" * 500_000] * 6)
-    assert resp.status == 413 and b"2000000 bytes" in text
+    stops it with 413, and the half-sent upstream request is abandoned: its connection is
+    closed before the body's end (the function never gets a complete, truncated input)."""
+    upstream = RawOpenFaaS()
+    try:
+        limited = Settings(**{**settings.__dict__, "openfaas_url": upstream.url,
+                              "max_body_size": 2_000_000})
+        with served(limited) as url:
+            resp, text = raw_post(url, "/run/cowsay", BEARER, [b"A" * 500_000] * 6)
+            assert resp.status == 413 and b"2000000 bytes" in text
+            assert upstream.ended.wait(15), "the gateway never started or ended the request"
+        (got,) = upstream.function_requests
+        assert got.startswith(b"POST /function/cowsay ")
+        assert not got.endswith(b"\r\n0\r\n\r\n"), "the cut body was sent as complete"
+        assert len(got) < 2_100_000
+    finally:
+        upstream.close()
 
 
 def test_other_methods_and_paths_fall_through_to_the_api(gw, deployed):

@@ -273,3 +273,61 @@ def test_logs_list_is_empty_not_404(client):
     assert resp.get_json() == {"jobs": {}, "next_page": "", "remaining_jobs": 0}
     assert client.delete("/system/logs/cowsay", headers=ADMIN).status_code == 204
     assert client.get("/system/logs/cowsay").status_code == 401
+
+
+WITH_S3 = {**COWSAY, "storage_providers": {"s3": {"aws": {
+               "access_key": "AKIA123", "secret_key": "SECRET456", "region": "eu-west-1"}}},
+           "output": [{"storage_provider": "s3.aws", "path": "results/out"}]}
+
+
+def test_update_that_no_longer_needs_the_storage_secret_removes_it(client, httpserver):
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
+    fd = stored(client, httpserver, WITH_S3)
+    assert fd["secrets"] == ["oscar-storage-cowsay"]
+    httpserver.clear()
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        {"name": "cowsay", "annotations": fd["annotations"]})
+    httpserver.expect_request("/system/functions", method="PUT").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets", method="DELETE").respond_with_data("", 202)
+    resp = client.put("/system/services", json=COWSAY, headers=ADMIN)  # no outputs now
+    assert resp.status_code == 204, resp.text
+    (update,) = sent(httpserver, "PUT", "/system/functions")
+    assert "secrets" not in update.get_json()
+    assert "OSCAR_STORAGE_SECRET" not in update.get_json()["envVars"]
+    (deleted,) = sent(httpserver, "DELETE", "/system/secrets")
+    assert deleted.get_json() == {"name": "oscar-storage-cowsay"}
+
+
+def test_update_that_still_needs_the_storage_secret_keeps_it(client, httpserver):
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
+    fd = stored(client, httpserver, WITH_S3)
+    httpserver.clear()
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        {"name": "cowsay", "annotations": fd["annotations"]})
+    httpserver.expect_request("/system/functions", method="PUT").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
+    assert client.put("/system/services", json=WITH_S3, headers=ADMIN).status_code == 204
+    assert sent(httpserver, "DELETE", "/system/secrets") == []
+
+
+def test_hidden_credentials_are_refused_on_update(client, httpserver):
+    """A client that sends back what GET showed (``hidden``) must send the real key: the
+    update is a 400 naming the field, and nothing reaches OpenFaaS."""
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
+    fd = stored(client, httpserver, WITH_S3)
+    httpserver.clear()
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        {"name": "cowsay", "annotations": fd["annotations"]})
+    shown = client.get("/system/services/cowsay", headers=ADMIN).get_json()
+    assert shown["storage_providers"]["s3"]["aws"]["secret_key"] == "hidden"
+    resp = client.put("/system/services", json=shown, headers=ADMIN)
+    assert resp.status_code == 400
+    assert "storage_providers.s3.aws" in resp.text and "hidden" in resp.text
+    assert [req.method for req, _ in httpserver.log] == ["GET", "GET"]  # lookups only
+
+
+def test_enable_gpu_becomes_a_gpu_limit(client, httpserver):
+    fd = stored(client, httpserver, {**COWSAY, "enable_gpu": True})
+    assert fd["limits"] == {"memory": "1Gi", "cpu": "1.0", "nvidia.com/gpu": "1"}
+    httpserver.clear()
+    assert "nvidia.com/gpu" not in stored(client, httpserver)["limits"]

@@ -4,20 +4,23 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from oscar_faas.serve import free_port
 from tests.livegateway import LiveGateway
 
 pytestmark = pytest.mark.slow
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]
 HELLO = REPO / "examples" / "hello" / "hello.yaml"
 
 
@@ -117,3 +120,57 @@ def test_serve_with_openfaas_url_uses_that_gateway(standalone_provider, tmp_path
     payload = base64.b64encode(b"direct")
     assert requests.post(f"{standalone_provider}/function/hello", data=payload,
                          timeout=30).status_code == 200
+
+
+def hello_named(tmp_path, name: str) -> Path:
+    """examples/hello under another service name, next to its script."""
+    import shutil
+
+    shutil.copy(HELLO.parent / "script.sh", tmp_path / "script.sh")
+    fdl = tmp_path / f"{name}.yaml"
+    fdl.write_text(HELLO.read_text().replace("name: hello", f"name: {name}"))
+    return fdl
+
+
+def test_get_json_is_the_service_as_json(gateway, tmp_path):
+    cli(gateway, "apply", str(hello_named(tmp_path, "hello-json")))
+    shown = json.loads(cli(gateway, "get", "hello-json", "--json").stdout)
+    api = requests.get(f"{gateway.url}/system/services/hello-json", auth=gateway.auth,
+                       timeout=10).json()
+    assert shown == api and len(shown["token"]) == 64
+    assert shown == yaml.safe_load(cli(gateway, "get", "hello-json").stdout)
+    cli(gateway, "rm", "hello-json")
+
+
+def test_run_token_authenticates_with_the_service_token(gateway, tmp_path):
+    cli(gateway, "apply", str(hello_named(tmp_path, "hello-token")))
+    token = json.loads(cli(gateway, "get", "hello-token", "--json").stdout)["token"]
+    env = {**os.environ, "OSCAR_ENDPOINT": gateway.url, "OSCAR_PASSWORD": "not-the-password"}
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "oscar_faas.cli", "run", "hello-token",
+                               "--text-input", "token", *extra], env=env,
+                              capture_output=True, timeout=120)
+
+    # The cluster password is wrong, so only the token can make these work.
+    first = run("--token", token)
+    assert first.stdout == b"Hello, token!\n", first.stderr
+    assert run("-t", token).stdout == b"Hello, token!\n"
+    wrong = run("--token", "ab" * 32)
+    assert wrong.returncode == 1 and b"401" in wrong.stderr
+    assert run().returncode == 1
+    cli(gateway, "rm", "hello-token")
+
+
+def test_rm_removes_every_service_named(gateway, tmp_path):
+    names = ["rm-one", "rm-two", "rm-three"]
+    for name in names:
+        cli(gateway, "apply", str(hello_named(tmp_path, name)))
+    done = cli(gateway, "rm", "rm-one", "rm-two")
+    assert done.stdout == b"rm-one: removed\nrm-two: removed\n"
+    listed = [row.split()[0] for row in cli(gateway, "ls").stdout.decode().splitlines()[1:]]
+    assert "rm-one" not in listed and "rm-two" not in listed and "rm-three" in listed
+    # An unknown name among them: the ones before it go, the error names it.
+    failed = cli(gateway, "rm", "rm-three", "rm-ghost", check=False)
+    assert failed.returncode == 1 and b"rm-three: removed" in failed.stdout
+    assert b"404" in failed.stderr or b"not found" in failed.stderr.lower()

@@ -4,6 +4,7 @@ with a real S3 server process (moto) in MinIO's place, reached through the minio
 from __future__ import annotations
 
 import base64
+import io
 import textwrap
 
 import pytest
@@ -144,3 +145,20 @@ def test_oscar_python_storage_client_sees_the_output(gateway, s3, tmp_path):
     storage = gateway.oscar_python_client().create_storage_client("visible")
     listing = storage.list_files_from_path("minio.default", "shown/out")
     assert "out/result.json" in [o["Key"] for o in listing["Contents"]]
+
+
+def test_cli_rm_purge_deletes_the_buckets_with_their_contents(gateway, s3, tmp_path):
+    from tests.e2e.test_cli_e2e import cli
+
+    for name in ("kept", "purged"):
+        create(gateway, tmp_path, name, f"""\
+            - storage_provider: minio.default
+              path: {name}-bucket/out
+            """)
+        s3.client().put_object(f"{name}-bucket", "out/data.txt", io.BytesIO(b"1234"), 4)
+    assert cli(gateway, "rm", "kept").stdout == b"kept: removed\n"
+    assert keys(s3, "kept-bucket") == ["out/", "out/data.txt"]
+    done = cli(gateway, "rm", "--purge", "purged")
+    assert done.stdout == b"purged: removed (buckets purged)\n"
+    assert not s3.client().bucket_exists("purged-bucket")
+    assert keys(s3, "kept-bucket") == ["out/", "out/data.txt"]

@@ -65,6 +65,8 @@ def test_escape_leaves_plain_text_alone() -> None:
         assert envsubst_escape(text) == text
 
 
+# The first test builds the Go oracle (up to 300 s on a slow machine) inside its time.
+@pytest.mark.timeout(420)
 class TestAgainstDroneEnvsubst:
     """The same checks, run through the real Go library faas-cli uses."""
 

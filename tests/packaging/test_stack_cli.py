@@ -145,3 +145,10 @@ def test_stack_output_writes_the_template_and_buildable_contexts(tmp_path):
     assert "ARG BASE_IMAGE\n" not in dockerfile
     assert (context / "oscar_faas" / "supervisor" / "__main__.py").is_file()
     assert (context / "function").is_dir()
+
+
+def test_stack_gateway_flag_sets_the_provider_gateway():
+    text = run_stack(REPO / "examples" / "hello" / "hello.yaml", "--gateway",
+                     "https://gateway.example.org:8443")
+    assert yaml.safe_load(text)["provider"] == {"name": "openfaas",
+                                                "gateway": "https://gateway.example.org:8443"}

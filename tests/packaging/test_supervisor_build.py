@@ -18,9 +18,12 @@ import pytest
 
 from oscar_faas.stack import prepare_template
 
-from .conftest import TEMPLATE_DIR
+from .conftest import TEMPLATE_DIR, missing_tool
 
 BUILD_TIMEOUT = 900
+#: The module's first test that asks for the frozen build pays for it (pytest-timeout counts
+#: fixture set-up), so these tests get the build's bound instead of the default.
+needs_build = pytest.mark.timeout(BUILD_TIMEOUT + 60)
 
 
 def load_entry() -> Any:
@@ -72,11 +75,9 @@ def test_entry_restores_the_images_environment(monkeypatch: pytest.MonkeyPatch) 
 def frozen(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Freeze the supervisor once for this module; skip when this machine cannot."""
     if importlib.util.find_spec("PyInstaller") is None:
-        pytest.skip("PyInstaller is not installed (pip install pyinstaller)")
+        missing_tool("PyInstaller is not installed (pip install pyinstaller)")
     if shutil.which("objdump") is None:
-        pytest.skip("PyInstaller needs objdump (binutils)")
-    if importlib.util.find_spec("oscar_faas.supervisor.__main__") is None:
-        pytest.skip("oscar_faas.supervisor is not there yet")
+        missing_tool("PyInstaller needs objdump (apt-get install binutils)")
     work = tmp_path_factory.mktemp("frozen")
     source = prepare_template(work / "template")
     wrapper = work / "pyinstaller"
@@ -111,6 +112,7 @@ def b64(text: str) -> str:
 
 
 @pytest.mark.slow
+@needs_build
 def test_build_size_and_time(frozen: dict[str, Any],
                              record_property: Any) -> None:
     megabytes = frozen["bytes"] / 1e6
@@ -122,6 +124,7 @@ def test_build_size_and_time(frozen: dict[str, Any],
 
 
 @pytest.mark.slow
+@needs_build
 def test_one_output_file_is_returned_as_base64(frozen: dict[str, Any]) -> None:
     script = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/out.txt"\necho log line\n'
     result = invoke(frozen, b64("hello world").encode(), SCRIPT=b64(script))
@@ -130,6 +133,7 @@ def test_one_output_file_is_returned_as_base64(frozen: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@needs_build
 def test_no_output_returns_the_script_output(frozen: dict[str, Any]) -> None:
     script = 'printf "got %s" "$(cat "$INPUT_FILE_PATH")"\n'
     result = invoke(frozen, b64("plant.jpg").encode(), SCRIPT=b64(script))
@@ -138,6 +142,7 @@ def test_no_output_returns_the_script_output(frozen: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@needs_build
 def test_invalid_base64_is_an_error(frozen: dict[str, Any]) -> None:
     result = invoke(frozen, b"not base64 %%%", SCRIPT=b64("echo never\n"))
     assert result.returncode != 0
@@ -146,6 +151,7 @@ def test_invalid_base64_is_an_error(frozen: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@needs_build
 def test_failing_script_is_an_error(frozen: dict[str, Any]) -> None:
     result = invoke(frozen, b64("x").encode(), SCRIPT=b64("echo oops\nexit 3\n"))
     assert result.returncode == 3
@@ -153,6 +159,7 @@ def test_failing_script_is_an_error(frozen: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@needs_build
 def test_baked_script_runs_when_script_is_unset(frozen: dict[str, Any], tmp_path: Path) -> None:
     baked = tmp_path / "script.sh"
     baked.write_text("echo from the image\n")
@@ -164,6 +171,7 @@ def test_baked_script_runs_when_script_is_unset(frozen: dict[str, Any], tmp_path
 
 
 @pytest.mark.slow
+@needs_build
 def test_user_script_gets_the_images_environment(frozen: dict[str, Any]) -> None:
     script = 'env | grep -E "^(LD_LIBRARY_PATH|_PYI_)" | sort\n'
     result = invoke(frozen, b"", SCRIPT=b64(script), LD_LIBRARY_PATH="/opt/image/lib")
@@ -174,6 +182,7 @@ def test_user_script_gets_the_images_environment(frozen: dict[str, Any]) -> None
 
 
 @pytest.mark.slow
+@needs_build
 def test_select_script_accepts_the_real_build(frozen: dict[str, Any], tmp_path: Path) -> None:
     candidates = tmp_path / "candidates"
     shutil.copytree(frozen["folder"], candidates / "glibc" / "supervisor", symlinks=True)

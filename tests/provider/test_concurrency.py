@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
@@ -70,30 +71,43 @@ def test_full_queue_is_429(shared_provider: ProviderProcess, fn_name: str,
 
 def test_queued_calls_wait_then_run(shared_provider: ProviderProcess, fn_name: str,
                                     script: Callable[[str, str], str], tmp_path: Path) -> None:
+    """max_inflight 1, max_queue 1, one call running: of two more calls, exactly one waits
+    (and runs once the slot is free) and the other is answered 429 at once."""
     p = shared_provider
     started, go = blocking_function(p, fn_name, script, tmp_path, max_inflight="1",
                                     max_queue="1")
-
-    def count() -> int:
-        status = p.request("GET", f"/system/function/{fn_name}").json()
-        return int(status.get("invocationCount", 0))
-
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(3) as pool:
         first = pool.submit(p.invoke, fn_name)
         wait_for(started.exists)
-        queued = pool.submit(p.invoke, fn_name)
-        wait_for(lambda: count() == 2)
-        time.sleep(0.3)  # lets the second call reach the queue (ordering aid, not an assert)
-        assert p.invoke(fn_name).status_code == 429
+        more = [pool.submit(p.invoke, fn_name) for _ in range(2)]
+        done, waiting = wait(more, timeout=20, return_when=FIRST_COMPLETED)
+        assert len(done) == 1 and len(waiting) == 1, "expected one rejected, one queued"
+        rejected = done.pop()
+        assert rejected.result().status_code == 429
+        assert not first.done()  # the function is still blocked: nothing was let through
         go.touch()
         assert first.result().status_code == 200
-        assert queued.result().status_code == 200
+        assert waiting.pop().result().status_code == 200
 
 
 def test_many_concurrent_slow_calls(shared_provider: ProviderProcess, fn_name: str,
-                                    script: Callable[[str, str], str]) -> None:
-    """Default concurrency (unset max_inflight) serves parallel long calls, none rejected."""
-    shared_provider.deploy(fn_name, script("sleepy", "sleep 0.5\ncat\n"))
+                                    script: Callable[[str, str], str],
+                                    tmp_path: Path) -> None:
+    """Default concurrency (unset max_inflight) serves parallel long calls, none rejected:
+    each call waits until as many calls as the default limit (4 x CPUs) have started, which
+    only happens if they really run at the same time (serialised, the first never ends)."""
+    together = min(12, 4 * (os.cpu_count() or 1))
+    room = tmp_path / "room"
+    room.mkdir()
+    shared_provider.deploy(fn_name, script("rendezvous", f"""
+        touch {room}/$$
+        n=0
+        while [ "$(ls {room} | wc -l)" -lt {together} ]; do
+          n=$((n + 1)); [ $n -lt 1000 ] || {{ echo "alone after 20 s" >&2; exit 1; }}
+          sleep 0.02
+        done
+        cat
+    """))
     barrier = threading.Barrier(12)
 
     def call(i: int) -> requests.Response:
@@ -102,4 +116,5 @@ def test_many_concurrent_slow_calls(shared_provider: ProviderProcess, fn_name: s
 
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(call, range(12)))
+    assert [r.status_code for r in results] == [200] * 12, [r.text for r in results]
     assert [r.text for r in results] == [str(i) for i in range(12)]

@@ -1,4 +1,4 @@
-"""The in-process supervisor fast path (skipped until ``oscar_faas.supervisor.core`` exists)."""
+"""The in-process supervisor fast path."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pytest
 
 from oscar_faas.contract import SUPERVISOR_MODULE as IN_PROCESS_SUPERVISOR
 
 from .conftest import ProviderProcess
 from .test_watchdog import wait_dead
-
-pytest.importorskip("oscar_faas.supervisor.core")
 
 
 def b64(text: str) -> str:
