@@ -17,7 +17,7 @@ The runtime puts this file's folder first on the worker's ``PYTHONPATH``, so ``i
 oscar_worker`` works in any interpreter; it is also ``oscar_faas.runtime.oscar_worker``. The
 module uses the standard library only.
 
-The protocol (``docs/internals.md`` has the runtime's side): the runtime gives the worker two
+The protocol (:mod:`oscar_faas.runtime.workers` has the runtime's side): the runtime gives the worker two
 pipes, named by ``OSCAR_WORKER_IN_FD`` (requests, read here) and ``OSCAR_WORKER_OUT_FD``
 (answers, written here). Lines are UTF-8 JSON objects, ``\\n``-terminated:
 

@@ -87,3 +87,63 @@ def test_classifies_the_sample_photo_through_the_gateway(gateway, photo, tmp_pat
     assert top5[0]["label_id"] in CAT_CLASSES, top5[0]
     assert "cat" in top5[0]["label"]
 
+
+
+# --- through the function runtime: warm worker and script give the same answer -------------
+
+
+def _fdl_env(**changes: str | None) -> dict[str, str]:
+    """The function env the gateway deploys for the FDL as it is (SCRIPT, FUNCTION_CONFIG,
+    its variables), with this venv first on PATH; ``changes`` set or (None) drop variables."""
+    from oscar_faas.config import Settings
+    from oscar_faas.fdl import load_fdl
+    from oscar_faas.translate import service_to_deployment
+
+    (service,) = load_fdl(FDL).services
+    service = service.normalized()
+    service.validate()
+    env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable),
+                                    os.environ.get("PATH", "/usr/bin:/bin")])}
+    env.update(service_to_deployment(service, Settings.from_env({}))["envVars"])
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def test_the_runtime_answers_the_same_with_the_warm_worker_as_with_the_script(photo, tmp_path):
+    import base64
+
+    import requests
+
+    from tests.runtime.conftest import Runtime
+
+    body = base64.b64encode(photo.read_bytes())
+    junk = base64.b64encode(b"this is not an image\n" * 10)
+    warm_env = _fdl_env()
+    assert warm_env["OSCAR_WORKER"] == "python3 -m oscar_classifier.worker"
+    answers = {}
+    for label, env in (("worker", warm_env), ("script", _fdl_env(OSCAR_WORKER=None))):
+        runtime = Runtime(env, tmp_path / f"runtime-{label}.log")
+        try:
+            runtime.wait_ready()
+            first = runtime.post(body, headers={"Content-Type": "text/plain"})
+            assert first.status_code == 200, (first.text, runtime.log())
+            failed = runtime.post(junk, headers={"Content-Type": "text/plain"})
+            assert failed.status_code == 500, failed.text
+            assert "cannot read an image" in failed.text
+            again = runtime.post(body, headers={"Content-Type": "text/plain"})
+            assert again.status_code == 200 and again.content == first.content
+            answers[label] = first.content
+            if label == "worker":  # the worker served the calls and survived the bad one
+                log = runtime.log()
+                assert log.count("worker 0: oscar_classifier: classifying") == 2, log
+                assert "InputImageError" in log and "exited" not in log
+                assert requests.get(runtime.url + "/_/health", timeout=30).status_code == 200
+        finally:
+            runtime.stop()
+    assert answers["worker"] == answers["script"]
+    top1 = json.loads(base64.b64decode(answers["worker"]))["predictions"][0]
+    assert top1["label_id"] in CAT_CLASSES, top1
