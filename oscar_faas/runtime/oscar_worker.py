@@ -17,9 +17,9 @@ The runtime puts this file's folder first on the worker's ``PYTHONPATH``, so ``i
 oscar_worker`` works in any interpreter; it is also ``oscar_faas.runtime.oscar_worker``. The
 module uses the standard library only.
 
-The protocol (:mod:`oscar_faas.runtime.workers` has the runtime's side): the runtime gives the worker two
-pipes, named by ``OSCAR_WORKER_IN_FD`` (requests, read here) and ``OSCAR_WORKER_OUT_FD``
-(answers, written here). Lines are UTF-8 JSON objects, ``\\n``-terminated:
+The protocol (:mod:`oscar_faas.runtime.workers` has the runtime's side): the runtime gives
+the worker two pipes, named by ``OSCAR_WORKER_IN_FD`` (requests, read here) and
+``OSCAR_WORKER_OUT_FD`` (answers, written here). Lines are UTF-8 JSON objects, ``\\n``-terminated:
 
 * worker -> runtime, once, after ``setup()``: ``{"ready": true}``;
 * runtime -> worker, per call: ``{"id": "...", "env": {"INPUT_FILE_PATH": "...",
