@@ -102,13 +102,33 @@ def _post(client: KeepAlive, body: bytes, what: str) -> tuple[float, bytes]:
 
 # --- (a) a script that does nothing ----------------------------------------------------------
 
-def _through_runtime(workdir: Path, env: dict[str, str], count: int, what: str) -> list[float]:
-    with Runtime(workdir, env) as runtime:
-        client = KeepAlive(runtime.url)
-        _timed(lambda: _post(client, PAYLOAD_B64, what)[0], 20, 30)  # warm-up
-        times = _timed(lambda: _post(client, PAYLOAD_B64, what)[0], count, 120)
-        client.close()
+def _interleaved(runtimes: Mapping[str, Runtime], body: bytes, count: int,
+                 seconds: float) -> dict[str, list[float]]:
+    """``count`` rounds of one call to each runtime in turn (the same machine state for all);
+    the durations by name."""
+    clients = {name: KeepAlive(rt.url, timeout=300) for name, rt in runtimes.items()}
+    times: dict[str, list[float]] = {name: [] for name in runtimes}
+    try:
+        for _ in range(10):  # warm-up
+            for name, client in clients.items():
+                _post(client, body, name)
+        deadline = time.monotonic() + seconds
+        for _ in range(count):
+            if time.monotonic() > deadline:
+                break
+            for name, client in clients.items():
+                times[name].append(_post(client, body, name)[0])
+    finally:
+        for client in clients.values():
+            client.close()
     return times
+
+
+def _noop_worker_env(env: Mapping[str, str], workdir: Path) -> dict[str, str]:
+    """``env`` with OSCAR_WORKER = a Python worker that does nothing."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "noop_worker.py").write_text(NOOP_WORKER)
+    return dict(env, OSCAR_WORKER=f"{sys.executable} {workdir / 'noop_worker.py'}")
 
 
 def _process_per_call(env: dict[str, str], count: int) -> list[float]:
@@ -150,17 +170,15 @@ def _script_alone(workdir: Path, env: dict[str, str], count: int) -> list[float]
 
 def noop(counts: dict[str, int], workdir: Path, table: Table, results: dict) -> None:
     env = function_env(NOOP_SCRIPT)
-    results["a_runtime_script"] = summary(
-        _through_runtime(workdir / "noop-script", env, counts["runtime"], "noop script"))
+    with Runtime(workdir / "noop-script", env) as script_rt, \
+            Runtime(workdir / "noop-worker", _noop_worker_env(env, workdir / "noop-worker")) \
+            as worker_rt:
+        times = _interleaved({"script": script_rt, "worker": worker_rt}, PAYLOAD_B64,
+                             counts["runtime"], 120)
+    results["a_runtime_script"] = summary(times["script"])
+    results["a_runtime_worker"] = summary(times["worker"])
     results["a_process_per_call"] = summary(_process_per_call(env, counts["runtime_proc"]))
     results["a_script_alone"] = summary(_script_alone(workdir, env, counts["floor"]))
-    worker_dir = workdir / "noop-worker"
-    worker_dir.mkdir(parents=True, exist_ok=True)
-    (worker_dir / "noop_worker.py").write_text(NOOP_WORKER)
-    worker_env = function_env(NOOP_SCRIPT, {
-        "OSCAR_WORKER": f"{sys.executable} {worker_dir / 'noop_worker.py'}"})
-    results["a_runtime_worker"] = summary(
-        _through_runtime(worker_dir, worker_env, counts["runtime"], "noop worker"))
 
     ours, theirs = results["a_runtime_script"], results["a_process_per_call"]
     speedup = theirs["p50"] / ours["p50"]
@@ -258,11 +276,17 @@ def classifier(counts: dict[str, int], workdir: Path, classifier_python: str, ta
         model.predict(img)
         return time.perf_counter() - start
 
-    warm, predicts = [], []
-    with Runtime(workdir / "clf-warm", env, python=sys.executable) as runtime:
+    # (b) interleaved, call by call: the warm classifier, predict() here, and (b') the same
+    # photo to a no-op Python worker (the runtime's own share for this body)
+    warm, predicts, same_body = [], [], []
+    noop_env = _noop_worker_env(env, workdir / "clf-noop-worker")
+    with Runtime(workdir / "clf-warm", env) as runtime, \
+            Runtime(workdir / "clf-noop-worker", noop_env) as noop_rt:
         client = KeepAlive(runtime.url, timeout=300)
-        for _ in range(5):  # warm-up both
+        noop_client = KeepAlive(noop_rt.url, timeout=300)
+        for _ in range(5):  # warm-up
             _post(client, body, "classifier (warm-up)")
+            _post(noop_client, body, "photo to a no-op worker")
             predict()
         deadline = time.monotonic() + 180
         for _ in range(counts["runtime_clf"]):
@@ -271,10 +295,13 @@ def classifier(counts: dict[str, int], workdir: Path, classifier_python: str, ta
             seconds, data = _post(client, body, "classifier (warm)")
             warm.append(seconds)
             predicts.append(predict())
+            same_body.append(_post(noop_client, body, "photo to a no-op worker")[0])
         client.close()
+        noop_client.close()
     last = json.loads(base64.b64decode(data))
     if last != prediction:
         raise RuntimeError(f"warm and cold answers differ: {last} != {prediction}")
+    results["b_noop_worker_same_body"] = summary(same_body)
 
     results.update(c_cold=summary(cold), c_ready=summary(ready), c_script=summary(script_once),
                    b_warm=summary(warm), b_predict=summary(predicts), prediction=prediction,
@@ -290,6 +317,10 @@ def classifier(counts: dict[str, int], workdir: Path, classifier_python: str, ta
               f"{verdict(ratio <= TARGET_WARM_X_PREDICT)} ({ratio:.2f}x)")
     table.add("    warm p50 minus predict p50 (decode, PNG load, JSON, HTTP)",
               ms(w["p50"] - p["p50"]))
+    nb = results["b_noop_worker_same_body"]
+    table.add(f"(b') the same photo to a no-op Python worker, p50 (p99), n={nb['n']}",
+              f"{ms(nb['p50'])} ({ms(nb['p99'])})", "", "",
+              "the runtime's share for this body")
     c, r, s = results["c_cold"], results["c_ready"], results["c_script"]
     table.add(f"(c) cold start: runtime spawn -> first answer, median (max), n={c['n']}",
               f"{ms(c['p50'])} ({ms(c['max'])})",
