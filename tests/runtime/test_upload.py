@@ -43,12 +43,12 @@ def test_output_is_uploaded_and_answered(runtime: RuntimeFactory, s3: S3Server, 
     assert objects(s3, bucket) == {"results/result.bin": b"\x00payload"}
 
 
-def test_failed_upload_is_a_502_naming_the_bucket(runtime: RuntimeFactory, s3: S3Server,
+def test_failed_upload_is_a_500_naming_the_bucket(runtime: RuntimeFactory, s3: S3Server,
                                                   tmp_path: Path) -> None:
     outputs = [{"storage_provider": "minio.default", "path": "no-such-bucket"}]
     env = make_env(COPY_TO_OUTPUT, service_config(s3, outputs), tmp_path / "tmp",
                    **write_secret(tmp_path, {"minio": {"default": minio_entry(s3)}}))
     rt = runtime(env)
     res = rt.post(b64("x"))
-    assert res.status_code == 502
+    assert res.status_code == 500
     assert "bucket 'no-such-bucket'" in res.text
