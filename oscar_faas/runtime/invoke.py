@@ -15,8 +15,8 @@ answers as ``python -m oscar_faas.supervisor`` under the classic watchdog:
 Status codes: 200; 400 invalid input; 500 a failing script (``exit status N`` + its output), a
 worker that reports an error or dies (+ the tail of its output), or a broken function config;
 408 ``Killed process.`` when a script exceeds ``exec_timeout`` (as the classic watchdog and the
-embedded provider answer); 504 when a worker does; 502 a failed upload; 503 a worker that
-cannot start.
+embedded provider answer); 504 when a worker does; 500 a failed upload (as today); 503 a
+worker that cannot start.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class Invoker:
             files = list_output_files(output_dir)
             errors = upload_outputs(targets, output_dir, files, self.env, self.log)
             if errors:
-                raise UploadError("\n".join(errors))
+                raise UploadError("\n".join(errors), status=500)  # 500 as today, not 502
             sink.start(200)
             if files or script_output is not None:
                 write_response(sink, output_dir, files, script_output)  # type: ignore[arg-type]

@@ -191,7 +191,12 @@ class Worker:
 
     def _fail(self, status: int, what: str) -> WorkerError:
         """Kill the worker and build the error answer: ``what``, the exit status, the tail."""
-        code = self._proc.poll() if self._proc is not None else None
+        code = None
+        if self._proc is not None and status != 504:  # it died (or broke the protocol)
+            try:  # its pipe may close just before it can be reaped
+                code = self._proc.wait(DRAIN_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
         self.kill()
         if code is not None:
             what += f" (exit status {code if code >= 0 else 128 - code})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import socket
 import zipfile
 from pathlib import Path
 
@@ -142,3 +143,30 @@ def test_sigterm_stops_and_cleans_up(runtime: RuntimeFactory, tmp_path: Path) ->
     assert rt.post("aGk=").status_code == 200
     assert rt.stop() == 0
     assert list(tmp.iterdir()) == []
+
+
+def test_chunked_request_body(runtime: RuntimeFactory, tmp_path: Path) -> None:
+    rt = runtime(make_env(COPY_TO_OUTPUT, tmpdir=tmp_path / "tmp"))
+    data = os.urandom(300_000)
+    encoded = base64.b64encode(data)
+    pieces = (encoded[i:i + 7001] for i in range(0, len(encoded), 7001))  # not multiples of 4
+    res = rt.session.post(rt.url, data=pieces, timeout=120)  # a generator: sent chunked
+    assert res.status_code == 200
+    assert base64.b64decode(res.content[:-1], validate=True) == data
+
+
+def test_read_timeout_when_the_body_stalls(runtime: RuntimeFactory, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    rt = runtime(make_env(f'touch "{marker}"', tmpdir=tmp_path / "tmp", read_timeout="1s"))
+    host, port = rt.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\naGVsbG8=")
+        reader = conn.makefile("rb")
+        answer = b""
+        while b"reached" not in answer and len(answer) < 4096:
+            line = reader.readline()
+            assert line, f"the connection closed: {answer!r}"
+            answer += line
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"read_timeout (1s) reached" in answer
+    assert not marker.exists()
