@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from benchlib import (NOOP_SCRIPT, REPO, KeepAlive, Table, _ChildServer, free_port, ms, summary,
-                      verdict)
+from benchlib import (NOOP_SCRIPT, REPO, KeepAlive, Table, _ChildServer, cpu_seconds, descendants,
+                      free_port, ms, summary, verdict)
 
 EXAMPLE = REPO / "examples" / "image-classification-sync"
 FDL = EXAMPLE / "image-classification-sync.yaml"
@@ -60,6 +60,13 @@ class Runtime(_ChildServer):
         self.ready_seconds = ready_seconds
         self.proc: subprocess.Popen | None = None
         self.started = self.ready = 0.0
+
+    def cpu(self) -> float:
+        """CPU seconds so far of the runtime, the scripts it has reaped, and its live
+        descendants (warm workers)."""
+        assert self.proc is not None
+        return (cpu_seconds([self.proc.pid], reaped=True)
+                + cpu_seconds(descendants(self.proc.pid)))
 
     def __enter__(self) -> "Runtime":
         self.started = time.perf_counter()
@@ -105,19 +112,22 @@ def _post(client: KeepAlive, body: bytes, what: str) -> tuple[float, bytes]:
 def _interleaved(runtimes: Mapping[str, Runtime], body: bytes, count: int,
                  seconds: float) -> dict[str, list[float]]:
     """``count`` rounds of one call to each runtime in turn (the same machine state for all);
-    the durations by name."""
+    the durations by name, and under ``<name>:cpu`` the CPU seconds per measured call."""
     clients = {name: KeepAlive(rt.url, timeout=300) for name, rt in runtimes.items()}
     times: dict[str, list[float]] = {name: [] for name in runtimes}
     try:
         for _ in range(10):  # warm-up
             for name, client in clients.items():
                 _post(client, body, name)
+        cpu0 = {name: rt.cpu() for name, rt in runtimes.items()}
         deadline = time.monotonic() + seconds
         for _ in range(count):
             if time.monotonic() > deadline:
                 break
             for name, client in clients.items():
                 times[name].append(_post(client, body, name)[0])
+        for name, rt in runtimes.items():
+            times[f"{name}:cpu"] = [(rt.cpu() - cpu0[name]) / max(len(times[name]), 1)]
     finally:
         for client in clients.values():
             client.close()
@@ -177,6 +187,8 @@ def noop(counts: dict[str, int], workdir: Path, table: Table, results: dict) -> 
                              counts["runtime"], 120)
     results["a_runtime_script"] = summary(times["script"])
     results["a_runtime_worker"] = summary(times["worker"])
+    results["a_cpu_per_call_script"] = times["script:cpu"][0]
+    results["a_cpu_per_call_worker"] = times["worker:cpu"][0]
     results["a_process_per_call"] = summary(_process_per_call(env, counts["runtime_proc"]))
     results["a_script_alone"] = summary(_script_alone(workdir, env, counts["floor"]))
 
@@ -192,11 +204,14 @@ def noop(counts: dict[str, int], workdir: Path, table: Table, results: dict) -> 
     floor = results["a_script_alone"]
     table.add("    floor: `/bin/sh script` alone, p50", ms(floor["p50"]))
     table.add("    runtime's own work per call (p50 minus floor)", ms(ours["p50"] - floor["p50"]))
+    table.add("    CPU per call: runtime + the script it starts",
+              ms(results["a_cpu_per_call_script"]))
     warm = results["a_runtime_worker"]
     table.add(f"(a') same service, no-op Python warm worker (OSCAR_WORKER), p50 (p99), "
               f"n={warm['n']}", f"{ms(warm['p50'])} ({ms(warm['p99'])})",
               f"{ms(theirs['p50'])} process per call", "",
               f"(x{theirs['p50'] / warm['p50']:.0f})")
+    table.add("    CPU per call: runtime + worker", ms(results["a_cpu_per_call_worker"]))
 
 
 # --- (b), (c) the classifier -----------------------------------------------------------------
