@@ -28,7 +28,13 @@ from . import Classifier, classify_into, load_image, threads_from_env
 try:
     import oscar_worker
 except ImportError:  # run by hand next to an installed oscar-faas
-    from oscar_faas.runtime import oscar_worker
+    try:
+        from oscar_faas.runtime import oscar_worker
+    except ImportError:
+        raise SystemExit(
+            "oscar_classifier.worker: no module oscar_worker; this is a warm worker, started by "
+            "the oscar-faas function runtime (service variable OSCAR_WORKER), which provides it"
+        ) from None
 
 
 def setup() -> Classifier:
