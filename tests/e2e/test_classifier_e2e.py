@@ -113,6 +113,7 @@ def _fdl_env(**changes: str | None) -> dict[str, str]:
     return env
 
 
+@pytest.mark.timeout(600)  # two runtimes, torch loaded three times
 def test_the_runtime_answers_the_same_with_the_warm_worker_as_with_the_script(photo, tmp_path):
     import base64
 

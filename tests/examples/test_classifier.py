@@ -248,6 +248,7 @@ def test_not_an_image_fails_without_output(model_python: str, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # three new Pythons importing torch, and the worker's load
 def test_worker_and_script_write_the_same_json(
     model_python: str, samples: dict[str, Path], tmp_path: Path
 ) -> None:
