@@ -21,6 +21,7 @@ worker that cannot start.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import select
@@ -39,6 +40,7 @@ from ..supervisor.config import FunctionConfig, load_config, load_script
 from ..supervisor.errors import FunctionConfigError, SupervisorError, UploadError
 from ..supervisor.logs import SupervisorLog
 from ..supervisor.outputs import list_output_files, write_response
+from ..supervisor.runner import DEBUG_ECHO_LIMIT
 from ..supervisor.upload import resolve_targets, secret_environment, upload_outputs
 from .settings import RuntimeSettings
 from .workers import WorkerError, WorkerPool
@@ -209,6 +211,11 @@ class Invoker:
         finally:
             with self._lock:
                 self._scripts.discard(proc)
+        if self.log.enabled(logging.DEBUG):  # as the supervisor: the output's head, at DEBUG
+            with open(output, "rb") as text:
+                head = text.read(DEBUG_ECHO_LIMIT)
+            for line in head.decode("utf-8", "replace").splitlines():
+                self.log.debug("script: %s", line)
         return code if code >= 0 else 128 - code
 
 

@@ -59,6 +59,7 @@ def test_no_output_gives_the_script_output(runtime: RuntimeFactory, tmp_path: Pa
     res = rt.post(b64("x"))
     assert (res.status_code, res.content) == (200, b"to-stdout\nto-stderr\nno newline")
     assert "DEBUG" not in res.text  # log lines go to stderr, never into the body
+    assert "DEBUG - script: to-stderr" in rt.log()
 
 
 def test_failing_script_is_a_500_with_its_output(runtime: RuntimeFactory, tmp_path: Path) -> None:
