@@ -21,6 +21,7 @@ worker that cannot start.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import select
@@ -39,6 +40,7 @@ from ..supervisor.config import FunctionConfig, load_config, load_script
 from ..supervisor.errors import FunctionConfigError, SupervisorError, UploadError
 from ..supervisor.logs import SupervisorLog
 from ..supervisor.outputs import list_output_files, write_response
+from ..supervisor.runner import DEBUG_ECHO_LIMIT
 from ..supervisor.upload import resolve_targets, secret_environment, upload_outputs
 from .settings import RuntimeSettings
 from .workers import WorkerError, WorkerPool
@@ -71,6 +73,8 @@ class Invoker:
         self.script_path: Path | None = None
         self._local = threading.local()
         self._roots: list[Path] = []
+        self._scripts: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
         try:
             self.config = load_config(self.env)
             script = load_script(self.env)
@@ -137,7 +141,11 @@ class Invoker:
             return 200
 
     def close(self) -> None:
-        """Remove the call threads' directories."""
+        """Kill the scripts still running and remove the call threads' directories."""
+        with self._lock:
+            running = list(self._scripts)
+        for proc in running:
+            _kill_group(proc)
         for root in self._roots:
             shutil.rmtree(root, onerror=_force)
         self._roots.clear()
@@ -151,14 +159,15 @@ class Invoker:
         removing three directories per call would cost more than the rest of the call.
         """
         root: Path | None = getattr(self._local, "root", None)
-        if root is None or not root.is_dir():
+        if root is None or not (root / "input").is_dir() or not (root / "output").is_dir():
             base = self.env.get("TMPDIR")
             root = Path(tempfile.mkdtemp(prefix="oscar-runtime-",
                                          dir=base if base and os.path.isdir(base) else None))
             (root / "input").mkdir()
             (root / "output").mkdir()
             self._local.root = root
-            self._roots.append(root)
+            with self._lock:
+                self._roots.append(root)
         try:
             yield root
         finally:
@@ -188,6 +197,8 @@ class Invoker:
             proc = subprocess.Popen(["/bin/sh", str(self.script_path)], stdin=subprocess.DEVNULL,
                                     stdout=sink, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True)
+        with self._lock:
+            self._scripts.add(proc)
         try:
             timeout = self.settings.exec_timeout
             if timeout > 0 and not _wait(proc, timeout):
@@ -197,6 +208,14 @@ class Invoker:
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            with self._lock:
+                self._scripts.discard(proc)
+        if self.log.enabled(logging.DEBUG):  # as the supervisor: the output's head, at DEBUG
+            with open(output, "rb") as text:
+                head = text.read(DEBUG_ECHO_LIMIT)
+            for line in head.decode("utf-8", "replace").splitlines():
+                self.log.debug("script: %s", line)
         return code if code >= 0 else 128 - code
 
 
@@ -204,8 +223,7 @@ def _empty(folder: Path) -> None:
     """Remove everything in ``folder`` (a script may leave read-only trees behind)."""
     try:
         entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        folder.mkdir(parents=True)
+    except FileNotFoundError:  # the runtime is closing; the next call makes a new root
         return
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):

@@ -228,7 +228,7 @@ class RuntimeApp:
                 worker_env.update(secret_environment(env))
             except Exception as err:  # noqa: BLE001 - calls will answer it; start anyway
                 log.error("%s", err)
-            self.pool = WorkerPool(settings.worker, worker_env, settings.slots, log)
+            self.pool = WorkerPool(settings.worker, worker_env, settings.slots, log, workdir)
         self.invoker = Invoker(env, settings, log, workdir, self.pool)
         self.limiter = Limiter(settings.slots, settings.max_queue)
         self.executor = ThreadPoolExecutor(settings.slots, thread_name_prefix="call")
@@ -240,8 +240,8 @@ class RuntimeApp:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
         self.invoker.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def ready(self) -> bool:

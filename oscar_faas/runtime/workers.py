@@ -41,8 +41,20 @@ MAX_LINE = 1 << 20
 MAX_LOG_LINE = 64 << 10
 #: How long to wait for a dead worker's last output before answering.
 DRAIN_GRACE = 1.0
-#: The folder of ``oscar_worker.py``, prepended to the workers' ``PYTHONPATH``.
-HELPER_DIR = str(Path(__file__).resolve().parent)
+#: The helper module workers import as ``oscar_worker``.
+HELPER = Path(__file__).resolve().with_name("oscar_worker.py")
+
+
+def helper_path(workdir: Path) -> str:
+    """A folder holding only a copy of ``oscar_worker.py``, for the workers' ``PYTHONPATH``.
+
+    Not this package's folder: its ``settings.py``, ``server.py``... would shadow the worker's
+    own top-level modules of the same names.
+    """
+    folder = workdir / "pythonpath"
+    folder.mkdir(exist_ok=True)
+    (folder / HELPER.name).write_bytes(HELPER.read_bytes())
+    return str(folder)
 
 
 class WorkerError(Exception):
@@ -111,10 +123,11 @@ class Worker:
     """
 
     def __init__(self, index: int, argv: Sequence[str], env: Mapping[str, str],
-                 log: SupervisorLog) -> None:
+                 log: SupervisorLog, pythonpath: str) -> None:
         self.index = index
         self.argv = list(argv)
         self.env = dict(env)
+        self.pythonpath = pythonpath
         self.log = log
         self.ready = False
         #: why the last start failed (the answer to calls until a start succeeds)
@@ -138,7 +151,8 @@ class Worker:
         env = dict(self.env)
         env["OSCAR_WORKER_IN_FD"] = str(req_r)
         env["OSCAR_WORKER_OUT_FD"] = str(ans_w)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (HELPER_DIR, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (self.pythonpath, env.get("PYTHONPATH")) if p)
         try:
             self._proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log_w, stderr=subprocess.STDOUT,
@@ -289,9 +303,10 @@ class WorkerPool:
     """
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], slots: int,
-                 log: SupervisorLog) -> None:
+                 log: SupervisorLog, workdir: Path) -> None:
         self.log = log
-        self.workers = [Worker(i, argv, env, log) for i in range(max(1, slots))]
+        pythonpath = helper_path(workdir)
+        self.workers = [Worker(i, argv, env, log, pythonpath) for i in range(max(1, slots))]
         self._idle: queue.SimpleQueue[Worker] = queue.SimpleQueue()
         self._closed = False
 

@@ -42,13 +42,15 @@ class Runtime:
     """A running ``python -m oscar_faas.runtime``: ``url``, ``post()``, ``health()``, ``log()``.
     """
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path,
+                 command: list[str] | None = None) -> None:
         self.log_path = log_path
         full = dict(env)
         full["PYTHONPATH"] = str(REPO)
         self._log_file = open(log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oscar_faas.runtime", "--host", "127.0.0.1", "--port", "0"],
+            (command or [sys.executable, "-m", "oscar_faas.runtime"])
+            + ["--host", "127.0.0.1", "--port", "0"],
             env=full, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT)
         match = wait_for(self._listening, "the runtime's listening line", STARTUP_TIMEOUT)
         self.url = f"http://{match.group(1)}:{match.group(2)}"  # type: ignore[union-attr]
@@ -93,11 +95,13 @@ RuntimeFactory = Callable[..., Runtime]
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Iterator[RuntimeFactory]:
-    """Start runtimes with ``runtime(env)``; all are stopped at teardown."""
+    """Start runtimes with ``runtime(env)`` (``command=`` replaces ``python -m
+    oscar_faas.runtime``); all are stopped at teardown."""
     started: list[Runtime] = []
 
-    def start(env: Mapping[str, str], *, ready: bool = True) -> Runtime:
-        rt = Runtime(env, tmp_path / f"runtime-{len(started)}.log")
+    def start(env: Mapping[str, str], *, ready: bool = True,
+              command: list[str] | None = None) -> Runtime:
+        rt = Runtime(env, tmp_path / f"runtime-{len(started)}.log", command)
         started.append(rt)
         if ready:
             rt.wait_ready()

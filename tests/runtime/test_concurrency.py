@@ -59,3 +59,20 @@ def test_no_queue_rejects_at_once(runtime: RuntimeFactory, tmp_path: Path,
         Path(gate["GATE"]).touch()
         assert first.result().status_code == 200
     assert rt.post(b64("c")).status_code == 200
+
+
+def test_sigterm_kills_running_scripts(runtime: RuntimeFactory, tmp_path: Path,
+                                       gate: dict[str, str]) -> None:
+    marks = Path(gate["MARKS"])
+    rt = runtime(make_env(gate_script("echo never"), tmpdir=tmp_path / "tmp", **gate))
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(requests.post, rt.url, data=b64("a"), timeout=120)
+        wait_for(lambda: started_marks(marks) == 1, "the call to run")
+        pid = int(next(marks.iterdir()).name.split("-")[1])
+        rt.stop()
+        try:
+            call.result()
+        except requests.RequestException:
+            pass  # the connection may be cut: what matters is the script
+    assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -59,6 +59,7 @@ def test_no_output_gives_the_script_output(runtime: RuntimeFactory, tmp_path: Pa
     res = rt.post(b64("x"))
     assert (res.status_code, res.content) == (200, b"to-stdout\nto-stderr\nno newline")
     assert "DEBUG" not in res.text  # log lines go to stderr, never into the body
+    assert "DEBUG - script: to-stderr" in rt.log()
 
 
 def test_failing_script_is_a_500_with_its_output(runtime: RuntimeFactory, tmp_path: Path) -> None:
@@ -170,3 +171,24 @@ def test_read_timeout_when_the_body_stalls(runtime: RuntimeFactory, tmp_path: Pa
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"read_timeout (1s) reached" in answer
     assert not marker.exists()
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_memory_stays_bounded_for_a_large_call(runtime: RuntimeFactory, tmp_path: Path) -> None:
+    data = os.urandom(48 << 20)
+    encoded = base64.b64encode(data)
+    rt = runtime(make_env(COPY_TO_OUTPUT, tmpdir=tmp_path / "tmp"))
+    before = _vm_hwm_kib(rt.proc.pid)
+    pieces = (encoded[i:i + (1 << 20)] for i in range(0, len(encoded), 1 << 20))
+    res = rt.session.post(rt.url, data=pieces, stream=True, timeout=300)
+    assert res.status_code == 200
+    received = b"".join(res.iter_content(1 << 20))
+    assert received == encoded + b"\n"
+    # 64 MiB in and 64 MiB out: holding either whole would raise the peak by that much.
+    assert _vm_hwm_kib(rt.proc.pid) - before < 32 << 10

@@ -136,3 +136,16 @@ def test_worker_command_that_does_not_exist(runtime: RuntimeFactory, tmp_path: P
     wait_for(lambda: "could not start" in rt.log(), "the worker to fail")
     res = rt.post(b64("x"))
     assert res.status_code == 503 and "cannot start worker '/nonexistent/worker'" in res.text
+
+
+def test_worker_in_another_language(runtime: RuntimeFactory, tmp_path: Path) -> None:
+    bash_worker = Path(__file__).with_name("bash_worker.sh")
+    env = make_env(COPY_TO_OUTPUT, tmpdir=tmp_path / "tmp",
+                   OSCAR_WORKER=f"/bin/bash {shlex.quote(str(bash_worker))}")
+    rt = runtime(env)
+    for body, expected in ((b64(b"\x00\x01 binary"), b"\x00\x01 binary"),
+                           ('{"json": true}', b'{"json": true}')):
+        res = rt.post(body)
+        assert res.status_code == 200
+        assert base64.b64decode(res.content[:-1], validate=True) == expected
+    assert "worker 0: bash worker: call" in rt.log()
