@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-#: The folder of oscar_worker.py, which the runtime puts first on a worker's PYTHONPATH.
-HELPER_DIR = REPO / "oscar_faas" / "runtime"
+HELPER = REPO / "oscar_faas" / "runtime" / "oscar_worker.py"
 
 
 class WorkerPipe:
     """``argv`` with ``OSCAR_WORKER_IN_FD``/``OSCAR_WORKER_OUT_FD`` pipes; stdout and stderr
-    go to files in ``workdir``."""
+    go to files in ``workdir``. With ``helper_path``, a folder holding only a copy of
+    ``oscar_worker.py`` comes first on ``PYTHONPATH``, as the runtime does."""
 
     def __init__(self, argv: Sequence[str], workdir: Path,
                  env: Mapping[str, str] | None = None, helper_path: bool = True) -> None:
@@ -32,8 +32,11 @@ class WorkerPipe:
         self.workdir = workdir
         self.env = dict(os.environ if env is None else env)
         if helper_path:
+            folder = workdir / "pythonpath"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / HELPER.name).write_bytes(HELPER.read_bytes())
             self.env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(HELPER_DIR), self.env.get("PYTHONPATH", "")) if p)
+                p for p in (str(folder), self.env.get("PYTHONPATH", "")) if p)
         self.stdout_path = workdir / "worker.stdout"
         self.stderr_path = workdir / "worker.stderr"
         self.proc: subprocess.Popen | None = None

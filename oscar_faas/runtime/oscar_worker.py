@@ -13,9 +13,9 @@ starts once per concurrency slot and keeps. A Python worker is a few lines::
 
     oscar_worker.serve(handler, setup)
 
-The runtime puts this file's folder first on the worker's ``PYTHONPATH``, so ``import
-oscar_worker`` works in any interpreter; it is also ``oscar_faas.runtime.oscar_worker``. The
-module uses the standard library only.
+The runtime puts a folder holding a copy of this file first on the worker's ``PYTHONPATH``,
+so ``import oscar_worker`` works in any interpreter; it is also
+``oscar_faas.runtime.oscar_worker``. The module uses the standard library only.
 
 The protocol (:mod:`oscar_faas.runtime.workers` has the runtime's side): the runtime gives
 the worker two pipes, named by ``OSCAR_WORKER_IN_FD`` (requests, read here) and

@@ -4,6 +4,7 @@ protocol v1 spoken by the test as the runtime speaks it (see tests/workerpipe.py
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workerpipe import WorkerPipe
+from tests.workerpipe import HELPER, WorkerPipe
 
 #: A worker whose handler does what the call's input file asks.
 WORKER = '''
@@ -189,9 +190,11 @@ def test_setup_failure_ends_the_worker_before_ready(tmp_path: Path) -> None:
     assert "RuntimeError: model file missing" in worker.stderr()
 
 
-def test_without_the_descriptors_it_says_what_it_is(worker_file: Path) -> None:
+def test_without_the_descriptors_it_says_what_it_is(worker_file: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OSCAR_WORKER")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "oscar_faas" / "runtime")
+    (tmp_path / "pythonpath").mkdir()
+    shutil.copy(HELPER, tmp_path / "pythonpath")
+    env["PYTHONPATH"] = str(tmp_path / "pythonpath")
     done = subprocess.run([sys.executable, str(worker_file)], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode != 0
