@@ -28,7 +28,8 @@ pip_install() {  # quiet; pip warns about every configured package folder that i
 
 say "installing oscar-faas with its test and ml extras into $VENV (slow on the first run only)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-pip_install "$VENV/bin/python" -e '.[test,ml]'   # quick when already satisfied
+# quick when already satisfied; the example classifier is a package of its own
+pip_install "$VENV/bin/python" -e '.[test,ml]' -e examples/image-classification-sync
 
 if ! "$FSV/bin/python" -c 'import faassupervisor.supervisor' >/dev/null 2>&1; then
   say "installing OSCAR's faas-supervisor 1.5.8 into $FSV (the baseline of section 1)"

@@ -27,7 +27,8 @@ CAT_CLASSES = set(range(281, 286))
 
 def _check(python: str) -> str | None:
     """Why ``python`` cannot run the classifier, or None."""
-    out = subprocess.run([python, "-c", "import torch, efficientnet_lite_pytorch, skimage"],
+    out = subprocess.run([python, "-c", "import oscar_classifier, torch, efficientnet_lite_pytorch, "
+                          "skimage"],
                          capture_output=True, text=True, timeout=120)
     return None if out.returncode == 0 else out.stderr.strip().splitlines()[-1]
 
@@ -65,20 +66,18 @@ def run(counts: dict[str, int], workdir: Path, python: str,
         return table, results
     photo = _fetch(classifier_python, workdir / "samples")
     body = base64.b64encode(photo.read_bytes())
-    clf_env = {"CLASSIFIER_PYTHON": classifier_python, "CLASSIFIER_HOME": str(EXAMPLE)}
+    # On the embedded default the function runs on the host with the gateway's PATH: the
+    # classifier's venv first, as when serve runs in that activated venv.
+    path = os.pathsep.join([os.path.dirname(classifier_python), os.environ.get("PATH", "")])
 
-    with Serve(workdir / "classifier", python=python, env=clf_env) as serve:
+    with Serve(workdir / "classifier", python=python, env={"PATH": path}) as serve:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENFAAS_", "MINIO_"))}
         env.update(OSCAR_ENDPOINT=serve.url, OSCAR_USERNAME=serve.user,
                    OSCAR_PASSWORD=serve.password)
-        # The provider hands functions only a fixed list of host variables (PATH, HOME,
-        # VIRTUAL_ENV, ...; see provider/backend.py INHERITED_ENV), not CLASSIFIER_*: pass
-        # them as the service's environment.variables with apply --env.
+        # The FDL as the real clients send it: no --env, no copy.
         start = time.perf_counter()
-        applied = subprocess.run(
-            [python, "-m", "oscar_faas.cli", "apply", str(FDL),
-             *[a for k, v in clf_env.items() for a in ("--env", f"{k}={v}")]],
-            env=env, capture_output=True, text=True, timeout=120)
+        applied = subprocess.run([python, "-m", "oscar_faas.cli", "apply", str(FDL)],
+                                 env=env, capture_output=True, text=True, timeout=120)
         results["apply_seconds"] = time.perf_counter() - start
         if applied.returncode != 0:
             raise RuntimeError(f"oscar-faas apply failed: {applied.stderr}")
@@ -96,7 +95,8 @@ def run(counts: dict[str, int], workdir: Path, python: str,
         ours = serve.gunicorn_pids() + serve.provider_pids()
         cpu0 = cpu_seconds(ours)
         # warm calls interleaved with runs of the script alone, so both see the same machine
-        alone_env = dict(os.environ, **clf_env, CLASSIFIER_NUM_THREADS="1")
+        alone_env = dict(os.environ, CLASSIFIER_PYTHON=classifier_python,
+                         CLASSIFIER_NUM_THREADS="1")
         warm, alone = [], []
         deadline = time.monotonic() + 240
         for _ in range(counts["classifier"]):

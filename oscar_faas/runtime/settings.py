@@ -1,0 +1,99 @@
+"""The runtime's settings, read once from the function's environment.
+
+The same variables as the supervisor (``SCRIPT``, ``FUNCTION_CONFIG``, ``LOG_LEVEL``,
+``OSCAR_SECRETS_DIR``, ``OSCAR_STORAGE_SECRET``) plus the watchdog's (``max_inflight``,
+``exec_timeout``, ``read_timeout``, ``write_timeout``, ``content_type``), ``max_queue`` and the
+warm-worker opt-in ``OSCAR_WORKER``. Values are parsed leniently, as the watchdog does: a bad
+value means the default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Mapping
+
+#: Bound of the wait queue when ``max_queue`` is unset.
+DEFAULT_MAX_QUEUE = 100
+#: Worker slots when ``OSCAR_WORKER`` is set and ``max_inflight`` is unset or 0: one model
+#: copy in memory unless the service asks for more.
+DEFAULT_WORKER_SLOTS = 1
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds from a watchdog timeout: a bare number means seconds, else a Go duration
+    (``10s``, ``1m30s``, ``500ms``); ``None`` when unset or unparsable."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            return None
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return total
+
+
+def _count(value: str | None) -> int | None:
+    try:
+        number = int((value or "").strip())
+    except ValueError:
+        return None
+    return number if number >= 0 else None
+
+
+def default_script_slots() -> int:
+    """Concurrency for scripts when ``max_inflight`` is unset or 0: 4 per CPU (the classic
+    watchdog's 0 means unlimited, which a shared host cannot afford)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """What the server needs besides the supervisor's own config."""
+
+    #: concurrent calls (= worker processes when ``worker`` is set)
+    slots: int
+    #: callers that may wait for a slot; one more gets 429
+    max_queue: int = DEFAULT_MAX_QUEUE
+    #: seconds a call may run (0 = no limit)
+    exec_timeout: float = 0.0
+    #: seconds to wait for the next piece of the request body (0 = no limit)
+    read_timeout: float = 0.0
+    #: seconds to wait for the client to take the next piece of the answer (0 = no limit)
+    write_timeout: float = 0.0
+    #: ``Content-Type`` of answers (default: the request's, else text/plain)
+    content_type: str | None = None
+    #: the warm-worker command (``OSCAR_WORKER`` split with shlex), or None for the script
+    worker: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RuntimeSettings:
+        """:raises ValueError: ``OSCAR_WORKER`` cannot be split (unbalanced quotes)."""
+        raw_worker = (env.get("OSCAR_WORKER") or "").strip()
+        worker = tuple(shlex.split(raw_worker)) if raw_worker else None
+        inflight = _count(env.get("max_inflight")) or 0
+        if not inflight:
+            inflight = DEFAULT_WORKER_SLOTS if worker else default_script_slots()
+        queue = _count(env.get("max_queue"))
+        return cls(
+            slots=inflight,
+            max_queue=DEFAULT_MAX_QUEUE if queue is None else queue,
+            exec_timeout=parse_duration(env.get("exec_timeout")) or 0.0,
+            read_timeout=parse_duration(env.get("read_timeout")) or 0.0,
+            write_timeout=parse_duration(env.get("write_timeout")) or 0.0,
+            content_type=env.get("content_type") or None,
+            worker=worker or None,
+        )

@@ -1,0 +1,69 @@
+"""A warm worker for the tests, run as ``python worker_app.py`` (``OSCAR_WORKER``).
+
+It does what ``COPY_TO_OUTPUT`` does (copy the input into ``result.bin``), or, with
+``WORKER_MODE=several``, what ``SEVERAL_SCRIPT`` does; inputs with a magic first word make it
+misbehave: ``crash`` (exit mid-call), ``fail`` (raise), ``noise`` (print, even fake protocol
+lines, to stdout), ``hang`` (never answer), ``barrier`` (wait until two calls have started),
+``pid`` (answer with its pid). ``WORKER_SETUP_GATE`` makes setup wait for a file;
+``WORKER_EXIT_IN_SETUP`` makes it exit instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import oscar_worker
+
+
+def setup() -> dict:
+    print("setup: loading the model (stdout during setup)")
+    if os.environ.get("WORKER_EXIT_IN_SETUP"):
+        print("setup: the model file is missing", file=sys.stderr)
+        sys.exit(4)
+    gate = os.environ.get("WORKER_SETUP_GATE")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.01)
+    return {"loaded": True}
+
+
+def handler(input_path: str, output_dir: str, env: dict, state: dict) -> None:
+    assert state == {"loaded": True}
+    assert os.environ["INPUT_FILE_PATH"] == input_path == env["INPUT_FILE_PATH"]
+    data = Path(input_path).read_bytes()
+    word = data.split(b" ")[0]
+    if word == b"crash":
+        print("about to crash", file=sys.stderr, flush=True)
+        os._exit(3)
+    if word == b"fail":
+        raise ValueError("bad input")
+    if word == b"noise":
+        print('{"id": "' + env.get("Http_X_Fake_Id", "") + '", "ok": false, "error": "fake"}')
+        print("lots of noise\n" * 1000)
+        sys.stdout.flush()
+        os.write(1, b"raw fd 1 noise\n")
+    if word == b"hang":
+        print("hanging now", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(1)
+    if word == b"barrier":
+        marks = Path(os.environ["MARKS"])
+        (marks / f"started-{os.getpid()}").touch()
+        while len(list(marks.iterdir())) < 2:
+            time.sleep(0.01)
+    if word == b"pid":
+        Path(output_dir, "pid.txt").write_text(str(os.getpid()))
+        return
+    if os.environ.get("WORKER_MODE") == "several":
+        Path(output_dir, "a.txt").write_text("one")
+        Path(output_dir, "sub").mkdir()
+        shutil.copy(input_path, Path(output_dir, "sub", "c.bin"))
+        return
+    shutil.copy(input_path, Path(output_dir, "result.bin"))
+
+
+if __name__ == "__main__":
+    oscar_worker.serve(handler, setup)
