@@ -55,7 +55,11 @@ def helper_path(workdir: Path) -> str:
     """
     folder = workdir / "pythonpath"
     folder.mkdir(exist_ok=True)
-    (folder / HELPER.name).write_bytes(HELPER.read_bytes())
+    try:  # a frozen build must ship the file as data next to this module
+        (folder / HELPER.name).write_bytes(HELPER.read_bytes())
+    except OSError as err:
+        _write_stderr(f"warning: {HELPER} is missing ({err.strerror}): Python workers cannot "
+                      "import oscar_worker\n".encode())
     return str(folder)
 
 
