@@ -254,7 +254,14 @@ def _fail(sink: Sink, status: int, body: bytes) -> int:
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     """Wait up to ``timeout`` s for the exit, woken by a pidfd (no polling sleeps)."""
-    pidfd = os.pidfd_open(proc.pid)
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # Linux < 5.3: Popen's own (polling) wait
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)

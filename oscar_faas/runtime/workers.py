@@ -39,6 +39,8 @@ TAIL_BYTES = 4096
 MAX_LINE = 1 << 20
 #: Longest log line copied from a worker before it is cut.
 MAX_LOG_LINE = 64 << 10
+#: Without pidfd (Linux < 5.3), how often (ms) a waiting call checks that its worker lives.
+NO_PIDFD_POLL = 200
 #: How long to wait for a dead worker's last output before answering.
 DRAIN_GRACE = 1.0
 #: The helper module workers import as ``oscar_worker``.
@@ -53,7 +55,11 @@ def helper_path(workdir: Path) -> str:
     """
     folder = workdir / "pythonpath"
     folder.mkdir(exist_ok=True)
-    (folder / HELPER.name).write_bytes(HELPER.read_bytes())
+    try:  # a frozen build must ship the file as data next to this module
+        (folder / HELPER.name).write_bytes(HELPER.read_bytes())
+    except OSError as err:
+        _write_stderr(f"warning: {HELPER} is missing ({err.strerror}): Python workers cannot "
+                      "import oscar_worker\n".encode())
     return str(folder)
 
 
@@ -168,7 +174,7 @@ class Worker:
         os.set_blocking(ans_r, False)
         self._buf.clear()
         self._tail = _Tail(log_r, f"worker {self.index}: ")
-        self._pidfd = os.pidfd_open(self._proc.pid)
+        self._pidfd = _pidfd_open(self._proc.pid)
         self.log.info("worker %d: started %s (pid %d)", self.index, self.argv, self._proc.pid)
         line = self._read_line(None)
         try:
@@ -256,7 +262,8 @@ class Worker:
         """The next line from the answer pipe; None on EOF, exit or deadline."""
         poller = select.poll()
         poller.register(self._ans, select.POLLIN)
-        poller.register(self._pidfd, select.POLLIN)
+        if self._pidfd >= 0:
+            poller.register(self._pidfd, select.POLLIN)
         exited = False
         while True:
             end = self._buf.find(b"\n")
@@ -274,8 +281,12 @@ class Worker:
                 if left <= 0:
                     return None
                 timeout = max(1, int(left * 1000 + 0.999))
+            if self._pidfd < 0:  # no pidfd (Linux < 5.3): look at the process now and then
+                timeout = NO_PIDFD_POLL if timeout is None else min(timeout, NO_PIDFD_POLL)
             events = dict(poller.poll(timeout))
             if not events:
+                if self._pidfd < 0 and self._proc is not None and self._proc.poll() is not None:
+                    exited = True
                 continue
             try:
                 data = os.read(self._ans, 65536)
@@ -287,6 +298,14 @@ class Worker:
                 self._buf += data
             elif self._pidfd in events:
                 exited = True  # one more look at the buffer, then give up
+
+
+def _pidfd_open(pid: int) -> int:
+    """A descriptor that becomes readable when ``pid`` exits; -1 where the kernel has none."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return -1
 
 
 def _write_all(fd: int, data: bytes) -> None:

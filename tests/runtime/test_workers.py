@@ -149,3 +149,20 @@ def test_worker_in_another_language(runtime: RuntimeFactory, tmp_path: Path) -> 
         assert res.status_code == 200
         assert base64.b64decode(res.content[:-1], validate=True) == expected
     assert "worker 0: bash worker: call" in rt.log()
+
+
+#: The runtime on a kernel without pidfd (Linux < 5.3): ``os.pidfd_open`` removed before start.
+NO_PIDFD = [sys.executable, "-c",
+            "import os, runpy, sys; del os.pidfd_open; sys.argv[0] = 'runtime'; "
+            "runpy.run_module('oscar_faas.runtime', run_name='__main__')"]
+
+
+def test_without_pidfd_crash_and_timeouts_still_work(runtime: RuntimeFactory,
+                                                     tmp_path: Path) -> None:
+    rt = runtime(worker_env(tmp_path, exec_timeout="1s"), command=NO_PIDFD)
+    assert rt.post(b64("crash now")).status_code == 500
+    assert rt.post(b64("hang")).status_code == 504
+    assert rt.post(b64("pid")).status_code == 200
+    script = runtime(make_env("exec sleep 600", tmpdir=tmp_path / "tmp2", exec_timeout="1s"),
+                     command=NO_PIDFD)
+    assert script.post(b64("x")).status_code == 408
