@@ -15,7 +15,8 @@
 # * default_ulimits: podman's defaults (nofile 1048576) exceed the hard limits of many CI
 #   containers, and every container then fails with
 #   "setrlimit RLIMIT_NOFILE: Operation not permitted".
-# * busybox-static: tests build their images offline from it (no registry is reachable).
+# * busybox-static, musl: tests build their images offline from them (no registry is
+#   reachable): a busybox-only image, and one with the musl loader as on Alpine.
 set -euo pipefail
 
 socket=${OSCAR_FAAS_PODMAN_SOCKET:-/run/oscar-faas-podman.sock}
@@ -36,7 +37,7 @@ fi
 
 # ---- packages
 missing=()
-for pkg in podman runc busybox-static; do
+for pkg in podman runc busybox-static musl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
         || missing+=("$pkg")
 done
@@ -46,7 +47,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
         install -y -q --no-install-recommends "${missing[@]}" >&2
 else
-    say "podman, runc and busybox-static are installed"
+    say "podman, runc, busybox-static and musl are installed"
 fi
 
 # ---- configuration
