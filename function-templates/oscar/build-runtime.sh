@@ -82,6 +82,10 @@ exe = EXE(pyz, a.scripts, a.binaries, a.datas, [], name="runtime", strip=True, u
           console=True)
 SPEC
 
+# A private PyInstaller cache: the shared one (~/.cache/pyinstaller) is not safe for
+# concurrent builds (an index read while another build writes it is empty: SyntaxError).
+PYINSTALLER_CONFIG_DIR=${PYINSTALLER_CONFIG_DIR:-$work/pyinstaller-cache}
+export PYINSTALLER_CONFIG_DIR
 OSCAR_SRC=$src OSCAR_HERE=$here OSCAR_WORK=$work \
     "$pyinstaller" --noconfirm --clean --log-level WARN \
     --distpath "$work/dist" --workpath "$work/build" "$work/runtime.spec"
