@@ -8,7 +8,8 @@ supervisor (``python -m oscar_faas.supervisor``: body on stdin, answer on stdout
 build and the containers can be proven before the runtime lands.
 
 Like ``supervisor_entry.py`` it first gives child processes the image's own environment back
-(PyInstaller's bootloader points ``LD_LIBRARY_PATH`` at the bundled libraries).
+(PyInstaller's bootloader points ``LD_LIBRARY_PATH`` at the bundled libraries), and drops the
+variables staticx's bootloader sets (``STATICX_BUNDLE_DIR``, ``STATICX_PROG_PATH``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ import sys
 
 from supervisor_entry import restore_system_env, use_baked_script
 
+#: Set by staticx's bootloader for the program it runs; nothing the function needs.
+STATICX_VARIABLES = ("STATICX_BUNDLE_DIR", "STATICX_PROG_PATH")
+
 
 def main() -> int:
     restore_system_env(os.environ)
+    for key in STATICX_VARIABLES:
+        os.environ.pop(key, None)
     try:
         from oscar_faas.runtime.__main__ import main as runtime_main
-    except ImportError:  # the runtime (issue 13) is not in this tree yet: the supervisor
+    except ModuleNotFoundError as err:  # the runtime (issue 13) is not in this tree yet
+        if err.name not in ("oscar_faas.runtime", "oscar_faas.runtime.__main__"):
+            raise  # the runtime is there but broken: say so, never fall back silently
         runtime_main = None
     if sys.argv[1:] == ["--version"]:
         import oscar_faas

@@ -102,12 +102,14 @@ def test_env_and_secrets_only_what_the_function_is_given(
               'echo "provider: ${OSCAR_FAAS_PROVIDER_ONLY:-unset}"\n'
               '(echo x > /var/openfaas/secrets/token) 2>/dev/null && echo writable '
               '|| echo read-only\n'
-              '(echo x > /oscar/runtime) 2>/dev/null && echo writable || echo read-only\n')
+              '(echo x > /oscar/runtime) 2>/dev/null && echo writable || echo read-only\n'
+              # nothing of the frozen build's own environment reaches the script
+              'env | grep -E "^(LD_LIBRARY_PATH|_PYI|STATICX)|_MEI" || echo clean\n')
     fc = run_function(engine, busybox_image, script, env={"MINE": "yes"},
                       secrets_dir=secrets_dir)
     lines = invoke(fc).splitlines()
     assert lines[:3] == ["secret: s3cr3t", "mine: yes", "provider: unset"]
-    assert lines[3:5] == ["read-only", "read-only"]
+    assert lines[3:] == ["read-only", "read-only", "clean"]
 
 
 def test_remove_removes_the_container_and_returns_its_output(
