@@ -154,6 +154,10 @@ def runtime_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         staging.rename(folder)
     except OSError:  # another session cached it meanwhile
         shutil.rmtree(staging, ignore_errors=True)
+    # keep the three newest builds (each source change makes a new one of about 12 MB)
+    builds = sorted(cache.glob("runtime-*"), key=lambda path: path.stat().st_mtime)
+    for old in builds[:-3]:
+        shutil.rmtree(old, ignore_errors=True)
     return {"dir": folder, "binary": folder / "runtime", "seconds": seconds, "cached": False}
 
 
