@@ -234,18 +234,26 @@ class ContainerEngine:
         log.info("pulling image %s (not on this machine)", image)
         started = last = time.monotonic()
         layers: dict[str, str] = {}
+        sizes: dict[str, tuple[int, int]] = {}  # layer -> (bytes so far, total), when told
         try:
             for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
                 if event.get("error"):
                     raise _pull_error(image, event["error"])
-                if event.get("id") and event.get("status"):
-                    layers[event["id"]] = event["status"]
+                layer = event.get("id")
+                if layer and event.get("status"):
+                    layers[layer] = event["status"]
+                    detail = event.get("progressDetail") or {}
+                    if detail.get("total") and "download" in event["status"].lower():
+                        sizes[layer] = (int(detail.get("current") or 0), int(detail["total"]))
                 now = time.monotonic()
                 if now - last >= PULL_PROGRESS_EVERY:
                     last = now
-                    done = sum(1 for s in layers.values() if "complete" in s.lower())
-                    log.info("pulling image %s: %.0f s, %d/%d layers done", image,
-                             now - started, done, len(layers))
+                    done = sum(1 for status in layers.values()
+                               if "complete" in status.lower() or "exists" in status.lower())
+                    got, total = (sum(size[i] for size in sizes.values()) for i in (0, 1))
+                    volume = f", {got / 1e6:.0f}/{total / 1e6:.0f} MB" if total else ""
+                    log.info("pulling image %s: %.0f s, %d/%d layers done%s", image,
+                             now - started, done, len(layers), volume)
             self.client.images.get(image)
         except ImageUnavailable:
             raise
@@ -291,7 +299,7 @@ class ContainerEngine:
             else:
                 host, container_port = "0.0.0.0", CONTAINER_PORT
                 extra = {"ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)}}
-            argv = [part.format(host=host, port=container_port)
+            argv = [part.replace("{host}", host).replace("{port}", str(container_port))
                     for part in (spec.command or [f"{RUNTIME_MOUNT}/runtime", "--host", "{host}",
                                                   "--port", "{port}"])]
             name = f"oscar-faas-{function}-{secrets.token_hex(3)}"

@@ -194,3 +194,64 @@ def test_missing_image_that_cannot_be_pulled(engine: ContainerEngine) -> None:
     with pytest.raises(ImageUnavailable):
         engine.start("nope", image, {})
     assert engine._containers("nope") == []
+
+
+# --------------------------------------------------------------------------- pulls
+
+@pytest.fixture
+def tls_registry(docker_client: Any, tmp_path: Path) -> Any:
+    """A registry on 127.0.0.1 that the engine trusts: its certificate in
+    /etc/containers/certs.d/127.0.0.1:PORT/ (Podman reads it on every pull; engines require
+    TLS, and nothing else reaches a registry here)."""
+    from .conftest import unavailable
+    from .registry import Registry, self_signed_cert
+
+    names = [c.get("Name", "") for c in docker_client.version().get("Components", [])]
+    certs_root = Path("/etc/containers/certs.d")
+    if not any("podman" in name.lower() for name in names):
+        unavailable("the pull test trusts its registry through Podman's "
+                    "/etc/containers/certs.d; this engine is not Podman")
+    try:
+        certs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        unavailable(f"cannot write {certs_root} to trust a test registry: {err}")
+    certfile, keyfile = self_signed_cert(str(tmp_path))
+    with Registry(certfile, keyfile) as registry:
+        trusted = certs_root / f"127.0.0.1:{registry.port}"
+        trusted.mkdir()
+        (trusted / "ca.crt").write_bytes(Path(certfile).read_bytes())
+        try:
+            yield registry
+        finally:
+            for image in docker_client.images.list(name=f"127.0.0.1:{registry.port}/*"):
+                docker_client.images.remove(image.id, force=True)
+            for path in trusted.iterdir():
+                path.unlink()
+            trusted.rmdir()
+
+
+def test_a_missing_image_is_pulled_with_progress_then_runs(
+        engine: ContainerEngine, tls_registry: Any, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from oscar_faas.provider import containers
+
+    from .conftest import _rootfs_tar, _static_busybox
+
+    monkeypatch.setattr(containers, "PULL_PROGRESS_EVERY", 0)  # a line per event
+    image = tls_registry.add("oscar/pulled", "v1",
+                             _rootfs_tar(_static_busybox(), "pulled test image\n", {}))
+    caplog.set_level("INFO", logger="oscar_faas.provider.containers")
+    fc = run_function(engine, image, "cat /image-marker\n", name="pulled")  # start pulls
+    assert "pulled test image" in invoke(fc)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith(f"pulling image {image} (not on this machine)") for m in messages)
+    assert any("layers done" in m for m in messages)
+    assert any(m.startswith(f"pulled image {image}") for m in messages)
+    assert any("/blobs/" in request for request in tls_registry.requests)
+
+
+def test_an_image_the_registry_does_not_have(engine: ContainerEngine, tls_registry: Any) -> None:
+    image = f"127.0.0.1:{tls_registry.port}/oscar/absent:v9"
+    with pytest.raises(ImageUnavailable) as caught:
+        engine.ensure_image(image)
+    assert image in str(caught.value) and "cannot be pulled" in str(caught.value)
