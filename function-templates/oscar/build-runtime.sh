@@ -91,6 +91,9 @@ OSCAR_SRC=$src OSCAR_HERE=$here OSCAR_WORK=$work \
     --distpath "$work/dist" --workpath "$work/build" "$work/runtime.spec"
 
 mkdir -p "$dest"
-"$staticx" --strip "$work/dist/runtime" "$dest/runtime.tmp"
+# --no-compress: PyInstaller's archive is compressed already; staticx's xz on top saves 2.4 MB
+# of 14.5 and doubles the start (about 0.6 s against 0.3 s here). STATICX_OPTIONS overrides.
+# shellcheck disable=SC2086  # options are words
+"$staticx" ${STATICX_OPTIONS:---strip --no-compress} "$work/dist/runtime" "$dest/runtime.tmp"
 chmod 0755 "$dest/runtime.tmp"
 mv -f "$dest/runtime.tmp" "$dest/runtime"

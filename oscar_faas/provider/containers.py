@@ -39,6 +39,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation, ROUND_CEILING
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -391,8 +392,7 @@ class ContainerEngine:
         short), the newest is kept and the others removed.
         """
         found: dict[str, FunctionContainer] = {}
-        containers = sorted(self._containers(), key=lambda c: c.attrs.get("Created", ""),
-                            reverse=True)
+        containers = sorted(self._containers(), key=_created, reverse=True)
         for container in containers:
             labels = container.labels
             function = labels.get(LABEL_FUNCTION, "")
@@ -417,7 +417,7 @@ class ContainerEngine:
 
     def logs(self, function: str, tail: int | None = None) -> str:
         """The output (stdout and stderr) of ``function``'s containers, oldest first."""
-        containers = sorted(self._containers(function), key=lambda c: c.attrs.get("Created", ""))
+        containers = sorted(self._containers(function), key=_created)
         return "".join(self._tail(c.id, tail=tail) for c in containers)
 
     def inspect(self, fc: FunctionContainer) -> dict[str, Any]:
@@ -504,6 +504,17 @@ def connect(timeout: float = 120) -> docker.DockerClient:
             "service (`podman system service --time=0 unix:///run/oscar-faas-podman.sock`, see "
             "scripts/setup-podman.sh) and set DOCKER_HOST to its socket") from err
     return client
+
+
+def _created(container: Any) -> float:
+    """When a container was created: a Unix time in list answers, RFC 3339 in inspect ones."""
+    created = container.attrs.get("Created")
+    if isinstance(created, (int, float)):
+        return float(created)
+    try:
+        return datetime.fromisoformat(str(created)[:26].rstrip("Z")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _explanation(err: Exception) -> str:
