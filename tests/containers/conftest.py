@@ -204,7 +204,14 @@ def _rootfs_tar(busybox: Path, marker: str, extra: dict[str, Path]) -> bytes:
         add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"
                                b"nobody:x:65534:65534:nobody:/tmp:/bin/sh\n")
         add_file("etc/group", b"root:x:0:\nnobody:x:65534:\n")
+        made = {"bin", "etc", "lib", "proc", "sys", "dev", "root", "var", "tmp"}
         for name, source in extra.items():
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                folder = "/".join(parts[:depth])
+                if folder not in made:
+                    made.add(folder)
+                    add_dir(folder)
             add_file(name, source.read_bytes(), 0o755)
     return out.getvalue()
 
@@ -251,6 +258,27 @@ def musl_image(docker_client: Any) -> str:
                        {"lib/ld-musl-x86_64.so.1": real,
                         "lib/libc.musl-x86_64.so.1": real})
     return _import_image(docker_client, "localhost/oscar-faas-test-musl", data)
+
+
+@pytest.fixture(scope="session")
+def glibc_image(docker_client: Any) -> str:
+    """An image with glibc (this machine's loader and libc.so.6, at Debian's paths) and a
+    dynamically linked glibc program, ``/usr/bin/glibc-true`` (this machine's ``true``),
+    besides busybox, with the marker ``glibc test image``. A full Debian root file system
+    (debootstrap) would take minutes; this is what the tests need of one."""
+    loader = Path("/lib64/ld-linux-x86-64.so.2")
+    libc = Path("/lib/x86_64-linux-gnu/libc.so.6")
+    program = Path("/bin/true")
+    if not (loader.exists() and libc.exists()):
+        unavailable("no x86-64 glibc at Debian's paths on this machine")
+    needed = subprocess.run(["ldd", str(program)], capture_output=True, text=True).stdout
+    if "libc.so.6" not in needed or needed.count("=>") != 1:
+        unavailable(f"{program} needs more than libc.so.6 here: {needed!r}")
+    data = _rootfs_tar(_static_busybox(), "glibc test image\n",
+                       {"lib64/ld-linux-x86-64.so.2": loader.resolve(),
+                        "lib/x86_64-linux-gnu/libc.so.6": libc.resolve(),
+                        "usr/bin/glibc-true": program})
+    return _import_image(docker_client, "localhost/oscar-faas-test-glibc", data)
 
 
 # --------------------------------------------------------------------------- engines

@@ -39,14 +39,14 @@ def invoke(fc: FunctionContainer, body: bytes = b"hello") -> str:
 
 def test_static_runtime_runs_in_busybox_and_musl_images(
         docker_client: Any, runtime_build: dict[str, Any], busybox_image: str,
-        musl_image: str, record_property: Any) -> None:
+        musl_image: str, glibc_image: str, record_property: Any) -> None:
     size = runtime_build["binary"].stat().st_size
     record_property("runtime_megabytes", round(size / 1e6, 1))
     if runtime_build["seconds"] is not None:
         record_property("runtime_build_seconds", round(runtime_build["seconds"], 1))
     print(f"\nstatic runtime: {size / 1e6:.1f} MB, built in "
           f"{runtime_build['seconds'] or 0:.0f} s (0: cached)")
-    for image in (busybox_image, musl_image):
+    for image in (busybox_image, musl_image, glibc_image):
         # As an unprivileged user too: the binary unpacks itself to /tmp, not to /oscar.
         for user in ("0:0", "65534:65534"):
             out = docker_client.containers.run(
@@ -74,6 +74,16 @@ def test_function_runs_inside_a_musl_image(engine: ContainerEngine, musl_image: 
     answer = invoke(fc)
     assert "musl test image" in answer
     assert "musl libc" in answer
+
+
+def test_function_runs_inside_a_glibc_image(engine: ContainerEngine, glibc_image: str) -> None:
+    # The image's own dynamically linked programs run beside the static runtime (that no
+    # variable of the frozen build reaches them is checked in the env test).
+    fc = run_function(engine, glibc_image, "cat /image-marker\n"
+                                           "/usr/bin/glibc-true && echo glibc-program-ran\n")
+    answer = invoke(fc)
+    assert "glibc test image" in answer
+    assert "glibc-program-ran" in answer
 
 
 def test_memory_and_cpu_limits_are_applied(engine: ContainerEngine, busybox_image: str) -> None:
