@@ -4,6 +4,7 @@ image, limits and secrets are applied, and replace, remove and adoption behave."
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,35 @@ def test_an_image_the_registry_does_not_have(engine: ContainerEngine, tls_regist
     with pytest.raises(ImageUnavailable) as caught:
         engine.ensure_image(image)
     assert image in str(caught.value) and "cannot be pulled" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- warm workers
+
+#: A line-protocol v1 worker in busybox sh: answers every call with a file naming the image,
+#: and whether the runtime gave it the Python helper (bundled into the frozen build as a file).
+SH_WORKER = r"""
+eval "exec 3<&$OSCAR_WORKER_IN_FD 4>&$OSCAR_WORKER_OUT_FD"
+helper=absent
+for folder in $(echo "$PYTHONPATH" | tr ':' ' '); do
+    [ -f "$folder/oscar_worker.py" ] && helper=present
+done
+echo '{"ready": true}' >&4
+while read -r line <&3; do
+    id=$(echo "$line" | sed 's/.*"id": *"\([^"]*\)".*/\1/')
+    out=$(echo "$line" | sed 's/.*"TMP_OUTPUT_DIR": *"\([^"]*\)".*/\1/')
+    echo "warm: $(cat /image-marker) helper: $helper" > "$out/answer.txt"
+    echo "{\"id\": \"$id\", \"ok\": true}" >&4
+done
+"""
+
+
+@pytest.mark.skipif(STANDIN_COMMAND is not None,
+                    reason="the function runtime (oscar_faas.runtime, issue 13) is not in this "
+                           "tree yet; the stand-in has no warm workers")
+def test_a_warm_worker_runs_inside_the_image(engine: ContainerEngine,
+                                             busybox_image: str) -> None:
+    fc = engine.start("warm", busybox_image, {"OSCAR_WORKER": "sh -c 'eval \"$SH_WORKER\"'",
+                                              "SH_WORKER": SH_WORKER})
+    engine.wait_ready(fc, READY_TIMEOUT)
+    answer = base64.b64decode(invoke(fc))
+    assert answer == b"warm: busybox test image helper: present\n"
