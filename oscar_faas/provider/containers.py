@@ -27,6 +27,18 @@ What a container gets:
   owns it, so two providers, or tests, never take each other's containers) and
   ``com.oscar-faas.spec`` (a digest of what it was started with), so a restarted provider finds
   (:meth:`ContainerEngine.adopt`) its containers and can tell whether they are still current.
+
+For the provider that uses it (not handled here):
+
+* The container runs as the image's own ``USER``: secret files must be readable by it (mode
+  0644 in a folder of the function's own, or owned by that uid).
+* On SELinux hosts (Fedora, RHEL) bind mounts need relabelling (``:z``) before a container may
+  read them; nothing here does it yet (no SELinux host to test on).
+* In ``bridge`` mode a function reaches the host's services (MinIO) through the engine's
+  gateway name (``host.containers.internal`` on Podman; Docker needs
+  ``--add-host host.docker.internal:host-gateway``), not through ``127.0.0.1``; or use
+  ``network="host"``. Other containers on the same bridge can reach a runtime's port 8080
+  directly, as functions inside an OpenFaaS cluster can.
 """
 
 from __future__ import annotations
