@@ -29,6 +29,7 @@ class Registry:
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[tuple[str, str], bytes] = {}
         self.requests: list[str] = []
+        self.references: list[str] = []
         registry = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,7 +101,8 @@ class Registry:
         self.blobs[_digest(layer)] = layer
         self.blobs[_digest(config)] = config
         self.manifests[(name, tag)] = manifest
-        return f"127.0.0.1:{self.port}/{name}:{tag}"
+        self.references.append(f"127.0.0.1:{self.port}/{name}:{tag}")
+        return self.references[-1]
 
     def __enter__(self) -> "Registry":
         self.thread.start()

@@ -234,8 +234,13 @@ def tls_registry(docker_client: Any, tmp_path: Path) -> Any:
         try:
             yield registry
         finally:
-            for image in docker_client.images.list(name=f"127.0.0.1:{registry.port}/*"):
-                docker_client.images.remove(image.id, force=True)
+            import docker.errors
+
+            for reference in registry.references:
+                try:
+                    docker_client.images.remove(reference, force=True)
+                except docker.errors.ImageNotFound:
+                    pass
             for path in trusted.iterdir():
                 path.unlink()
             trusted.rmdir()
