@@ -1,0 +1,548 @@
+"""Functions as containers of their own image, through the Docker Engine API.
+
+The embedded provider's container runtime (issue 14): each function runs as a container of its
+FDL ``image``, with the function runtime put into it *without rebuilding the image*: a static
+executable (``function-templates/oscar/build-runtime.sh``: no libc needed, so any image with
+``/bin/sh`` works, glibc, musl or busybox-only) sits in a host folder that is bind-mounted
+read-only at ``/oscar``, and the container runs ``/oscar/runtime --host 0.0.0.0 --port 8080``.
+
+The engine is whatever serves the Docker Engine API at ``DOCKER_HOST``: Docker Engine on a
+laptop, ``podman system service`` here (``scripts/setup-podman.sh``). Only the ``docker`` SDK is
+used, so both behave the same.
+
+What a container gets:
+
+* the function's env (the caller's mapping: the container never sees the provider's own);
+* its secrets folder bind-mounted read-only at ``/var/openfaas/secrets``, as OpenFaaS does;
+* ``memory`` and ``cpu`` (OSCAR/OpenFaaS quantities: ``512Mi``, ``1Gi``, ``0.5``, ``500m``) as
+  ``mem_limit`` and ``nano_cpus``;
+* ``gpu=True`` (OSCAR's ``enable_gpu``) as a device request for every GPU with the ``gpu``
+  capability: what ``docker run --gpus all`` sends. It needs the NVIDIA container toolkit on
+  Docker, or CDI on Podman; untested here (no GPU);
+* a port: the runtime's 8080 published on ``127.0.0.1`` at a free host port picked here (not
+  left to the engine: Docker picks a new one on every restart, and the provider keeps the URL);
+  or, with ``network="host"``, the host's network and the runtime listening on 127.0.0.1 at a
+  free port (for functions that must reach services on the host's loopback, e.g. MinIO);
+* labels: ``com.oscar-faas.function`` (its name), ``com.oscar-faas.provider`` (which provider
+  owns it, so two providers, or tests, never take each other's containers) and
+  ``com.oscar-faas.spec`` (a digest of what it was started with), so a restarted provider finds
+  (:meth:`ContainerEngine.adopt`) its containers and can tell whether they are still current.
+
+For the provider that uses it (not handled here):
+
+* The container runs as the image's own ``USER``: secret files must be readable by it (mode
+  0644 in a folder of the function's own, or owned by that uid).
+* On SELinux hosts (Fedora, RHEL) bind mounts need relabelling (``:z``) before a container may
+  read them; nothing here does it yet (no SELinux host to test on).
+* In ``bridge`` mode a function reaches the host's services (MinIO) through the engine's
+  gateway name (``host.containers.internal`` on Podman; Docker needs
+  ``--add-host host.docker.internal:host-gateway``), not through ``127.0.0.1``; or use
+  ``network="host"``. Other containers on the same bridge can reach a runtime's port 8080
+  directly, as functions inside an OpenFaaS cluster can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation, ROUND_CEILING
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import docker
+import docker.errors
+import docker.types
+import requests
+
+from ..errors import InvalidService, OscarFaasError
+
+log = logging.getLogger(__name__)
+
+#: Where the runtime folder (holding the static ``runtime`` executable) is mounted.
+RUNTIME_MOUNT = "/oscar"
+#: Where the function's secrets are mounted, as OpenFaaS mounts them.
+SECRETS_MOUNT = "/var/openfaas/secrets"
+#: The port the runtime listens on inside the container (the watchdog's).
+CONTAINER_PORT = 8080
+#: The runtime's readiness path: 200 only when the function is ready.
+HEALTH_PATH = "/_/health"
+
+LABEL_FUNCTION = "com.oscar-faas.function"
+LABEL_PROVIDER = "com.oscar-faas.provider"
+LABEL_SPEC = "com.oscar-faas.spec"
+LABEL_PORT = "com.oscar-faas.port"
+
+#: The smallest memory limit engines accept (Docker and Podman refuse less than 6 MiB).
+MIN_MEMORY = 6 * 1024 * 1024
+#: Seconds between progress lines of a long pull.
+PULL_PROGRESS_EVERY = 5.0
+
+
+# --------------------------------------------------------------------------- errors
+
+class ContainerError(OscarFaasError):
+    """The engine refused or failed something; the message says what and for which function."""
+
+    status = 500
+
+
+class EngineUnavailable(ContainerError, ConnectionError):
+    """No Docker Engine API answers at ``DOCKER_HOST``."""
+
+    status = 503
+
+
+class ImageUnavailable(ContainerError, LookupError):
+    """The function's image is not on this machine and cannot be pulled."""
+
+    status = 400
+
+
+class FunctionNotReady(ContainerError, TimeoutError):
+    """The container did not become ready (exited, or its runtime never answered)."""
+
+    status = 503
+
+
+# --------------------------------------------------------------------------- quantities
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+            "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+            "P": Decimal("1e15"), "E": Decimal("1e18")}
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes resource quantity (``512Mi``, ``1Gi``, ``0.5``, ``500m``, ``129e6``) as a
+    number.
+
+    :raises InvalidService: not a quantity.
+    """
+    value = str(text).strip()
+    number, factor = value, Decimal(1)
+    if value[-2:] in _BINARY:
+        number, factor = value[:-2], Decimal(_BINARY[value[-2:]])
+    elif value[-1:] in _DECIMAL and value[-1:] not in "0123456789":
+        number, factor = value[:-1], _DECIMAL[value[-1:]]
+    try:
+        amount = Decimal(number.lstrip("+")) * factor
+    except InvalidOperation:
+        amount = Decimal(-1)
+    if not number or not amount.is_finite() or amount < 0 or number.startswith("-"):
+        raise InvalidService(
+            f"{text!r} is not a resource quantity such as '512Mi', '1Gi', '0.5' or '500m'")
+    return amount
+
+
+def memory_bytes(text: str) -> int:
+    """``512Mi`` -> 536870912 (Kubernetes rules: ``512M`` is 512e6 and ``512m`` is 0.512).
+
+    :raises InvalidService: not a quantity, or below :data:`MIN_MEMORY`.
+    """
+    amount = int(parse_quantity(text).to_integral_value(ROUND_CEILING))
+    if amount < MIN_MEMORY:
+        hint = f" ('m' is milli: did you mean {text[:-1]}Mi?)" if text.endswith("m") else ""
+        raise InvalidService(
+            f"memory {text!r} is {amount} bytes; containers need at least 6Mi{hint}")
+    return amount
+
+
+def nano_cpus(text: str) -> int:
+    """``0.5`` or ``500m`` -> 500000000 (CPUs in billionths, Docker's ``NanoCpus``).
+
+    :raises InvalidService: not a quantity, or zero.
+    """
+    amount = int((parse_quantity(text) * Decimal(10**9)).to_integral_value(ROUND_CEILING))
+    if amount <= 0:
+        raise InvalidService(f"cpu {text!r} must be more than 0")
+    return amount
+
+
+# --------------------------------------------------------------------------- the engine
+
+@dataclass(frozen=True)
+class FunctionContainer:
+    """A function's running container, as the provider needs it."""
+
+    function: str
+    id: str
+    name: str
+    url: str
+    spec: str
+    status: str = "running"
+
+    @property
+    def health_url(self) -> str:
+        return self.url + HEALTH_PATH
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """What a function's container is started with (see :meth:`ContainerEngine.start`)."""
+
+    function: str
+    image: str
+    env: Mapping[str, str]
+    secrets_dir: str | None = None
+    memory: str | None = None
+    cpu: str | None = None
+    gpu: bool = False
+    command: Sequence[str] | None = None
+    network: str = "bridge"
+
+    def digest(self, runtime_dir: str) -> str:
+        data = {"image": self.image, "env": dict(sorted(self.env.items())),
+                "secrets_dir": self.secrets_dir, "memory": self.memory, "cpu": self.cpu,
+                "gpu": self.gpu, "command": list(self.command or []), "network": self.network,
+                "runtime_dir": runtime_dir}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the engine may still lose a race for it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ContainerEngine:
+    """Runs functions as containers through the Docker Engine API (Docker or Podman).
+
+    :param runtime_dir: host folder holding the static ``runtime`` executable; mounted
+        read-only at ``/oscar`` in every container.
+    :param provider_id: tells this provider's containers from others' (labels).
+    :param client: a ``docker.DockerClient``; default: ``docker.from_env()`` (``DOCKER_HOST``).
+    """
+
+    def __init__(self, runtime_dir: str | Path, *, provider_id: str = "default",
+                 client: docker.DockerClient | None = None, timeout: float = 120) -> None:
+        self.runtime_dir = str(Path(runtime_dir).resolve())
+        self.provider_id = provider_id
+        self.client = client if client is not None else connect(timeout=timeout)
+
+    # ----------------------------------------------------------------- images
+
+    def ensure_image(self, image: str) -> None:
+        """Pull ``image`` unless it is on this machine, with progress in the log.
+
+        :raises ImageUnavailable: it cannot be had; the message names the image and the fix.
+        """
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as err:
+            raise self._engine_error(f"cannot look up image {image}", err) from err
+        repository, tag = docker.utils.parse_repository_tag(image)
+        if not tag:
+            tag = "latest"
+        log.info("pulling image %s (not on this machine)", image)
+        started = last = time.monotonic()
+        layers: dict[str, str] = {}
+        sizes: dict[str, tuple[int, int]] = {}  # layer -> (bytes so far, total), when told
+        try:
+            for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+                if event.get("error"):
+                    raise _pull_error(image, event["error"])
+                layer = event.get("id")
+                if layer and event.get("status"):
+                    layers[layer] = event["status"]
+                    detail = event.get("progressDetail") or {}
+                    if detail.get("total") and "download" in event["status"].lower():
+                        sizes[layer] = (int(detail.get("current") or 0), int(detail["total"]))
+                now = time.monotonic()
+                if now - last >= PULL_PROGRESS_EVERY:
+                    last = now
+                    done = sum(1 for status in layers.values()
+                               if "complete" in status.lower() or "exists" in status.lower())
+                    got, total = (sum(size[i] for size in sizes.values()) for i in (0, 1))
+                    volume = f", {got / 1e6:.0f}/{total / 1e6:.0f} MB" if total else ""
+                    log.info("pulling image %s: %.0f s, %d/%d layers done%s", image,
+                             now - started, done, len(layers), volume)
+            self.client.images.get(image)
+        except ImageUnavailable:
+            raise
+        except docker.errors.ImageNotFound as err:
+            raise _pull_error(image, _explanation(err)) from err
+        except (docker.errors.APIError, requests.RequestException) as err:
+            raise _pull_error(image, _explanation(err)) from err
+        log.info("pulled image %s in %.1f s", image, time.monotonic() - started)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, function: str, image: str, env: Mapping[str, str], *,
+              secrets_dir: str | Path | None = None, memory: str | None = None,
+              cpu: str | None = None, gpu: bool = False,
+              command: Sequence[str] | None = None, network: str = "bridge",
+              pull: bool = True) -> FunctionContainer:
+        """Create and start a container of ``image`` running the function runtime.
+
+        Does not wait for readiness (see :meth:`wait_ready`); other containers of the same
+        function are left alone (see :meth:`replace`).
+
+        :param env: the function's whole environment (nothing of the provider's is added).
+        :param secrets_dir: host folder mounted read-only at ``/var/openfaas/secrets``.
+        :param memory: memory limit quantity (``512Mi``); ``None``: no limit.
+        :param cpu: CPU limit quantity (``0.5``, ``500m``); ``None``: no limit.
+        :param gpu: request every GPU (``docker run --gpus all``).
+        :param command: replaces ``/oscar/runtime --host H --port P`` (tests' stand-ins);
+            ``{host}`` and ``{port}`` in it are filled in.
+        :param network: ``bridge`` (published port on 127.0.0.1) or ``host``.
+        :raises ImageUnavailable: see :meth:`ensure_image`.
+        :raises ContainerError: the engine refused the container.
+        """
+        spec = FunctionSpec(function, image, dict(env), str(secrets_dir) if secrets_dir else None,
+                            memory, cpu, gpu, tuple(command) if command else None, network)
+        if pull:
+            self.ensure_image(image)
+        kwargs = self._run_kwargs(spec)
+        for attempt in range(3):  # a picked port can be taken before the engine binds it
+            port = free_port()
+            if network == "host":
+                host, container_port = "127.0.0.1", port
+                extra: dict[str, Any] = {"network_mode": "host"}
+            else:
+                host, container_port = "0.0.0.0", CONTAINER_PORT
+                extra = {"ports": {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", port)}}
+            argv = [part.replace("{host}", host).replace("{port}", str(container_port))
+                    for part in (spec.command or [f"{RUNTIME_MOUNT}/runtime", "--host", "{host}",
+                                                  "--port", "{port}"])]
+            name = f"oscar-faas-{function}-{secrets.token_hex(3)}"
+            labels = {LABEL_FUNCTION: function, LABEL_PROVIDER: self.provider_id,
+                      LABEL_SPEC: spec.digest(self.runtime_dir), LABEL_PORT: str(port)}
+            try:
+                container = self.client.containers.run(
+                    image, name=name, entrypoint=argv[:1], command=argv[1:], labels=labels,
+                    detach=True, **kwargs, **extra)
+            except docker.errors.ImageNotFound as err:
+                raise _pull_error(image, _explanation(err)) from err
+            except docker.errors.APIError as err:
+                self._remove_named(name)
+                if "address already in use" in str(err).lower() and attempt < 2:
+                    continue
+                raise self._engine_error(f"cannot start a container of {image} for "
+                                         f"function {function}", err) from err
+            log.info("function %s: container %s of %s started, runtime on 127.0.0.1:%d",
+                     function, name, image, port)
+            return FunctionContainer(function, container.id, name, f"http://127.0.0.1:{port}",
+                                     labels[LABEL_SPEC])
+        raise AssertionError("unreachable")
+
+    def wait_ready(self, fc: FunctionContainer, timeout: float = 60, *,
+                   path: str = HEALTH_PATH) -> float:
+        """Wait until ``GET url+path`` answers 200; return the seconds waited.
+
+        :raises FunctionNotReady: the container exited (the message carries its output's
+            tail), or ``timeout`` passed.
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        delay = 0.02
+        while True:
+            try:
+                if requests.get(fc.url + path, timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            state = self._state(fc.id)
+            if state not in ("running", "created", "restarting"):
+                raise FunctionNotReady(
+                    f"function {fc.function}: its container {fc.name} is {state or 'gone'} "
+                    f"before its runtime answered; its output:\n{self._tail(fc.id)}")
+            if time.monotonic() >= deadline:
+                raise FunctionNotReady(
+                    f"function {fc.function}: no answer from {fc.url}{path} within "
+                    f"{timeout:g} s; its output:\n{self._tail(fc.id)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def replace(self, function: str, image: str, env: Mapping[str, str], *,
+                timeout: float = 60, ready_path: str = HEALTH_PATH,
+                **options: Any) -> FunctionContainer:
+        """Start a new container for ``function``, wait until it is ready, then remove the
+        previous ones. If the new one fails, it is removed and the previous ones stay.
+
+        ``options`` are :meth:`start`'s.
+        """
+        old = [c for c in self._containers(function)]
+        fc = self.start(function, image, env, **options)
+        try:
+            self.wait_ready(fc, timeout, path=ready_path)
+        except BaseException:
+            self._remove_named(fc.id)
+            raise
+        for container in old:
+            self._remove_container(container)
+        return fc
+
+    def remove(self, function: str) -> str:
+        """Remove every container of ``function``; return their last output (for its logs)."""
+        output = []
+        for container in self._containers(function):
+            output.append(self._tail(container.id, tail=None))
+            self._remove_container(container)
+        return "".join(output)
+
+    def remove_all(self) -> None:
+        """Remove every container of this provider."""
+        for container in self._containers():
+            self._remove_container(container)
+
+    def adopt(self) -> dict[str, FunctionContainer]:
+        """The running containers of this provider after a provider restart, by function.
+
+        Stopped ones are started again; one that will not start is removed (the provider
+        recreates it from its stored function). When a function has several (a replace cut
+        short), the newest is kept and the others removed.
+        """
+        found: dict[str, FunctionContainer] = {}
+        containers = sorted(self._containers(), key=_created, reverse=True)
+        for container in containers:
+            labels = container.labels
+            function = labels.get(LABEL_FUNCTION, "")
+            if function in found:
+                self._remove_container(container)
+                continue
+            if container.status != "running":
+                try:
+                    container.start()
+                    container.reload()
+                except docker.errors.APIError as err:
+                    log.warning("function %s: container %s does not start again (%s); "
+                                "removing it", function, container.name, _explanation(err))
+                    self._remove_container(container)
+                    continue
+            found[function] = FunctionContainer(
+                function, container.id, container.name,
+                f"http://127.0.0.1:{labels.get(LABEL_PORT, '')}", labels.get(LABEL_SPEC, ""),
+                container.status)
+            log.info("function %s: adopted container %s", function, container.name)
+        return found
+
+    def logs(self, function: str, tail: int | None = None) -> str:
+        """The output (stdout and stderr) of ``function``'s containers, oldest first."""
+        containers = sorted(self._containers(function), key=_created)
+        return "".join(self._tail(c.id, tail=tail) for c in containers)
+
+    def inspect(self, fc: FunctionContainer) -> dict[str, Any]:
+        """The engine's ``inspect`` document of a function's container."""
+        return self.client.api.inspect_container(fc.id)
+
+    # ----------------------------------------------------------------- internals
+
+    def _run_kwargs(self, spec: FunctionSpec) -> dict[str, Any]:
+        mounts = [docker.types.Mount(RUNTIME_MOUNT, self.runtime_dir, type="bind",
+                                     read_only=True)]
+        if spec.secrets_dir:
+            mounts.append(docker.types.Mount(SECRETS_MOUNT, str(Path(spec.secrets_dir).resolve()),
+                                             type="bind", read_only=True))
+        kwargs: dict[str, Any] = {"environment": dict(spec.env), "mounts": mounts,
+                                  "restart_policy": {"Name": "on-failure",
+                                                     "MaximumRetryCount": 3}}
+        if spec.memory:
+            kwargs["mem_limit"] = memory_bytes(spec.memory)
+        if spec.cpu:
+            kwargs["nano_cpus"] = nano_cpus(spec.cpu)
+        if spec.gpu:
+            kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1,
+                                                                    capabilities=[["gpu"]])]
+        if spec.network not in ("bridge", "host"):
+            raise InvalidService(f"network must be 'bridge' or 'host', got {spec.network!r}")
+        return kwargs
+
+    def _containers(self, function: str | None = None) -> list[Any]:
+        filters = [f"{LABEL_PROVIDER}={self.provider_id}"]
+        if function is not None:
+            filters.append(f"{LABEL_FUNCTION}={function}")
+        try:
+            return self.client.containers.list(all=True, filters={"label": filters})
+        except docker.errors.APIError as err:
+            raise self._engine_error("cannot list containers", err) from err
+
+    def _state(self, container_id: str) -> str:
+        try:
+            return str(self.client.api.inspect_container(container_id)["State"]["Status"])
+        except docker.errors.NotFound:
+            return ""
+
+    def _tail(self, container_id: str, tail: int | None = 50) -> str:
+        try:
+            data = self.client.api.logs(container_id, stdout=True, stderr=True,
+                                        tail="all" if tail is None else tail)
+        except docker.errors.APIError:
+            return ""
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+    def _remove_container(self, container: Any) -> None:
+        try:
+            container.remove(force=True)
+            log.info("removed container %s", container.name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as err:
+            raise self._engine_error(f"cannot remove container {container.name}", err) from err
+
+    def _remove_named(self, name: str) -> None:
+        try:
+            self.client.api.remove_container(name, force=True)
+        except docker.errors.APIError:
+            pass
+
+    @staticmethod
+    def _engine_error(what: str, err: Exception) -> ContainerError:
+        return ContainerError(f"{what}: {_explanation(err)}")
+
+
+def connect(timeout: float = 120) -> docker.DockerClient:
+    """A client of the Docker Engine API at ``DOCKER_HOST`` (default: Docker's socket).
+
+    :raises EngineUnavailable: nothing answers there; the message says how to start one.
+    """
+    where = os.environ.get("DOCKER_HOST") or "the default Docker socket (DOCKER_HOST unset)"
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException) as err:
+        raise EngineUnavailable(
+            f"no container engine answers at {where}: {err}. Start Docker, or Podman's API "
+            "service (`podman system service --time=0 unix:///run/oscar-faas-podman.sock`, see "
+            "scripts/setup-podman.sh) and set DOCKER_HOST to its socket") from err
+    return client
+
+
+def _created(container: Any) -> float:
+    """When a container was created: a Unix time in list answers, RFC 3339 in inspect ones."""
+    created = container.attrs.get("Created")
+    if isinstance(created, (int, float)):
+        return float(created)
+    try:
+        return datetime.fromisoformat(str(created)[:26].rstrip("Z")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _explanation(err: Exception) -> str:
+    explanation = getattr(err, "explanation", None)
+    return str(explanation or err)
+
+
+def _pull_error(image: str, reason: str) -> ImageUnavailable:
+    return ImageUnavailable(
+        f"image {image} is not on this machine and cannot be pulled: {reason}. Check the "
+        f"service's 'image' (name and tag), log in to its registry (docker/podman login), or "
+        f"put it on this machine first (docker/podman pull, load or build)")
+
+
+__all__ = [
+    "ContainerEngine", "ContainerError", "EngineUnavailable", "FunctionContainer",
+    "FunctionNotReady", "FunctionSpec", "ImageUnavailable", "connect", "memory_bytes",
+    "nano_cpus", "parse_quantity",
+]
