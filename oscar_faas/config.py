@@ -50,6 +50,12 @@ def parse_int(name: str, value: str) -> int:
     return number
 
 
+def _positive(name: str, number: int) -> int:
+    if number <= 0:
+        raise ConfigError(f"{name} must be at least 1, got {number}")
+    return number
+
+
 def parse_image_template(value: str) -> str:
     """Check ``FUNCTION_IMAGE`` now, so a typo fails at start-up, not at the first deploy."""
     value = value.strip()
@@ -118,6 +124,19 @@ class Settings:
     #: How long the gateway caches a service (for the /run token check), in seconds.
     service_cache_ttl: float = 5.0
 
+    #: Largest request line plus headers, in bytes (431 above).
+    max_header_size: int = 64 * 1024
+    #: Seconds a client has to send a whole request head once it connects or resumes (408).
+    header_timeout: float = 30.0
+    #: Seconds a request body may stay silent before the connection is closed.
+    body_timeout: float = 60.0
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive_timeout: float = 75.0
+    #: Client connections per gateway worker (also capped by the descriptor limit).
+    max_connections: int = 1000
+    #: Largest management request body (``/system/*``), in bytes (413 above).
+    max_api_body_size: int = 8 * 1024 * 1024
+
     @property
     def minio_configured(self) -> bool:
         """True when a MinIO endpoint is set, so buckets can be created and outputs written."""
@@ -166,4 +185,13 @@ class Settings:
             function_image=parse_image_template(get("FUNCTION_IMAGE", "")),
             service_cache_ttl=parse_float(
                 "SERVICE_CACHE_TTL", get("SERVICE_CACHE_TTL", "5")),
+            max_header_size=_positive(
+                "MAX_HEADER_SIZE", parse_int("MAX_HEADER_SIZE", get("MAX_HEADER_SIZE", "65536"))),
+            header_timeout=parse_float("HEADER_TIMEOUT", get("HEADER_TIMEOUT", "30")),
+            body_timeout=parse_float("BODY_TIMEOUT", get("BODY_TIMEOUT", "60")),
+            keepalive_timeout=parse_float("KEEPALIVE_TIMEOUT", get("KEEPALIVE_TIMEOUT", "75")),
+            max_connections=_positive("MAX_CONNECTIONS", parse_int(
+                "MAX_CONNECTIONS", get("MAX_CONNECTIONS", "1000"))),
+            max_api_body_size=_positive("MAX_API_BODY_SIZE", parse_int(
+                "MAX_API_BODY_SIZE", get("MAX_API_BODY_SIZE", str(8 * 1024 * 1024)))),
         )

@@ -112,7 +112,7 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
         # loop, not a long call (RUN_TIMEOUT does that).
         "timeout": 30,
         "graceful_timeout": 5,
-        "keepalive": 75,
+        "keepalive": int(settings.keepalive_timeout) or 1,
         "accesslog": None,
         "loglevel": "warning",
     }
