@@ -94,6 +94,10 @@ class Settings:
     openfaas_password: str | None = None
     #: Seconds to wait for OpenFaaS management calls (deploy, list, ...).
     openfaas_timeout: float = 30.0
+    #: Send the OpenFaaS credentials on ``/function/<name>`` calls too: the embedded
+    #: provider requires them there (``serve`` sets it); an OpenFaaS gateway does not, and
+    #: would pass them on to the function, so it stays off for a cluster.
+    openfaas_invoke_auth: bool = False
 
     minio_endpoint: str = ""
     minio_access_key: str = ""
@@ -166,6 +170,8 @@ class Settings:
             openfaas_username=of_user or None,
             openfaas_password=of_pass or None,
             openfaas_timeout=parse_float("OPENFAAS_TIMEOUT", get("OPENFAAS_TIMEOUT", "30")),
+            openfaas_invoke_auth=parse_bool(
+                "OPENFAAS_INVOKE_AUTH", get("OPENFAAS_INVOKE_AUTH", "false")),
             minio_endpoint=get("MINIO_ENDPOINT", "").strip().rstrip("/"),
             minio_access_key=get("MINIO_ACCESS_KEY", ""),
             minio_secret_key=get("MINIO_SECRET_KEY", ""),

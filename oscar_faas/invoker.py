@@ -45,6 +45,7 @@ class FunctionInvoker:
         self._auth_headers = {"Authorization": "Basic " + base64.b64encode(
             f"{settings.openfaas_username}:{settings.openfaas_password or ''}".encode()
         ).decode()} if settings.openfaas_username else {}
+        self._invoke_auth = self._auth_headers if settings.openfaas_invoke_auth else {}
 
     async def close(self) -> None:
         self.upstream.close()
@@ -82,6 +83,8 @@ class FunctionInvoker:
 
     async def _post(self, name: str, path: str, body: bytes | AsyncIterable[bytes],
                     headers: Mapping[str, str], length: int | None) -> Response:
+        if self._invoke_auth:  # the client's own Authorization was never forwarded
+            headers = {**headers, **self._invoke_auth}
         try:
             return await self.upstream.request("POST", path, headers, body, length)
         except TimeoutError:

@@ -88,7 +88,8 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
         data_dir.mkdir(parents=True, exist_ok=True)
         user, password = "admin", secrets.token_urlsafe(24)
         provider, url = start_provider(data_dir, user, password, data_dir / "provider.log")
-        os.environ.update(OPENFAAS_URL=url, OPENFAAS_USERNAME=user, OPENFAAS_PASSWORD=password)
+        os.environ.update(OPENFAAS_URL=url, OPENFAAS_USERNAME=user, OPENFAAS_PASSWORD=password,
+                          OPENFAAS_INVOKE_AUTH="true")
         backend = f"embedded local provider at {url} (state in {data_dir}, log in " \
                   f"{data_dir / 'provider.log'})"
     else:

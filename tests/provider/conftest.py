@@ -101,7 +101,8 @@ class ProviderProcess:
     def invoke(self, name: str, data: Any = b"", method: str = "POST", path: str = "",
                **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 60)
-        # no auth on /function, as faas-cli never sends it there
+        # the provider's credentials, when it has them, guard /function too (issue 15)
+        kwargs.setdefault("auth", self.auth)
         return requests.request(method, f"{self.url}/function/{name}{path}", data=data,
                                 **kwargs)
 
