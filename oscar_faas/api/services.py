@@ -23,6 +23,9 @@ def _body() -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise InvalidService(f"The service specification is not valid: invalid JSON: {exc}")
+    except RecursionError:
+        raise InvalidService("The service specification is not valid: the JSON is nested "
+                             "too deeply") from None
 
 
 @bp.get("/system/services")
