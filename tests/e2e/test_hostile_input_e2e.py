@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -18,9 +19,13 @@ from tests.livegateway import LiveGateway
 BASE = {"name": "hostile", "image": "alpine", "script": "echo hi"}
 
 
+MAX_API_BODY = 1_000_000
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
-    with LiveGateway(tmp_path_factory.mktemp("hostile-gw")) as gw:
+    with LiveGateway(tmp_path_factory.mktemp("hostile-gw"),
+                     env={"MAX_API_BODY_SIZE": str(MAX_API_BODY)}) as gw:
         yield gw
 
 
@@ -93,6 +98,35 @@ def test_variables_that_cannot_be_exported_are_400(gateway: LiveGateway, variabl
     assert f"'{field}'" in resp.text
     assert requests.get(gateway.url + "/system/services/hostile", auth=gateway.auth,
                         timeout=60).status_code == 404
+
+
+# --- body caps ----------------------------------------------------------------------------
+
+def test_declared_body_over_the_cap_is_413_before_it_is_sent(gateway: LiveGateway) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=60) as sock:
+        sock.sendall(b"POST /system/services HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Basic b3NjYXI6dGVzdC1wYXNzd29yZA==\r\n"
+                     b"Content-Length: 50000000\r\n\r\n")  # and not one byte of it
+        head = b""
+        while b"MAX_API_BODY_SIZE" not in head and (chunk := sock.recv(65536)):
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert b"MAX_API_BODY_SIZE" in head
+
+
+def test_chunked_body_over_the_cap_is_413(gateway: LiveGateway) -> None:
+    label = "x" * (2 * MAX_API_BODY)
+    chunks = iter([json.dumps({**BASE, "labels": {"big": label}}).encode()])
+    resp = requests.post(gateway.url + "/system/services", data=chunks, auth=gateway.auth,
+                         timeout=60)  # a generator: sent chunked, no Content-Length
+    assert resp.status_code == 413 and "MAX_API_BODY_SIZE" in resp.text
+    resp = requests.put(gateway.url + "/system/services",
+                        data=json.dumps({**BASE, "labels": {"big": label}}),
+                        auth=gateway.auth, timeout=60)
+    assert resp.status_code == 413
+    assert requests.get(gateway.url + "/system/services/hostile", auth=gateway.auth,
+                        timeout=60).status_code == 404
+    _listing_ok(gateway)
 
 
 # --- property-based fuzz -------------------------------------------------------------------
