@@ -28,9 +28,13 @@ OPENFAAS_SECRETS_DIR = "/var/openfaas/secrets"
 SERVICE_ANNOTATION = "com.oscar-faas.service"
 
 
+#: Every storage secret's name starts with this (then the service name).
+STORAGE_SECRET_PREFIX = "oscar-storage-"
+
+
 def storage_secret_name(service_name: str) -> str:
     """The OpenFaaS secret holding a service's storage credentials."""
-    return f"oscar-storage-{service_name}"
+    return f"{STORAGE_SECRET_PREFIX}{service_name}"
 
 
 # --------------------------------------------------------------------------- env names
