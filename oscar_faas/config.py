@@ -140,6 +140,11 @@ class Settings:
     max_connections: int = 1000
     #: Largest management request body (``/system/*``), in bytes (413 above).
     max_api_body_size: int = 8 * 1024 * 1024
+    #: ``serve`` started the provider (and restarts it): ``/health`` checks it.
+    embedded_provider: bool = False
+    #: At start, delete ``oscar-storage-*`` secrets whose service does not exist (turn off
+    #: when several gateways share one OpenFaaS: one starting could race another's create).
+    clean_orphan_secrets: bool = True
 
     @property
     def minio_configured(self) -> bool:
@@ -198,6 +203,10 @@ class Settings:
             keepalive_timeout=parse_float("KEEPALIVE_TIMEOUT", get("KEEPALIVE_TIMEOUT", "75")),
             max_connections=_positive("MAX_CONNECTIONS", parse_int(
                 "MAX_CONNECTIONS", get("MAX_CONNECTIONS", "1000"))),
+            embedded_provider=parse_bool(
+                "OSCAR_EMBEDDED_PROVIDER", get("OSCAR_EMBEDDED_PROVIDER", "false")),
+            clean_orphan_secrets=parse_bool(
+                "CLEAN_ORPHAN_SECRETS", get("CLEAN_ORPHAN_SECRETS", "true")),
             max_api_body_size=_positive("MAX_API_BODY_SIZE", parse_int(
                 "MAX_API_BODY_SIZE", get("MAX_API_BODY_SIZE", str(8 * 1024 * 1024)))),
         )

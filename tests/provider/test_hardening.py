@@ -138,3 +138,17 @@ def test_client_disconnects_are_one_line_each(make_provider: Callable[..., Provi
     p.stop()
     log = p.log()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_log_file_is_rotated_at_its_cap(make_provider: Callable[..., ProviderProcess],
+                                        tmp_path) -> None:
+    log_file = tmp_path / "rotated.log"
+    p = make_provider(extra_args=["--log-file", str(log_file), "--log-max-bytes", "5000",
+                                  "--log-backups", "2"])
+    p.deploy("echo", "cat")
+    for _ in range(300):  # an access line each, about 100 bytes
+        assert p.invoke("echo", b"x").status_code == 200
+    p.stop()
+    files = sorted(tmp_path.glob("rotated.log*"))
+    assert [f.name for f in files] == ["rotated.log", "rotated.log.1", "rotated.log.2"]
+    assert all(f.stat().st_size <= 5000 for f in files)
