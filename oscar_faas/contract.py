@@ -28,6 +28,11 @@ OPENFAAS_SECRETS_DIR = "/var/openfaas/secrets"
 SERVICE_ANNOTATION = "com.oscar-faas.service"
 
 
+#: Exit status of the supervisor when the request body is the client's mistake (not JSON,
+#: not base64): ``EX_DATAERR`` of sysexits.h. The embedded provider answers it with 400
+#: (a user script that exits with it says the same: its input was bad).
+EXIT_BAD_INPUT = 65
+
 #: Every storage secret's name starts with this (then the service name).
 STORAGE_SECRET_PREFIX = "oscar-storage-"
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
 
+from ..contract import EXIT_BAD_INPUT
 from .config import load_config, load_script
 from .errors import SupervisorError
 from .inputs import save_body
@@ -41,7 +42,8 @@ def supervise(
         ``OSCAR_STORAGE_SECRET``, ``OSCAR_SECRETS_DIR``, ``TMPDIR``, the user's variables...).
     :param log: where log lines go (default: a private stderr logger); its handlers receive
         the records at or above the function's log level. Nothing is logged to `out`.
-    :returns: 0 on success, the script's exit status if it failed, 1 for any other error.
+    :returns: 0 on success, the script's exit status if it failed, ``EXIT_BAD_INPUT`` (65)
+        when the body is neither JSON nor base64, 1 for any other error.
     """
     slog = SupervisorLog(log or stderr_logger())
     try:
@@ -49,7 +51,7 @@ def supervise(
     except SupervisorError as err:
         slog.error("%s", err)
         _write_line(out, str(err))
-        return 1
+        return EXIT_BAD_INPUT if err.status == 400 else 1
     except Exception as err:  # a bug: log the traceback, still give the caller one clear line
         slog.exception("supervisor internal error")
         _write_line(out, f"supervisor internal error: {type(err).__name__}: {err}")

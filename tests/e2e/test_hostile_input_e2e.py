@@ -100,6 +100,21 @@ def test_variables_that_cannot_be_exported_are_400(gateway: LiveGateway, variabl
                         timeout=60).status_code == 404
 
 
+# --- /run ------------------------------------------------------------------------------------
+
+def test_run_body_that_is_not_base64_is_400(gateway: LiveGateway) -> None:
+    resp = _send(gateway, {**BASE, "name": "b64"})
+    assert resp.status_code == 201, resp.text
+    for body, message in ((b"aGVsbG8%gd29y", "invalid base64 input:"),
+                          (b'{"a": 1,}', "invalid JSON input:")):
+        resp = requests.post(gateway.url + "/run/b64", data=body, auth=gateway.auth,
+                             timeout=60)
+        assert resp.status_code == 400, resp.text
+        assert resp.text.startswith(message)
+    ok = requests.post(gateway.url + "/run/b64", data=b"aGk=", auth=gateway.auth, timeout=60)
+    assert ok.status_code == 200 and ok.text == "hi\n"
+
+
 # --- body caps ----------------------------------------------------------------------------
 
 def test_declared_body_over_the_cap_is_413_before_it_is_sent(gateway: LiveGateway) -> None:
