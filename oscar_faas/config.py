@@ -94,9 +94,10 @@ class Settings:
     openfaas_password: str | None = None
     #: Seconds to wait for OpenFaaS management calls (deploy, list, ...).
     openfaas_timeout: float = 30.0
-    #: Send the OpenFaaS credentials on ``/function/<name>`` calls too: the embedded
-    #: provider requires them there (``serve`` sets it); an OpenFaaS gateway does not, and
-    #: would pass them on to the function, so it stays off for a cluster.
+    #: Send the OpenFaaS credentials on ``/function/<name>`` calls from the start: the
+    #: embedded provider requires them there (``serve`` sets it). Off, they are sent only
+    #: after a platform 401 asking for Basic credentials (an OpenFaaS gateway never asks, and
+    #: would pass them on to the function).
     openfaas_invoke_auth: bool = False
 
     minio_endpoint: str = ""
