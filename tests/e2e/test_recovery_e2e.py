@@ -111,3 +111,36 @@ def test_orphan_storage_secrets_are_cleaned_when_the_gateway_starts(tmp_path: Pa
             assert _run(gw, "keep").text == "s3cr3t\n"
     finally:
         provider.stop()
+
+
+def test_provider_killed_during_creates_leaves_no_secret_without_its_function(
+        tmp_path: Path) -> None:
+    """kill -9 of the provider while creates (each with a secret) are in flight: whatever
+    state each create reached, after the next start every storage secret has its function."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(i: int) -> int:
+        body = {**SERVICE, "name": f"svc-{i}"}
+        try:
+            return requests.post(gw.url + "/system/services", json=body, auth=gw.auth,
+                                 timeout=PATIENCE).status_code
+        except requests.RequestException:
+            return 0
+
+    data = tmp_path / "data"
+    with LiveGateway(tmp_path, env={"PROVIDER_RESTART_DELAY": "0.2"}) as gw:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(create, i) for i in range(40)]
+            _until(lambda: any(f.done() for f in futures), "a create finished")
+            os.kill(_provider_pid(gw), signal.SIGKILL)
+            codes = [f.result() for f in futures]
+        assert 201 in codes
+    with LiveGateway(tmp_path) as gw:  # same data dir: the next start
+        assert requests.get(gw.url + "/system/services", auth=gw.auth,
+                            timeout=PATIENCE).status_code == 200
+        functions = {f["deployment"]["service"] for f in
+                     json.loads((data / "functions.json").read_text())["functions"]}
+        secrets = set(json.loads((data / "secrets.json").read_text())["secrets"])
+        assert {s for s in secrets if s.startswith("oscar-storage-")} == {
+            f"oscar-storage-{name}" for name in functions}
