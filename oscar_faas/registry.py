@@ -22,7 +22,7 @@ from .errors import (BodyTooLarge, InvalidService, OscarFaasError, ServiceExists
 from .model import MAX_NAME_LENGTH, Service
 from .openfaas import OpenFaaSClient
 from .plan import DeploymentPlan, plan_deployment, prepare_service, secret_name
-from .translate import status_to_service
+from .translate import service_to_deployment, status_to_service
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +134,38 @@ class ServiceRegistry:
         current = self.get(name)
         plan = self.prepare(body, token=current.token)
         old_secret = secret_name(current)
-        self._write_secret(plan)
-        try:
-            self._ensure_storage(plan)
-            self.client.update(plan.deployment)
-        except Exception:
-            if plan.secret and not old_secret:  # new, and nothing uses it: undo
+        self._ensure_storage(plan)  # idempotent: buckets are never taken away again
+        if plan.secret and not old_secret:
+            # a new secret, which nothing uses yet: write it first, forget it on failure
+            self._write_secret(plan)
+            try:
+                self.client.update(plan.deployment)
+            except Exception:
                 self._forget_secret(plan.secret.name)
-            raise
-        if plan.secret is None and old_secret:
-            self._forget_secret(old_secret)
+                raise
+        elif plan.secret:
+            # the function already reads this secret: change the function first, then the
+            # secret; if the secret cannot be written, put the previous function back
+            self.client.update(plan.deployment)
+            try:
+                self._write_secret(plan)
+            except Exception:
+                self._restore(current, old_secret)
+                raise
+        else:
+            self.client.update(plan.deployment)
+            if old_secret:
+                self._forget_secret(old_secret)
         self.cache.put(plan.service)
         return plan.service
+
+    def _restore(self, service: Service, secret: str | None) -> None:
+        """Deploy ``service`` (as stored: credentials masked) again, best effort."""
+        try:
+            self.client.update(service_to_deployment(service, self.settings, secret))
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            log.exception("could not put service %s back after a failed update",
+                          service.name)
 
     def delete(self, name: str, *, purge: bool = False) -> list[str]:
         """Remove the function, then its secret (the other order could leave a function

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from oscar_faas.api import create_app
+from oscar_faas.contract import SERVICE_ANNOTATION
 
 from .conftest import ADMIN, function_status, sent
 
@@ -59,3 +60,20 @@ def test_put_refused_by_openfaas_undoes_a_new_secret(client, httpserver):
     assert resp.status_code == 502
     (deleted,) = sent(httpserver, "DELETE", "/system/secrets")
     assert deleted.get_json() == {"name": "oscar-storage-keep"}
+
+
+def test_put_whose_secret_cannot_be_written_puts_the_function_back(client, httpserver):
+    httpserver.expect_request("/system/function/keep").respond_with_json(
+        function_status(WITH_SECRET))
+    httpserver.expect_request("/system/functions", method="PUT").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("full", 500)
+    httpserver.expect_request("/system/secrets", method="POST").respond_with_data("full", 500)
+    changed = {**WITH_SECRET, "script": "echo changed",
+               "environment": {"secrets": {"TOKEN": "n3w"}}}
+    resp = client.put("/system/services", json=changed, headers=ADMIN)
+    assert resp.status_code == 502
+    first, second = [r.get_json() for r in sent(httpserver, "PUT", "/system/functions")]
+    assert "echo changed" in first["annotations"][SERVICE_ANNOTATION]
+    assert "echo changed" not in second["annotations"][SERVICE_ANNOTATION]  # put back
+    assert second["secrets"] == ["oscar-storage-keep"]
+    assert not sent(httpserver, "DELETE", "/system/secrets")  # the old secret stays
