@@ -58,6 +58,12 @@ def parse_int(name: str, value: str) -> int:
     return number
 
 
+def _positive(name: str, number: int) -> int:
+    if number <= 0:
+        raise ConfigError(f"{name} must be at least 1, got {number}")
+    return number
+
+
 def parse_image_template(value: str) -> str:
     """Check ``FUNCTION_IMAGE`` now, so a typo fails at start-up, not at the first deploy."""
     value = value.strip()
@@ -109,6 +115,11 @@ class Settings:
     openfaas_password: str | None = None
     #: Seconds to wait for OpenFaaS management calls (deploy, list, ...).
     openfaas_timeout: float = 30.0
+    #: Send the OpenFaaS credentials on ``/function/<name>`` calls from the start: the
+    #: embedded provider requires them there (``serve`` sets it). Off, they are sent only
+    #: after a platform 401 asking for Basic credentials (an OpenFaaS gateway never asks, and
+    #: would pass them on to the function).
+    openfaas_invoke_auth: bool = False
 
     minio_endpoint: str = ""
     minio_access_key: str = ""
@@ -141,6 +152,23 @@ class Settings:
 
     #: Origins whose browser pages may call the API (CORS); ``*`` for any, empty for none.
     cors_allowed_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    #: Largest request line plus headers, in bytes (431 above).
+    max_header_size: int = 64 * 1024
+    #: Seconds a client has to send a whole request head once it connects or resumes (408).
+    header_timeout: float = 30.0
+    #: Seconds a request body may stay silent before the connection is closed.
+    body_timeout: float = 60.0
+    #: Seconds an idle keep-alive connection stays open.
+    keepalive_timeout: float = 75.0
+    #: Client connections per gateway worker (also capped by the descriptor limit).
+    max_connections: int = 1000
+    #: Largest management request body (``/system/*``), in bytes (413 above).
+    max_api_body_size: int = 8 * 1024 * 1024
+    #: ``serve`` started the provider (and restarts it): ``/health`` checks it.
+    embedded_provider: bool = False
+    #: At start, delete ``oscar-storage-*`` secrets whose service does not exist (turn off
+    #: when several gateways share one OpenFaaS: one starting could race another's create).
+    clean_orphan_secrets: bool = True
 
     @property
     def minio_configured(self) -> bool:
@@ -171,6 +199,8 @@ class Settings:
             openfaas_username=of_user or None,
             openfaas_password=of_pass or None,
             openfaas_timeout=parse_float("OPENFAAS_TIMEOUT", get("OPENFAAS_TIMEOUT", "30")),
+            openfaas_invoke_auth=parse_bool(
+                "OPENFAAS_INVOKE_AUTH", get("OPENFAAS_INVOKE_AUTH", "false")),
             minio_endpoint=get("MINIO_ENDPOINT", "").strip().rstrip("/"),
             minio_access_key=get("MINIO_ACCESS_KEY", ""),
             minio_secret_key=get("MINIO_SECRET_KEY", ""),
@@ -191,4 +221,17 @@ class Settings:
             service_cache_ttl=parse_float(
                 "SERVICE_CACHE_TTL", get("SERVICE_CACHE_TTL", "5")),
             cors_allowed_origins=parse_origins(get("CORS_ALLOWED_ORIGINS")),
+            max_header_size=_positive(
+                "MAX_HEADER_SIZE", parse_int("MAX_HEADER_SIZE", get("MAX_HEADER_SIZE", "65536"))),
+            header_timeout=parse_float("HEADER_TIMEOUT", get("HEADER_TIMEOUT", "30")),
+            body_timeout=parse_float("BODY_TIMEOUT", get("BODY_TIMEOUT", "60")),
+            keepalive_timeout=parse_float("KEEPALIVE_TIMEOUT", get("KEEPALIVE_TIMEOUT", "75")),
+            max_connections=_positive("MAX_CONNECTIONS", parse_int(
+                "MAX_CONNECTIONS", get("MAX_CONNECTIONS", "1000"))),
+            embedded_provider=parse_bool(
+                "OSCAR_EMBEDDED_PROVIDER", get("OSCAR_EMBEDDED_PROVIDER", "false")),
+            clean_orphan_secrets=parse_bool(
+                "CLEAN_ORPHAN_SECRETS", get("CLEAN_ORPHAN_SECRETS", "true")),
+            max_api_body_size=_positive("MAX_API_BODY_SIZE", parse_int(
+                "MAX_API_BODY_SIZE", get("MAX_API_BODY_SIZE", str(8 * 1024 * 1024)))),
         )

@@ -28,9 +28,18 @@ OPENFAAS_SECRETS_DIR = "/var/openfaas/secrets"
 SERVICE_ANNOTATION = "com.oscar-faas.service"
 
 
+#: Exit status of the supervisor when the request body is the client's mistake (not JSON,
+#: not base64): ``EX_DATAERR`` of sysexits.h. The embedded provider answers it with 400
+#: (a user script that exits with it says the same: its input was bad).
+EXIT_BAD_INPUT = 65
+
+#: Every storage secret's name starts with this (then the service name).
+STORAGE_SECRET_PREFIX = "oscar-storage-"
+
+
 def storage_secret_name(service_name: str) -> str:
     """The OpenFaaS secret holding a service's storage credentials."""
-    return f"oscar-storage-{service_name}"
+    return f"{STORAGE_SECRET_PREFIX}{service_name}"
 
 
 # --------------------------------------------------------------------------- env names

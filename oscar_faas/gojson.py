@@ -17,6 +17,45 @@ from .errors import InvalidService
 _QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
 
 
+#: Deepest nesting a service body may have (the deepest real field,
+#: ``storage_providers.<type>.<id>.<key>``, is 4 levels down).
+MAX_DEPTH = 16
+
+
+def _shown(key: str) -> str:
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_json(value: Any, path: str = "", depth: int = 0) -> None:
+    """Refuse what could be stored but not served back: strings (keys too) that are not valid
+    Unicode (a lone surrogate from a ``\\ud800`` escape cannot be encoded as UTF-8) and
+    nesting deeper than :data:`MAX_DEPTH`.
+
+    :raises InvalidService: naming the field.
+    """
+    where = path or "the body"
+    if depth > MAX_DEPTH:
+        raise InvalidService(
+            f"The service specification is not valid: field '{where}' is nested deeper than "
+            f"{MAX_DEPTH} levels")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidService(
+                f"The service specification is not valid: field '{where}' is not valid "
+                f"Unicode text (a lone surrogate such as \\ud800)") from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            name = f"{path}.{_shown(str(key))}" if path else _shown(str(key))
+            if isinstance(key, str):
+                check_json(key, name, depth + 1)
+            check_json(item, name, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_json(item, f"{where}[{i}]", depth + 1)
+
+
 def ci_get(data: Mapping[str, Any], key: str, default: Any = None) -> Any:
     """Look ``key`` up as Go's encoding/json does: exact match first, then case-insensitive."""
     if key in data:

@@ -12,6 +12,7 @@ objects are never ``null``), because oscar-cli decodes into typed structs and fa
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -19,7 +20,7 @@ from typing import Any, Mapping
 from .contract import is_dns1123_label
 from .errors import InvalidService
 from .gojson import (as_bool, as_int, as_list, as_map, as_quantity, as_str, as_str_list,
-                     as_str_map, ci_get, copy_json, type_error)
+                     as_str_map, check_json, ci_get, copy_json, type_error)
 
 DEFAULT_MEMORY = "256Mi"
 DEFAULT_CPU = "0.2"
@@ -30,10 +31,21 @@ HIDDEN = "hidden"
 LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_NAME_LENGTH = 39
 STORAGE_TYPES = ("minio", "s3", "onedata", "webdav", "rucio")
+#: Providers whose paths start with an S3 bucket name.
+BUCKET_STORAGE_TYPES = ("minio", "s3")
+#: S3 bucket naming rules (AWS "general purpose bucket naming rules", which MinIO applies).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
 #: Inputs OSCAR accepts (anything else: "unrecognized input").
 INPUT_STORAGE_TYPES = ("minio", "webdav", "rucio")
 #: Provider fields that are credentials: masked in every stored or returned copy.
 CREDENTIAL_KEYS = frozenset({"access_key", "secret_key", "token", "password", "refresh_token"})
+
+
+def valid_bucket(name: str) -> bool:
+    """An S3 bucket name MinIO and AWS accept."""
+    return (bool(_BUCKET.fullmatch(name)) and ".." not in name and ".-" not in name
+            and "-." not in name and not _IPV4.fullmatch(name))
 
 
 def new_token() -> str:
@@ -205,6 +217,7 @@ class Service:
         if not isinstance(data, Mapping):
             raise InvalidService(
                 "The service specification is not valid: the body must be a JSON object")
+        check_json(data)
         g = lambda key: ci_get(data, key)  # noqa: E731 - tiny local alias
         return cls(
             name=as_str(g("name"), "name").strip(),
@@ -310,6 +323,17 @@ class Service:
                 self._validate_io(io, f"{label}[{i}]", is_input=label == "input")
         if self.mount.storage_provider or self.mount.path:
             self._validate_io(self.mount, "mount", is_input=False)
+        for kind in ("variables", "secrets"):
+            for key, value in self.environment[kind].items():
+                where = f"environment.{kind}.{key}"
+                if not key or "=" in key or "\0" in key:
+                    raise InvalidService(
+                        f"The service specification is not valid: '{where}': a variable name "
+                        f"must not be empty or hold '=' or a NUL byte")
+                if "\0" in value:
+                    raise InvalidService(
+                        f"The service specification is not valid: '{where}' must not hold a "
+                        f"NUL byte")
 
     def _validate_io(self, io: StorageIOConfig, where: str, *, is_input: bool) -> None:
         spec = io.storage_provider.strip()
@@ -327,6 +351,11 @@ class Service:
                 f"The service specification is not valid: '{where}.path' must be "
                 f"'<bucket>[/<folder>]', got {io.path!r}")
         kind_l, ident = io.provider
+        if kind_l in BUCKET_STORAGE_TYPES and not valid_bucket(io.bucket):
+            raise InvalidService(
+                f"The service specification is not valid: '{where}.path' must start with a "
+                f"valid bucket name (3-63 lower-case letters, digits, '.' and '-', starting "
+                f"and ending with a letter or digit), got {io.bucket!r}")
         if (kind_l, ident) != ("minio", "default") and ident not in self.storage_providers.get(
                 kind_l, {}):
             raise InvalidService(

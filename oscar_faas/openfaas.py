@@ -99,6 +99,13 @@ class OpenFaaSClient:
 
     # ------------------------------------------------------------------ functions
 
+    def healthy(self) -> bool:
+        """True when the gateway's ``/healthz`` answers 200 within 2 s."""
+        try:
+            return self.session.get(self.base_url + "/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
     def info(self) -> dict[str, Any]:
         return self._send("GET", "/system/info").json()
 
@@ -142,6 +149,11 @@ class OpenFaaSClient:
         return resp
 
     # ------------------------------------------------------------------ secrets
+
+    def list_secrets(self) -> list[str]:
+        """Names of the secrets (values are never returned)."""
+        return [s["name"] for s in self._send("GET", "/system/secrets").json() or []
+                if isinstance(s, dict) and isinstance(s.get("name"), str)]
 
     def put_secret(self, name: str, value: str) -> None:
         """Create or replace a secret (PUT, then POST when it does not exist yet)."""

@@ -8,17 +8,27 @@ on every call; writes go through it.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from typing import Any, Callable
 
 from . import storage
 from .config import Settings
-from .errors import InvalidService, ServiceExists, ServiceNotFound
-from .model import Service
+from .contract import STORAGE_SECRET_PREFIX, is_dns1123_label
+from .errors import (BodyTooLarge, InvalidService, OscarFaasError, ServiceExists,
+                     ServiceNotFound, UpstreamError)
+from .model import MAX_NAME_LENGTH, Service
 from .openfaas import OpenFaaSClient
 from .plan import DeploymentPlan, plan_deployment, prepare_service, secret_name
-from .translate import status_to_service
+from .translate import service_to_deployment, status_to_service
+
+log = logging.getLogger(__name__)
+
+#: Largest FunctionDeployment sent to OpenFaaS, checked before anything is written (the
+#: embedded provider refuses JSON bodies over 64 MiB; a cluster's gateway has its own limit).
+MAX_DEPLOYMENT_SIZE = 32 * 1024 * 1024
 
 
 class ServiceCache:
@@ -62,7 +72,7 @@ class ServiceRegistry:
         except ServiceNotFound:
             status = None
         service = status_to_service(status) if status else None
-        if service is None:
+        if service is None or service.name != name:
             raise ServiceNotFound("")
         self.cache.put(service)
         return service
@@ -84,7 +94,13 @@ class ServiceRegistry:
         :raises InvalidService: the body breaks a rule (the message names it).
         """
         service = prepare_service(Service.from_dict(body), self.settings, token=token)
-        return plan_deployment(service, self.settings)
+        plan = plan_deployment(service, self.settings)
+        size = len(json.dumps(plan.deployment))
+        if size > MAX_DEPLOYMENT_SIZE:
+            raise BodyTooLarge(
+                f"service '{service.name}' would make a deployment of {size} bytes, over the "
+                f"limit of {MAX_DEPLOYMENT_SIZE}: make the script smaller")
+        return plan
 
     def create(self, body: Any) -> Service:
         """:raises ServiceExists: a function of that name exists (OSCAR service or not)."""
@@ -117,28 +133,77 @@ class ServiceRegistry:
                 "The service specification is not valid: field 'name' is required")
         current = self.get(name)
         plan = self.prepare(body, token=current.token)
-        self._write_secret(plan)
-        self._ensure_storage(plan)
-        self.client.update(plan.deployment)
         old_secret = secret_name(current)
-        if plan.secret is None and old_secret:
-            self._forget_secret(old_secret)
+        self._ensure_storage(plan)  # idempotent: buckets are never taken away again
+        if plan.secret and not old_secret:
+            # a new secret, which nothing uses yet: write it first, forget it on failure
+            self._write_secret(plan)
+            try:
+                self.client.update(plan.deployment)
+            except Exception:
+                self._forget_secret(plan.secret.name)
+                raise
+        elif plan.secret:
+            # the function already reads this secret: change the function first, then the
+            # secret; if the secret cannot be written, put the previous function back
+            self.client.update(plan.deployment)
+            try:
+                self._write_secret(plan)
+            except Exception:
+                self._restore(current, old_secret)
+                raise
+        else:
+            self.client.update(plan.deployment)
+            if old_secret:
+                self._forget_secret(old_secret)
         self.cache.put(plan.service)
         return plan.service
 
+    def _restore(self, service: Service, secret: str | None) -> None:
+        """Deploy ``service`` (as stored: credentials masked) again, best effort."""
+        try:
+            self.client.update(service_to_deployment(service, self.settings, secret))
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            log.exception("could not put service %s back after a failed update",
+                          service.name)
+
     def delete(self, name: str, *, purge: bool = False) -> list[str]:
-        """Remove the function and its secret. Buckets stay unless ``purge``; returns the
-        buckets purged."""
+        """Remove the function, then its secret (the other order could leave a function
+        without its credentials). Buckets stay unless ``purge``; returns the buckets purged.
+
+        :raises UpstreamError: the function is gone but its secret could not be deleted
+            (502, naming it; :meth:`clean_orphan_secrets` removes it later).
+        """
         service = self.get(name)
         self.cache.drop(name)
         self.client.delete(name)
         secret = secret_name(service)
         if secret:
-            self._forget_secret(secret)
+            try:
+                self.client.delete_secret(secret)
+            except OscarFaasError as err:
+                raise UpstreamError(
+                    f"service {name} was deleted, but its secret {secret} could not be: "
+                    f"{err.message} (it is removed when the gateway starts next)") from None
         if purge and self.settings.minio_configured:
             return storage.purge_paths(storage.minio_client(self.settings),
                                        storage.default_paths(service))
         return []
+
+    def clean_orphan_secrets(self) -> list[str]:
+        """Delete the storage secrets whose function does not exist (a create that died
+        between writing the secret and deploying, a delete whose second step failed).
+        Only safe while no create runs: ``serve`` calls it before it takes requests.
+        Returns the names deleted."""
+        functions = {f.get("name") for f in self.client.list_functions()}
+        removed = []
+        for secret in self.client.list_secrets():
+            if secret.startswith(STORAGE_SECRET_PREFIX) and \
+                    secret[len(STORAGE_SECRET_PREFIX):] not in functions:
+                self.client.delete_secret(secret)
+                log.warning("deleted the secret %s: its service does not exist", secret)
+                removed.append(secret)
+        return removed
 
     # ------------------------------------------------------------------ helpers
 
@@ -158,5 +223,6 @@ class ServiceRegistry:
 
 
 def _valid_name(name: str) -> bool:
-    """Names OpenFaaS could route; anything else cannot exist, so skip the round trip."""
-    return bool(name) and len(name) <= 63 and all(c.isalnum() or c in "-_." for c in name)
+    """Names a service can have; anything else cannot exist, so skip the round trip (and
+    never let ``keep.openfaas-fn`` reach OpenFaaS, which reads it as ``keep``)."""
+    return is_dns1123_label(name, MAX_NAME_LENGTH)

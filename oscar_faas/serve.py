@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -54,22 +55,25 @@ class GatewayApplication(BaseApplication):
         return create_asgi_app(threads=self.threads)
 
 
-def start_provider(data_dir: Path, username: str, password: str,
-                   log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
+                   port: int | None = None) -> tuple[subprocess.Popen, str]:
     """Start the embedded provider and wait until it answers; return it and its URL.
+
+    It logs to ``log_path``, rotated at 10 MiB with 3 old files kept; whatever it writes to
+    stdout or stderr outside its log (a crash) goes to ``log_path`` with ``.out`` added.
 
     :raises RuntimeError: it exited or did not answer within 20 s (see ``log_path``).
     """
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, OPENFAAS_USERNAME=username, OPENFAAS_PASSWORD=password)
     env.pop(MULTIPROC_ENV, None)  # the provider is one process with its own metrics
-    log = open(log_path, "ab")
+    out = open(log_path.with_name(log_path.name + ".out"), "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "oscar_faas.provider", "--host", "127.0.0.1", "--port",
-         str(port), "--data-dir", str(data_dir)],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+         str(port), "--data-dir", str(data_dir), "--log-file", str(log_path)],
+        env=env, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -106,6 +110,82 @@ def _child_exit(server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid)
 
 
+class ProviderSupervisor:
+    """Keeps the embedded provider running: when it dies it is started again on the same
+    port, with the same credentials and data dir, after a back-off that doubles from
+    :attr:`first_delay` to :attr:`max_delay` (and starts over once it has stayed up for
+    :attr:`stable_after` seconds). Meanwhile the gateway's ``/health`` answers 503."""
+
+    first_delay = 0.5
+    max_delay = 30.0
+    stable_after = 60.0
+
+    def __init__(self, data_dir: Path, username: str, password: str, log_path: Path) -> None:
+        self.first_delay = float(os.environ.get("PROVIDER_RESTART_DELAY") or self.first_delay)
+        self.data_dir, self.username, self.password = data_dir, username, password
+        self.log_path = log_path
+        self.proc, self.url = start_provider(data_dir, username, password, log_path)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.restarts = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="provider-supervisor",
+                                        daemon=True)
+
+    def start(self) -> "ProviderSupervisor":
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        delay = self.first_delay
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            code = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > self.stable_after:
+                delay = self.first_delay
+            print(f"oscar-faas: the embedded provider exited with {code}; restarting it in "
+                  f"{delay:g} s (see {self.log_path})", file=sys.stderr, flush=True)
+            while not self._stopping.wait(delay):
+                delay = min(delay * 2, self.max_delay)
+                try:
+                    self.proc, _ = start_provider(self.data_dir, self.username,
+                                                  self.password, self.log_path, self.port)
+                except (RuntimeError, OSError) as err:
+                    print(f"oscar-faas: restarting the embedded provider failed: {err}; "
+                          f"trying again in {delay:g} s", file=sys.stderr, flush=True)
+                    continue
+                self.restarts += 1
+                print("oscar-faas: the embedded provider is running again", file=sys.stderr,
+                      flush=True)
+                break
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def clean_orphan_secrets(settings: Settings) -> None:
+    """Before serving: delete storage secrets whose service is gone (a create or delete that
+    failed half-way); a failure here only warns."""
+    from .openfaas import OpenFaaSClient
+    from .registry import ServiceRegistry
+
+    try:
+        removed = ServiceRegistry(settings, OpenFaaSClient(settings)).clean_orphan_secrets()
+    except Exception as err:  # noqa: BLE001 - never a reason not to start
+        print(f"  WARNING: could not look for orphan storage secrets: {err}", file=sys.stderr,
+              flush=True)
+        return
+    if removed:
+        print(f"  cleaned:     {len(removed)} storage secret(s) of services that no longer "
+              f"exist: {', '.join(removed)}", flush=True)
+
+
 def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> int:
     """Run the gateway until interrupted; returns the exit code."""
     settings = Settings.from_env()  # fail early, with a clear message, on bad settings
@@ -113,8 +193,11 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
     if not settings.openfaas_url:
         data_dir.mkdir(parents=True, exist_ok=True)
         user, password = "admin", secrets.token_urlsafe(24)
-        provider, url = start_provider(data_dir, user, password, data_dir / "provider.log")
-        os.environ.update(OPENFAAS_URL=url, OPENFAAS_USERNAME=user, OPENFAAS_PASSWORD=password)
+        provider = ProviderSupervisor(data_dir, user, password, data_dir / "provider.log")
+        url = provider.url
+        os.environ.update(OPENFAAS_URL=url, OPENFAAS_USERNAME=user, OPENFAAS_PASSWORD=password,
+                          OPENFAAS_INVOKE_AUTH="true", OSCAR_EMBEDDED_PROVIDER="true")
+        settings = Settings.from_env()
         backend = f"embedded local provider at {url} (state in {data_dir}, log in " \
                   f"{data_dir / 'provider.log'})"
     else:
@@ -132,6 +215,10 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
               f"default one: set OSCAR_PASSWORD", file=sys.stderr, flush=True)
     metrics, own_metrics_dir = metrics_dir()
     os.environ[MULTIPROC_ENV] = str(metrics)  # before any worker imports prometheus_client
+    if settings.clean_orphan_secrets:
+        clean_orphan_secrets(settings)
+    if provider is not None:
+        provider.start()
     options = {
         "child_exit": _child_exit,
         "bind": f"{host}:{port}",
@@ -141,7 +228,7 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
         # loop, not a long call (RUN_TIMEOUT does that).
         "timeout": 30,
         "graceful_timeout": 5,
-        "keepalive": 75,
+        "keepalive": int(settings.keepalive_timeout) or 1,
         "accesslog": None,
         "loglevel": "warning",
     }
@@ -151,9 +238,5 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> i
         if own_metrics_dir:
             shutil.rmtree(metrics, ignore_errors=True)
         if provider is not None:
-            provider.terminate()
-            try:
-                provider.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                provider.kill()
+            provider.stop()
     return 0

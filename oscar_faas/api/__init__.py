@@ -30,6 +30,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         raise ConfigError("OPENFAAS_URL is not set: point it at an OpenFaaS gateway, or use "
                           "'oscar-faas serve', which starts the embedded provider")
     app = Flask(__name__)
+    # Management bodies: werkzeug refuses a larger Content-Length before reading (413) and
+    # stops a body without one (chunked) as soon as it passes the cap.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_api_body_size
     client = OpenFaaSClient(settings)
     app.extensions[EXTENSION] = Gateway(settings, client, ServiceRegistry(settings, client))
     for blueprint in (system.bp, services.bp, jobs.bp, status.bp):

@@ -33,6 +33,11 @@ def handle_error(err: OscarFaasError) -> Response:
 
 
 def handle_http(err: HTTPException) -> Response:
+    if err.code == 413:  # MAX_CONTENT_LENGTH, set from MAX_API_BODY_SIZE in create_app
+        from flask import current_app
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        return _text(f"request body larger than the limit of {limit} bytes "
+                     f"(MAX_API_BODY_SIZE)", 413)
     if err.code == 404:
         return _text("404 page not found", 404)  # gin's wording, which clients have seen
     return _text(err.description or err.name, err.code or 500)

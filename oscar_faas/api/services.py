@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from ..contract import is_true
-from ..errors import InvalidService
+from ..errors import BodyTooLarge, InvalidService
 from .context import gateway
 from .system import json_response
 
@@ -16,13 +16,41 @@ bp = Blueprint("services", __name__)
 
 
 
+def _read_capped(limit: int) -> bytes:
+    """The request body, at most ``limit`` bytes: a larger Content-Length is refused before
+    anything is read, a body without one (chunked) as soon as it passes the limit.
+
+    :raises BodyTooLarge: 413, naming the limit and its setting.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(too_large(limit))
+    stream = request.environ["wsgi.input"]  # werkzeug's wrapper would cut at the limit
+    parts, size = [], 0
+    while chunk := stream.read(min(65536, limit + 1 - size) if request.content_length is None
+                               else min(65536, request.content_length - size)):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(too_large(limit))
+        parts.append(chunk)
+        if request.content_length is not None and size >= request.content_length:
+            break
+    return b"".join(parts)
+
+
+def too_large(limit: int) -> str:
+    return f"request body larger than the limit of {limit} bytes (MAX_API_BODY_SIZE)"
+
+
 def _body() -> Any:
     """The JSON body whatever its Content-Type (oscar-cli and curl do not always set it)."""
-    raw = request.get_data(cache=False)
+    raw = _read_capped(gateway().settings.max_api_body_size)
     try:
         return json.loads(raw)
     except ValueError as exc:
         raise InvalidService(f"The service specification is not valid: invalid JSON: {exc}")
+    except RecursionError:
+        raise InvalidService("The service specification is not valid: the JSON is nested "
+                             "too deeply") from None
 
 
 @bp.get("/system/services")

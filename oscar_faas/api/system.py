@@ -30,6 +30,12 @@ def guard_system_routes() -> None:
 
 @bp.get("/health")
 def health() -> Response:
+    """``Ok``; with the embedded provider, 503 ``Degraded`` while it does not answer (``serve``
+    restarts it)."""
+    gw = gateway()
+    if gw.settings.embedded_provider and not gw.openfaas.healthy():
+        return Response("Degraded: the embedded provider is not answering; oscar-faas serve "
+                        "is restarting it\n", status=503, mimetype="text/plain")
     return Response("Ok", mimetype="text/plain")
 
 

@@ -46,7 +46,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="provider log verbosity on stderr (default: %(default)s)")
+                        help="provider log verbosity (default: %(default)s)")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="log to this file, rotated at --log-max-bytes (default: stderr)")
+    parser.add_argument("--log-max-bytes", type=int, default=10 * 1024 * 1024,
+                        help="rotate --log-file at this size (default: %(default)s)")
+    parser.add_argument("--log-backups", type=int, default=3,
+                        help="rotated log files kept (default: %(default)s)")
+    parser.add_argument("--max-header-size", type=int, default=64 * 1024,
+                        help="largest request line plus headers in bytes, 431 above "
+                             "(default: %(default)s)")
+    parser.add_argument("--header-timeout", type=float, default=30.0,
+                        help="seconds a client has to send a request head; idle keep-alive "
+                             "connections close after it too (default: %(default)s)")
+    parser.add_argument("--socket-timeout", type=float, default=300.0,
+                        help="seconds a read or write may stall during a request "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-connections", type=int, default=1000,
+                        help="connections served at once, 503 above (default: %(default)s)")
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -59,19 +76,32 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve until SIGTERM or Ctrl-C; the exit code (2: only one credential is set)."""
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if getattr(args, "log_file", None):
+        from logging.handlers import RotatingFileHandler
+        handler: logging.Handler = RotatingFileHandler(
+            args.log_file, maxBytes=max(1, args.log_max_bytes),
+            backupCount=max(0, args.log_backups))
+        handler.setFormatter(logging.Formatter(log_format))
+        logging.basicConfig(level=args.log_level, handlers=[handler])
+    else:
+        logging.basicConfig(level=args.log_level, stream=sys.stderr, format=log_format)
     username = env.get("OPENFAAS_USERNAME") or None
     password = env.get("OPENFAAS_PASSWORD") or None
     if bool(username) != bool(password):
         print("error: set both OPENFAAS_USERNAME and OPENFAAS_PASSWORD, or neither",
               file=sys.stderr)
         return 2
-    from .server import serve
+    from .server import HttpLimits, serve
 
+    limits = HttpLimits(max_header_size=max(1024, args.max_header_size),
+                        header_timeout=args.header_timeout,
+                        socket_timeout=args.socket_timeout,
+                        max_connections=max(1, args.max_connections))
     signal.signal(signal.SIGTERM, _stop)
     try:
-        serve(args.host, args.port, args.data_dir.expanduser(), username, password)
+        serve(args.host, args.port, args.data_dir.expanduser(), username, password,
+              limits=limits)
     except KeyboardInterrupt:
         logging.getLogger("oscar_faas.provider").info("stopped")
     except (ConfigError, OSError) as err:

@@ -5,6 +5,7 @@ routes can be written and tested against without a socket."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable, Iterator
 from urllib.parse import parse_qs
@@ -14,6 +15,38 @@ from .errors import RequestTooLarge
 
 #: Largest JSON body accepted on /system routes (a deployment carries a base64 script).
 MAX_JSON_BODY = 64 * 1024 * 1024
+#: A chunk size line: hex digits only (no sign, ``0x`` or ``_``), an optional extension.
+_CHUNK_SIZE = re.compile(rb"([0-9a-fA-F]{1,16})[ \t]*(;[^\r\n]*)?\r?\n")
+#: A Content-Length value: decimal digits only (``int`` would take ``+5``, ``1_0``, `` 5``).
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class FramingError(InvalidService):
+    """The request body's framing cannot be trusted: answer 400 and close the connection."""
+
+
+def parse_framing(content_length: list[str], transfer_encoding: list[str]
+                  ) -> tuple[int | None, bool]:
+    """``(length, chunked)`` from the request's Content-Length and Transfer-Encoding header
+    values, as RFC 9112 section 6 wants them read.
+
+    :raises FramingError: both headers, a coding other than exactly ``chunked``, or a
+        Content-Length that is not one plain decimal number.
+    """
+    if transfer_encoding:
+        if content_length:
+            raise FramingError("Content-Length and Transfer-Encoding together are not allowed")
+        codings = [c.strip().lower() for v in transfer_encoding for c in v.split(",")]
+        if codings != ["chunked"]:
+            raise FramingError(f"unsupported Transfer-Encoding {', '.join(transfer_encoding)!r}"
+                               f" (only 'chunked')")
+        return None, True
+    if not content_length:
+        return 0, False
+    values = {v.strip() for raw in content_length for v in raw.split(",")}
+    if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
+        raise FramingError("invalid Content-Length")
+    return int(values.pop()), False
 
 
 class BodyReader:
@@ -29,6 +62,8 @@ class BodyReader:
         self.content_length = None if chunked else (content_length or 0)
         self._left = 0 if chunked else (content_length or 0)  # bytes left in body or chunk
         self._done = not chunked and not self._left
+        #: The framing broke mid-body: the connection must not be reused.
+        self.broken = False
 
     @property
     def done(self) -> bool:
@@ -47,7 +82,9 @@ class BodyReader:
         self._left -= len(data)
         if self._left == 0:
             if self.chunked:
-                self._rfile.readline(16)  # CRLF after the chunk data
+                if self._rfile.readline(3) not in (b"\r\n", b"\n"):  # after the chunk data
+                    self._done = self.broken = True
+                    raise FramingError("malformed chunked request body: no CRLF after a chunk")
             else:
                 self._done = True
         return data
@@ -56,13 +93,18 @@ class BodyReader:
         line = self._rfile.readline(1024)
         if not line:
             raise ConnectionError("client closed the connection in the middle of the body")
-        try:
-            size = int(line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise InvalidService("malformed chunked request body") from None
+        match = _CHUNK_SIZE.fullmatch(line)
+        if match is None:
+            self._done = self.broken = True  # nothing more can be read in sync: close
+            raise FramingError("malformed chunked request body: bad chunk size line")
+        size = int(match.group(1), 16)
         if size == 0:
-            while self._rfile.readline(8192) not in (b"\r\n", b"\n", b""):
-                pass  # trailers are ignored
+            for _ in range(100):  # trailers are ignored, and bounded
+                if self._rfile.readline(8192) in (b"\r\n", b"\n", b""):
+                    break
+            else:
+                self._done = self.broken = True
+                raise FramingError("malformed chunked request body: too many trailers")
             self._done = True
             return False
         self._left = size

@@ -1,7 +1,7 @@
 """The provider's route table: one short function per path and method.
 
 The table mirrors faas-provider's ``serve.go`` (``/system/*``, ``/function/*``, ``/healthz``);
-:class:`App` adds basic auth on ``/system/*`` only and turns the package's errors into
+:class:`App` adds basic auth on ``/system/*`` and ``/function/*`` and turns the package's errors into
 status codes, so handlers stay free of HTTP plumbing. Routes take a :class:`Request` and return
 a :class:`Response`; :mod:`.server` moves them over the socket.
 """
@@ -274,6 +274,14 @@ def _known(backend: Backend, name: str) -> bool:
     return True
 
 
+def _guarded(path: str) -> bool:
+    """Paths that need the credentials when the provider has them: the REST API and, unlike
+    an OpenFaaS gateway, functions too (this port is reachable by every local user; the
+    gateway sends the credentials, see ``OPENFAAS_INVOKE_AUTH``). ``/healthz`` stays open."""
+    return (path in ("/system", "/function") or path.startswith("/system/")
+            or path.startswith("/function/"))
+
+
 def check_basic_auth(header: str, username: str, password: str) -> bool:
     """Constant-time check of an ``Authorization: Basic`` header (faas-provider's rule)."""
     creds = basic_credentials(header)
@@ -319,10 +327,12 @@ class App:
         return resp
 
     def _handle(self, req: Request) -> Response:
-        if self.credentials and (req.path == "/system" or req.path.startswith("/system/")):
+        if self.credentials and _guarded(req.path):
             if not check_basic_auth(req.header("Authorization"), *self.credentials):
                 return text_response("invalid credentials", 401,
                                      {"WWW-Authenticate": 'Basic realm="Restricted"'})
+            # the provider's own credentials never reach a function
+            req.headers = [(k, v) for k, v in req.headers if k.lower() != "authorization"]
         allowed = False
         for route in self.routes:
             match = route.pattern.fullmatch(req.path)

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
+import sys
 import threading
+import time
+from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from .backend import LocalBackend
-from .httpio import BodyReader, Request, Response, text_response
+from .httpio import BodyReader, FramingError, Request, Response, parse_framing, text_response
 from .routes import App
 
 log = logging.getLogger("oscar_faas.provider")
@@ -31,6 +36,69 @@ DRAIN_LIMIT = 4 * 1024 * 1024
 #: Idle keep-alive connections (and stalled uploads) are closed after this many seconds.
 SOCKET_TIMEOUT = 300.0
 WRITE_CHUNK = 256 * 1024
+#: Descriptors kept free for everything that is not a client connection (function
+#: processes' pipes, state files).
+FD_RESERVE = 256
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one client may cost the provider (options of ``oscar-faas provider``)."""
+
+    #: Request line plus headers, in bytes (431 above; the request line alone: 414 above
+    #: 64 KiB, the standard library's limit).
+    max_header_size: int = 64 * 1024
+    #: Seconds to send a whole request head, counted from the connection's first byte or
+    #: from the end of the previous answer (a silent or dribbling client is closed).
+    header_timeout: float = 30.0
+    #: Seconds a socket read or write may wait once a request is under way.
+    socket_timeout: float = SOCKET_TIMEOUT
+    #: Connections served at once (one thread each); more are answered 503 and closed.
+    max_connections: int = 1000
+
+
+class HeadTooLarge(Exception):
+    pass
+
+
+class HeadTimeout(Exception):
+    """Not a ``TimeoutError``: the standard library would close without a word."""
+
+
+class LimitedReader:
+    """The connection's read side, counting and timing what the request head reads."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._budget: int | None = None
+        self._deadline = 0.0
+
+    def limit_head(self, budget: int, deadline: float) -> None:
+        self._budget, self._deadline = budget, deadline
+
+    def unlimit(self) -> None:
+        self._budget = None
+
+    def readline(self, size: int = -1) -> bytes:
+        if self._budget is None:
+            return self._raw.readline(size)
+        if time.monotonic() > self._deadline:
+            raise HeadTimeout("request head too slow")
+        want = self._budget + 1 if size is None or size < 0 else min(size, self._budget + 1)
+        line = self._raw.readline(want)
+        self._budget -= len(line)
+        if self._budget < 0:
+            raise HeadTooLarge()
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        return self._raw.read(size)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class ProviderRequestHandler(BaseHTTPRequestHandler):
@@ -41,12 +109,59 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # small answers must not wait for a delayed ACK
     timeout = SOCKET_TIMEOUT
     server: ProviderServer
+    rfile: LimitedReader  # type: ignore[assignment]
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = LimitedReader(self.rfile)  # type: ignore[assignment]
+
+    def handle_one_request(self) -> None:
+        # Waiting for the next request and reading its head: HEADER_TIMEOUT per read, and in
+        # total (checked per header line); the request itself then gets the socket timeout.
+        limits = self.server.limits
+        self.connection.settimeout(limits.header_timeout or None)
+        self.rfile.limit_head(limits.max_header_size, time.monotonic() + limits.header_timeout)
+        try:
+            super().handle_one_request()
+        except HeadTimeout:
+            self._refuse(text_response(
+                f"request head not received within {limits.header_timeout:g} s", 408))
+        except HeadTooLarge:  # the request line alone
+            self._refuse(self._too_large())
+        finally:
+            self.rfile.unlimit()
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()
+        except HeadTooLarge:
+            self._refuse(self._too_large())
+            return False
+
+    def _too_large(self) -> Response:
+        return text_response(f"request line and headers larger than "
+                             f"{self.server.limits.max_header_size} bytes", 431)
+
+    def _refuse(self, resp: Response) -> None:
+        """Answer an unreadable request and close; the client may be gone already."""
+        self.close_connection = True
+        self.command = getattr(self, "command", None) or "GET"
+        self.path = getattr(self, "path", None) or ""
+        try:
+            self._send(resp)
+        except OSError as err:
+            self._gone(err)
 
     def _dispatch(self) -> None:
+        self.rfile.unlimit()
+        self.connection.settimeout(self.server.limits.socket_timeout or None)
         path, _, query = self.path.partition("?")
-        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        length = self._content_length()
-        if length is None and not chunked:
+        try:
+            length, chunked = parse_framing(self.headers.get_all("Content-Length") or [],
+                                            self.headers.get_all("Transfer-Encoding") or [])
+        except FramingError as err:
+            self.close_connection = True
+            self._send(text_response(err.message, 400))
             return
         body = BodyReader(self.rfile, length, chunked)
         req = Request(method=self.command, path=path, query=query,
@@ -54,18 +169,20 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
                       client=self.client_address[0] if self.client_address else "")
         try:
             resp = self.server.app.handle(req)
-        except ConnectionError as err:
-            log.debug("client went away: %s", err)
-            self.close_connection = True
+        except (ConnectionError, TimeoutError) as err:
+            self._gone(err)
             return
         except Exception:  # noqa: BLE001 - a bug must not kill the connection thread silently
             log.exception("unhandled error on %s %s", self.command, path)
             resp = text_response("internal error", 500)
+        if body.broken:  # whatever ran saw a cut-off body: the request was malformed
+            resp.close()
+            resp = text_response("malformed chunked request body", 400)
+            resp.close_connection = True
         try:
             self._send(resp)
         except (ConnectionError, TimeoutError) as err:
-            log.debug("client went away while answering: %s", err)
-            self.close_connection = True
+            self._gone(err)
         finally:
             resp.close()
         if resp.close_connection:
@@ -79,20 +196,12 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
-    def _content_length(self) -> int | None:
-        """Declared body length; 0 when there is none, None (after a 400) when invalid."""
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return 0
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError(raw)
-        except ValueError:
-            self.close_connection = True
-            self._send(text_response("invalid Content-Length", 400))
-            return None
-        return length
+    def _gone(self, err: BaseException) -> None:
+        """One line per client that leaves early, never a traceback."""
+        self.close_connection = True
+        log.info("client %s disconnected during %s %s: %s", self.client_address[0],
+                 getattr(self, "command", "?"), getattr(self, "path", "?"),
+                 err or type(err).__name__)
 
     def _send(self, resp: Response) -> None:
         """Write status, headers and body; small answers leave in a single ``send``."""
@@ -140,6 +249,9 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
         log.debug(format, *args)
 
+    def log_error(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        log.info(format, *args)  # timeouts and malformed requests: one line each
+
 
 class ProviderServer(ThreadingHTTPServer):
     """One thread per connection; the :class:`App` and backend are shared."""
@@ -149,10 +261,51 @@ class ProviderServer(ThreadingHTTPServer):
     request_queue_size = 128
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+    def __init__(self, address: tuple[str, int], app: App,
+                 limits: HttpLimits | None = None) -> None:
         self.app = app
+        self.limits = limits or HttpLimits()
+        self.max_connections = descriptor_cap(self.limits.max_connections)
+        self._active = 0
+        self._active_lock = threading.Lock()
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, ProviderRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            refuse = self._active >= self.max_connections
+            if not refuse:
+                self._active += 1
+        if refuse:
+            log.warning("%d connections open: refusing one from %s (--max-connections)",
+                        self.max_connections, client_address[0])
+            body = b"too many connections: try again later\n"
+            try:
+                request.settimeout(1)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                                b"Content-Type: text/plain; charset=utf-8\r\n"
+                                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished is one line; anything else keeps its traceback."""
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, TimeoutError)):
+            log.info("client %s disconnected: %s", client_address[0],
+                     err or type(err).__name__)
+        else:
+            log.exception("unhandled error serving %s", client_address[0])
 
     @property
     def url(self) -> str:
@@ -201,8 +354,24 @@ def _metrics(backend: LocalBackend):
     return ProviderMetrics(backend.function_load, DEFAULT_NAMESPACE)
 
 
+def descriptor_cap(wanted: int) -> int:
+    """Raise the soft descriptor limit to the hard one; how many connections fit with
+    :data:`FD_RESERVE` to spare (at most ``wanted``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - FD_RESERVE))
+
+
 def make_server(host: str, port: int, data_dir: str | Path, username: str | None = None,
-                password: str | None = None) -> ProviderServer:
+                password: str | None = None, limits: HttpLimits | None = None
+                ) -> ProviderServer:
     """Load the state from ``data_dir`` and bind ``host:port`` (0 picks a free port).
 
     :raises ConfigError: the stored state cannot be read.
@@ -212,21 +381,22 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
     backend.load()
     backend.logs = _logs(Path(data_dir) / "logs")  # type: ignore[attr-defined]
     server = ProviderServer((host, port), App(backend, username, password,
-                                              metrics=_metrics(backend)))
+                                              metrics=_metrics(backend)), limits)
     if username and password:
         log.info("basic auth enabled on /system/*")
     return server
 
 
 def serve(host: str, port: int, data_dir: str | Path, username: str | None = None,
-          password: str | None = None, ready_event: threading.Event | None = None) -> None:
+          password: str | None = None, ready_event: threading.Event | None = None,
+          limits: HttpLimits | None = None) -> None:
     """Run the embedded OpenFaaS-compatible provider until interrupted (blocking).
 
     :param username: with ``password``, require basic auth on ``/system/*`` (not on
         ``/function/*`` or ``/healthz``), as an OpenFaaS gateway does.
     :param ready_event: set once the socket listens, for callers running this in a thread.
     """
-    server = make_server(host, port, data_dir, username, password)
+    server = make_server(host, port, data_dir, username, password, limits)
     log.info("oscar-faas local provider ready on %s (data dir %s)", server.url,
              Path(data_dir).resolve())
     if ready_event is not None:

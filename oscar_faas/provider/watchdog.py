@@ -97,6 +97,8 @@ def _finish(code: int, spool: IO[bytes]) -> Result:
     spool.seek(0)
     if code == 0:
         return Result(200, output=spool, output_length=length)
+    if code == c.EXIT_BAD_INPUT:  # the supervisor says the body was the client's mistake
+        return Result(400, output=spool, output_length=length)
     if code < 0:
         try:
             reason = signal.strsignal(-code) or f"signal {-code}"

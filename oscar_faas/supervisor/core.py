@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
 
+from ..contract import EXIT_BAD_INPUT
 from .config import load_config, load_script
 from .errors import SupervisorError
 from .inputs import save_body
@@ -47,7 +48,8 @@ def supervise(
     :param timings: when given, receives the seconds spent in each phase: ``setup``
         (configuration, workspace, input), ``script`` and ``upload`` (outputs to storage and
         the response); the provider turns them into a ``Server-Timing`` header.
-    :returns: 0 on success, the script's exit status if it failed, 1 for any other error.
+    :returns: 0 on success, the script's exit status if it failed, ``EXIT_BAD_INPUT`` (65)
+        when the body is neither JSON nor base64, 1 for any other error.
     """
     slog = SupervisorLog(log or stderr_logger())
     try:
@@ -55,7 +57,7 @@ def supervise(
     except SupervisorError as err:
         slog.error("%s", err)
         _write_line(out, str(err))
-        return 1
+        return EXIT_BAD_INPUT if err.status == 400 else 1
     except Exception as err:  # a bug: log the traceback, still give the caller one clear line
         slog.exception("supervisor internal error")
         _write_line(out, f"supervisor internal error: {type(err).__name__}: {err}")

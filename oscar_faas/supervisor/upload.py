@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..contract import ENV_SECRETS_DIR, ENV_STORAGE_SECRET, OPENFAAS_SECRETS_DIR
 from .config import FunctionConfig, OutputSpec
 from .errors import FunctionConfigError, UploadError
 from .logs import SupervisorLog
+from .outputs import entry_name, open_output
 
 #: Where OpenFaaS mounts a function's secrets.
 #: Endpoint used for ``s3.<id>`` providers that name none.
@@ -191,12 +193,13 @@ def _upload(
     client, http = _client(target, env)
     try:
         for name in names:
-            key = spec.key_for(name)
+            key = spec.key_for(entry_name(name))
             try:
-                client.fput_object(
-                    spec.bucket, key, str(output_dir / name),
-                    content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
-                )
+                with open_output(output_dir, name) as source:  # never through a link
+                    client.put_object(
+                        spec.bucket, key, source, os.fstat(source.fileno()).st_size,
+                        content_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+                    )
             except (MinioException, HTTPError, ValueError, OSError) as err:
                 raise UploadError(
                     f"upload of '{name}' to bucket '{spec.bucket}' ({target.provider} at "

@@ -118,8 +118,11 @@ def test_serve_with_openfaas_url_uses_that_gateway(standalone_provider, tmp_path
         assert fn["envProcess"] == "/oscar/bin/supervisor"
         assert not (tmp_path / "gw" / "data").exists()  # no embedded provider was started
     payload = base64.b64encode(b"direct")
+    # issue 15: the provider's credentials guard its functions too
     assert requests.post(f"{standalone_provider}/function/hello", data=payload,
-                         timeout=30).status_code == 200
+                         timeout=30).status_code == 401
+    assert requests.post(f"{standalone_provider}/function/hello", data=payload,
+                         auth=("admin", "pw-123"), timeout=30).status_code == 200
 
 
 def hello_named(tmp_path, name: str) -> Path:

@@ -195,7 +195,9 @@ def test_serve_threads_bounds_concurrent_management_calls(tmp_path, threads):
     from concurrent.futures import ThreadPoolExecutor
 
     fake = HoldingOpenFaaS()
-    env = {"OPENFAAS_URL": fake.url, "OPENFAAS_USERNAME": "a", "OPENFAAS_PASSWORD": "b"}
+    # no start-up look for orphan secrets: only the calls below may reach the fake
+    env = {"OPENFAAS_URL": fake.url, "OPENFAAS_USERNAME": "a", "OPENFAAS_PASSWORD": "b",
+           "CLEAN_ORPHAN_SECRETS": "false"}
     try:
         with LiveGateway(tmp_path, env=env, args=["--workers", "1", "--threads",
                                                   str(threads)]) as gw, \

@@ -27,8 +27,10 @@ class ProviderProcess:
     """A provider subprocess plus a ``requests`` session pointed at it."""
 
     def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str] | None = None,
-                 auth: tuple[str, str] | None = None) -> None:
+                 auth: tuple[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
         self.data_dir, self.log_path, self.auth = data_dir, log_path, auth
+        self.extra_args = list(extra_args or [])
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -48,7 +50,8 @@ class ProviderProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "oscar_faas.provider", "--host", "127.0.0.1",
-             "--port", str(self.port), "--data-dir", str(self.data_dir)],
+             "--port", str(self.port), "--data-dir", str(self.data_dir),
+             *self.extra_args],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + START_TIMEOUT
@@ -98,7 +101,8 @@ class ProviderProcess:
     def invoke(self, name: str, data: Any = b"", method: str = "POST", path: str = "",
                **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 60)
-        # no auth on /function, as faas-cli never sends it there
+        # the provider's credentials, when it has them, guard /function too (issue 15)
+        kwargs.setdefault("auth", self.auth)
         return requests.request(method, f"{self.url}/function/{name}{path}", data=data,
                                 **kwargs)
 
@@ -118,10 +122,12 @@ def make_provider(tmp_path: Path) -> Iterator[Callable[..., ProviderProcess]]:
     started: list[ProviderProcess] = []
 
     def factory(auth: tuple[str, str] | None = None, env: dict[str, str] | None = None,
-                data_dir: Path | None = None) -> ProviderProcess:
+                data_dir: Path | None = None,
+                extra_args: list[str] | None = None) -> ProviderProcess:
         index = len(started)
         provider = ProviderProcess(data_dir or tmp_path / f"data{index}",
-                                   tmp_path / f"provider{index}.log", env=env, auth=auth)
+                                   tmp_path / f"provider{index}.log", env=env, auth=auth,
+                                   extra_args=extra_args)
         started.append(provider)
         return provider.start()
 

@@ -1,4 +1,4 @@
-"""Basic auth guards /system/* only, with OpenFaaS' exact failure answer."""
+"""Basic auth guards /system/* and /function/*, with OpenFaaS' exact failure answer."""
 
 from __future__ import annotations
 
@@ -33,10 +33,28 @@ def test_system_routes_need_credentials(make_provider: Callable[..., ProviderPro
     assert requests.get(p.url + "/system/functions", auth=CREDS, timeout=10).status_code == 200
 
 
-def test_function_and_healthz_stay_open(make_provider: Callable[..., ProviderProcess]) -> None:
+def test_functions_need_credentials_healthz_stays_open(
+        make_provider: Callable[..., ProviderProcess]) -> None:
+    """Issue 15: another local user could run any function through the provider's port."""
     p = make_provider(auth=CREDS)
     assert requests.get(p.url + "/healthz", timeout=10).status_code == 200
-    p.deploy("open-fn", "cat")  # the helper session carries the credentials
+    p.deploy("guarded-fn", "cat")  # the helper session carries the credentials
+    for path in ("/function/guarded-fn", "/function/guarded-fn.openfaas-fn/sub/path",
+                 "/function/unknown-fn"):
+        resp = requests.post(p.url + path, data=b"no auth", timeout=10)
+        assert resp.status_code == 401, path
+        assert resp.headers["WWW-Authenticate"] == 'Basic realm="Restricted"'
+    assert requests.post(p.url + "/function/guarded-fn", data=b"x", auth=("admin", "wrong"),
+                         timeout=10).status_code == 401
+    resp = requests.post(p.url + "/function/guarded-fn", data=b"with auth", auth=CREDS,
+                         timeout=10)
+    assert resp.status_code == 200 and resp.text == "with auth"
+
+
+def test_function_open_without_credentials(make_provider: Callable[..., ProviderProcess]
+                                           ) -> None:
+    p = make_provider()
+    p.deploy("open-fn", "cat")
     resp = requests.post(p.url + "/function/open-fn", data=b"no auth needed", timeout=10)
     assert resp.status_code == 200 and resp.text == "no auth needed"
 

@@ -53,11 +53,14 @@ def test_failing_script_is_500(shared_provider: ProviderProcess, fn_name: str) -
     assert resp.text.startswith("exit status 4\n") and "broken" in resp.text
 
 
-def test_bad_input_is_500_with_message(shared_provider: ProviderProcess, fn_name: str) -> None:
+def test_bad_input_is_400_with_message(shared_provider: ProviderProcess, fn_name: str) -> None:
+    """Issue 15: the client's mistake, not the server's: 400 with the supervisor's line."""
     deploy_script(shared_provider, fn_name, "echo never\n")
     resp = shared_provider.invoke(fn_name, b"not base64 !!!")
-    assert resp.status_code == 500 and resp.text.startswith("exit status 1\n")
+    assert resp.status_code == 400 and resp.text.startswith("invalid base64 input:")
     assert "never" not in resp.text
+    resp = shared_provider.invoke(fn_name, b'{"a": 1,}')
+    assert resp.status_code == 400 and resp.text.startswith("invalid JSON input:")
 
 
 def test_exec_timeout_kills_the_script(shared_provider: ProviderProcess, fn_name: str,

@@ -13,6 +13,8 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from oscar_faas.contract import EXIT_BAD_INPUT
+
 from .conftest import REPO, Runner, b64, make_env, run_inprocess
 
 COPY_TO_OUTPUT = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/result.bin"\n'
@@ -81,7 +83,7 @@ def test_empty_body_gives_an_empty_input_file(run: Runner, tmp_path: Path) -> No
 def test_invalid_base64_is_a_one_line_error(run: Runner, tmp_path: Path) -> None:
     marker = tmp_path / "script-ran"
     res = run(b"aGVsbG8%gd29y", make_env(f'touch "{marker}"', tmpdir=tmp_path / "work"))
-    assert res.rc == 1
+    assert res.rc == EXIT_BAD_INPUT  # the provider's 400
     assert res.stdout.startswith(b"invalid base64 input:")
     assert b"offset 7" in res.stdout
     assert res.stdout.count(b"\n") == 1 and res.stdout.endswith(b"\n")
@@ -90,7 +92,7 @@ def test_invalid_base64_is_a_one_line_error(run: Runner, tmp_path: Path) -> None
 
 def test_invalid_json_is_a_one_line_error(run: Runner, tmp_path: Path) -> None:
     res = run(b'{"a": 1,}', make_env("echo never", tmpdir=tmp_path))
-    assert res.rc == 1
+    assert res.rc == EXIT_BAD_INPUT
     assert res.stdout.startswith(b"invalid JSON input:")
     assert res.stdout.count(b"\n") == 1
 
