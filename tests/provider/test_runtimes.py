@@ -228,3 +228,43 @@ def test_runtimes_stop_when_the_provider_is_killed(make_provider: Callable[..., 
     p.proc.kill()
     p.proc.wait()
     assert wait_dead(pid, within=WAIT)
+
+
+def test_large_bodies_stream_both_ways_through_the_proxy(shared_provider: ProviderProcess,
+                                                         fn_name: str) -> None:
+    """Bodies above the proxy's inline size, sized and chunked, reach the script whole, and a
+    large answer comes back whole (one output file: its base64)."""
+    p = shared_provider
+    deploy(p, fn_name, 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/echo.bin"\n')
+    raw = os.urandom(3 * 1024 * 1024 + 7)
+    encoded = base64.b64encode(raw)
+
+    def chunked():
+        for i in range(0, len(encoded), 100_000):
+            yield encoded[i:i + 100_000]
+
+    for body in (encoded, chunked()):
+        resp = p.invoke(fn_name, body)
+        assert resp.status_code == 200, resp.text[:500]
+        assert base64.b64decode(resp.content) == raw
+
+
+def test_an_early_answer_to_a_large_body_comes_back(shared_provider: ProviderProcess,
+                                                    fn_name: str, tmp_path: Path) -> None:
+    """The runtime answers 429 without reading the body: the proxy passes it on at once
+    instead of pushing megabytes the runtime will never read."""
+    p = shared_provider
+    started, go = tmp_path / "started", tmp_path / "go"
+    deploy(p, fn_name, f"touch {started}\nwhile [ ! -f {go} ]; do sleep 0.02; done\n",
+           max_inflight="1", max_queue="0")
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(p.invoke, fn_name, b"")
+        deadline = time.monotonic() + WAIT
+        while not started.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        rejected = p.invoke(fn_name, b"A" * (32 * 1024 * 1024))
+        assert rejected.status_code == 429
+        go.touch()
+        assert first.result().status_code == 200
+    assert p.invoke(fn_name, b"").status_code == 200
