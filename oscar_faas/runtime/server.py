@@ -21,12 +21,14 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from ..contract import ENV_RUNTIME_LIFELINE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
 from .invoke import Invoker
@@ -136,6 +138,8 @@ class Answer:
         self.started = started
         self.status = 0
         self.streaming = False
+        #: seconds per phase (queue, setup, script, upload), sent as ``Server-Timing``
+        self.timings: dict[str, float] = {}
         self.buffer = bytearray()
 
     def start(self, status: int) -> None:
@@ -158,6 +162,8 @@ class Answer:
     def start_message(self, length: int | None) -> dict[str, Any]:
         headers = list(self.headers)
         headers.append((b"x-duration-seconds", f"{time.monotonic() - self.started:f}".encode()))
+        if self.timings:
+            headers.append((b"server-timing", server_timing(self.timings).encode()))
         if length is not None:
             headers.append((b"content-length", str(length).encode()))
         return {"type": "http.response.start", "status": self.status or 500, "headers": headers}
@@ -177,6 +183,20 @@ class Answer:
             future.cancel()
             raise TimeoutError(f"write_timeout ({self._timeout:g}s) reached while sending "
                                "the answer") from None
+
+
+#: ``Server-Timing`` names, in the order a call goes through them, with their descriptions
+#: (no commas: naive parsers split the header on them).
+TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
+                 ("setup", "configuration and input"),
+                 ("script", "the user script"),
+                 ("upload", "outputs to storage and the answer"))
+
+
+def server_timing(timings: Mapping[str, float]) -> str:
+    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
+    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
+                     for phase, desc in TIMING_PHASES if phase in timings)
 
 
 def canonical_header(name: str) -> str:
@@ -273,11 +293,12 @@ class RuntimeApp:
                          f"max_queue={self.limiter.max_queue})\n".encode(), started)
             return
         try:
-            await self._invoke(scope, receive, send, started)
+            await self._invoke(scope, receive, send, started, time.monotonic() - started)
         finally:
             self.limiter.release()
 
-    async def _invoke(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+    async def _invoke(self, scope: Scope, receive: Receive, send: Send, started: float,
+                      queued: float) -> None:
         loop = asyncio.get_running_loop()
         first = await receive()
         if first["type"] == "http.disconnect":
@@ -294,6 +315,7 @@ class RuntimeApp:
             headers.append((b"x-call-id", call_id))
         body = BodyReader(loop, receive, first, self.settings.read_timeout)
         answer = Answer(loop, send, headers, started, self.settings.write_timeout)
+        answer.timings["queue"] = queued
         try:
             await loop.run_in_executor(self.executor, self._run, body, cgi_env(scope), answer)
         except TimeoutError as err:
@@ -331,6 +353,8 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
 
     env = dict(os.environ if env is None else env)
     log = SupervisorLog(stderr_logger())
+    if env.pop(LIFELINE_ENV, "") == "stdin":
+        threading.Thread(target=_lifeline, name="lifeline", daemon=True).start()
     try:
         settings = RuntimeSettings.from_env(env)
     except ValueError as err:
@@ -370,6 +394,22 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
         finally:
             app.close()
     return 0
+
+
+#: Set to ``stdin`` by a parent (the embedded provider) that holds the other end of our stdin:
+#: when it closes, however the parent ended, the runtime stops as on SIGTERM. Not passed on to
+#: scripts and workers.
+LIFELINE_ENV = ENV_RUNTIME_LIFELINE
+
+
+def _lifeline() -> None:
+    """Read stdin until EOF (the parent is gone), then stop gracefully."""
+    try:
+        while os.read(0, 4096):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
