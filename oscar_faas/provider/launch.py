@@ -1,0 +1,307 @@
+"""Starting a function's long-lived runtime: the interface, and its host implementation.
+
+The embedded provider runs one runtime (``python -m oscar_faas.runtime``, see
+:mod:`oscar_faas.runtime`) per OSCAR function and proxies ``/function/<name>`` to it. *Where*
+that runtime runs is a :class:`Launcher`'s business:
+
+* :class:`HostLauncher` (here): a child process of the provider on this host, listening on a
+  loopback port it picks itself (``--port 0``; the port is read from its ``listening on`` line,
+  so there is no window in which another process could take it);
+* a container launcher (:mod:`.containers`): the function's image, under Podman or Docker.
+
+A :class:`RuntimeSpec` is everything needed to start one; :meth:`Launcher.start` returns a
+:class:`RuntimeHandle` once the runtime is *started* (its URL known), not necessarily *ready*:
+readiness is ``GET {url}/_/health`` == 200, which the caller (the provider's
+:class:`~.runtimes.RuntimeManager`) polls.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Protocol
+
+from ..contract import ENV_SECRETS_DIR
+from .logs import function_logger
+from .processes import kill_tree
+
+log = logging.getLogger("oscar_faas.provider.launch")
+
+#: How long :meth:`HostLauncher.start` waits for the runtime to say where it listens.
+LISTEN_TIMEOUT = 60.0
+#: Lines of a runtime's output kept for error messages (:meth:`RuntimeHandle.output_tail`).
+TAIL_LINES = 40
+#: Longest output line passed on to the function log (longer ones are cut).
+MAX_LINE = 64 << 10
+
+#: The runtime's first log line: ``... listening on http://127.0.0.1:PORT (...)``.
+_LISTENING = re.compile(rb"listening on http://(\[[^\]]+\]|[^\s:/]+):(\d+)")
+#: The runtime's log format (``supervisor.logs.LOG_FORMAT``): ``<date> <time> - supervisor -
+#: LEVEL - message``; such lines reach the function log at their own level.
+_RUNTIME_LINE = re.compile(r"^\S+ \S+ - supervisor - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - (.*)$")
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Everything needed to start one function's runtime."""
+
+    #: function name
+    name: str
+    #: the FDL/deployment image (ignored by the host launcher)
+    image: str
+    #: the function's env (SCRIPT, FUNCTION_CONFIG, ..., watchdog settings)
+    env: dict[str, str]
+    #: the function's secrets folder (mount read-only at /var/openfaas/secrets)
+    secrets_dir: Path
+    #: limits.memory of the deployment ("512Mi"), None = none
+    memory: str | None = None
+    #: limits.cpu ("500m", "1"), None = none
+    cpu: str | None = None
+    #: the deployment asks for a GPU
+    gpu: bool = False
+    #: digest of the spec: same fingerprint = same runtime (adoption)
+    fingerprint: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", spec_fingerprint(self))
+
+
+def spec_fingerprint(spec: RuntimeSpec) -> str:
+    """A digest of everything that makes a runtime what it is (not the fingerprint itself).
+
+    The secrets folder's *contents* are not part of it: the runtime reads them per call.
+    """
+    doc = {"name": spec.name, "image": spec.image, "env": dict(sorted(spec.env.items())),
+           "secrets_dir": str(spec.secrets_dir), "memory": spec.memory, "cpu": spec.cpu,
+           "gpu": spec.gpu}
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+class RuntimeHandle(Protocol):
+    """One started runtime.
+
+    A handle that :meth:`Launcher.adopt` returns should also carry ``fingerprint: str`` (the
+    :attr:`RuntimeSpec.fingerprint` it was started with): the provider keeps an adopted
+    runtime only when it equals the stored function's, and replaces it otherwise (a handle
+    without one is always replaced).
+    """
+
+    #: base URL of the runtime, e.g. http://127.0.0.1:PORT
+    url: str
+
+    def alive(self) -> bool:
+        """The process (container) is still running."""
+        ...
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop it (SIGTERM, then SIGKILL after ``timeout``) and clean up; idempotent."""
+        ...
+
+    def output_tail(self) -> str:
+        """The last lines of its output, for error messages."""
+        ...
+
+
+class Launcher(Protocol):
+    """Starts runtimes somewhere (``kind``: ``"host"`` or ``"container"``)."""
+
+    kind: str
+
+    def start(self, spec: RuntimeSpec) -> RuntimeHandle:
+        """Start a runtime for ``spec``; returns once started (its URL known), not
+        necessarily ready.
+
+        :raises LaunchError: it could not be started (the message says why).
+        """
+        ...
+
+    def adopt(self) -> dict[str, RuntimeHandle]:
+        """Running runtimes left by a previous provider (name -> handle): host: ``{}``;
+        container: found by labels."""
+        ...
+
+    def close(self) -> None:
+        """Release the launcher's own resources (not the runtimes it started)."""
+        ...
+
+
+class LaunchError(RuntimeError):
+    """A runtime could not be started; ``str()`` says why (with the runtime's output)."""
+
+
+# --------------------------------------------------------------------------- host
+
+#: Host variables a function inherits (a container would have its image's own). Everything
+#: else, notably the provider's OPENFAAS_PASSWORD, stays out of functions.
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+                 "TERM", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE",
+                 "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CUDA_VISIBLE_DEVICES", "HTTP_PROXY",
+                 "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
+def inherited_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The part of the provider's environment handed to every function."""
+    picked = {k: env[k] for k in INHERITED_ENV if k in env}
+    picked.update({k: v for k, v in env.items() if k.startswith("LC_")})
+    return picked
+
+
+class HostProcess:
+    """A runtime running as a child process of the provider (a :class:`RuntimeHandle`).
+
+    Its stdout and stderr (one pipe) are copied line by line into the function's logger
+    (:func:`~.logs.function_logger`), so ``/system/logs`` shows the runtime's lines and the
+    output of scripts and workers; the last :data:`TAIL_LINES` are kept for errors.
+    """
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], fingerprint: str = "") -> None:
+        self.name = name
+        self.fingerprint = fingerprint
+        self.proc = proc
+        self.pid = proc.pid
+        self.url = ""
+        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._tail_lock = threading.Lock()
+        self._listening = threading.Event()
+        self._logger = function_logger(name)
+        self._stop_lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name=f"runtime-log-{name}",
+                                        daemon=True)
+        self._reader.start()
+
+    def __repr__(self) -> str:
+        return f"<HostProcess {self.name} pid={self.pid} {self.url or '(starting)'}>"
+
+    # --- RuntimeHandle ----------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM its process group (the runtime stops its workers and scripts), SIGKILL
+        whatever is left after ``timeout`` seconds."""
+        with self._stop_lock:
+            if self.proc.poll() is None:
+                try:
+                    os.killpg(self.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s: runtime pid %d did not stop within %gs; killing it",
+                                self.name, self.pid, timeout)
+                    kill_tree(self.pid)
+                    self.proc.wait()
+            # scripts or workers that outlived it, in its process group
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._reader.join(timeout)
+
+    def output_tail(self) -> str:
+        with self._tail_lock:
+            return "\n".join(self._tail)
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    def wait_listening(self, timeout: float) -> bool:
+        """Wait until the runtime said where it listens (True) or exited (False)."""
+        deadline = time.monotonic() + timeout
+        while not self._listening.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+            if not self._reader.is_alive() or time.monotonic() >= deadline:
+                return self._listening.is_set()
+        return True
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        stream = self.proc.stdout
+        try:
+            for raw in iter(lambda: stream.readline(MAX_LINE), b""):
+                if not self._listening.is_set():
+                    match = _LISTENING.search(raw)
+                    if match is not None:
+                        host = match.group(1).decode()
+                        self.url = f"http://{host}:{int(match.group(2))}"
+                        self._listening.set()
+                self._line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        except (OSError, ValueError):
+            pass
+        finally:
+            stream.close()
+
+    def _line(self, text: str) -> None:
+        with self._tail_lock:
+            self._tail.append(text)
+        match = _RUNTIME_LINE.match(text)
+        if match is not None:
+            self._logger.log(logging.getLevelName(match.group(1)), "%s", match.group(2))
+        else:
+            self._logger.info("%s", text)
+
+
+class HostLauncher:
+    """Runs each runtime as ``sys.executable -m oscar_faas.runtime --host 127.0.0.1 --port 0``
+    in its own process group, with the provider's inherited host env (:data:`INHERITED_ENV`)
+    + the function's env + ``OSCAR_SECRETS_DIR=<secrets dir>``; never the provider's own
+    credentials. ``image``, ``memory``, ``cpu`` and ``gpu`` are ignored (logged once)."""
+
+    kind = "host"
+
+    def __init__(self, env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
+                 python: str | None = None, listen_timeout: float = LISTEN_TIMEOUT) -> None:
+        self.base_env = inherited_env(os.environ if env is None else env)
+        self.host = host
+        self.python = python or sys.executable
+        self.listen_timeout = listen_timeout
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "oscar_faas.runtime", "--host", self.host, "--port", "0"]
+
+    def environment(self, spec: RuntimeSpec) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.update(spec.env)
+        env[ENV_SECRETS_DIR] = str(spec.secrets_dir)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start(self, spec: RuntimeSpec) -> HostProcess:
+        """:raises LaunchError: it cannot be started, or exits before listening."""
+        try:
+            proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env=self.environment(spec), start_new_session=True)
+        except OSError as err:
+            raise LaunchError(f"cannot start the runtime of {spec.name}: {err}") from None
+        handle = HostProcess(spec.name, proc, spec.fingerprint)
+        if not handle.wait_listening(self.listen_timeout):
+            handle.stop(1.0)
+            code = proc.returncode
+            raise LaunchError(f"the runtime of {spec.name} "
+                              + (f"exited with status {code}" if code is not None
+                                 else f"did not listen within {self.listen_timeout:g}s")
+                              + f" before listening:\n{handle.output_tail()}")
+        log.info("%s: runtime pid %d listening on %s", spec.name, handle.pid, handle.url)
+        return handle
+
+    def adopt(self) -> dict[str, RuntimeHandle]:
+        """Nothing: a host runtime is a child of the provider that started it, which stops
+        it on close; a new provider starts its own."""
+        return {}
+
+    def close(self) -> None:
+        """Nothing of its own to release."""
