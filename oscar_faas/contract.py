@@ -68,6 +68,8 @@ ENV_EXPOSE_DEFAULT_COMMAND = "OSCAR_EXPOSE_DEFAULT_COMMAND"
 #: The image's own command line (shlex-split) for ``default_command: true``: a function image
 #: or a container launcher sets it from the image's ENTRYPOINT/CMD; a user may set it too.
 ENV_EXPOSE_COMMAND = "OSCAR_EXPOSE_COMMAND"
+#: Seconds a request waits for the server to be healthy before the runtime answers 503.
+ENV_EXPOSE_READY_WAIT = "OSCAR_EXPOSE_READY_WAIT"
 #: Set for the server, as OSCAR does: the public path prefix it is reached under.
 ENV_SERVICE_BASE_PATH = "OSCAR_SERVICE_BASE_PATH"
 

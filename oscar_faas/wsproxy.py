@@ -34,8 +34,9 @@ _HANDSHAKE = frozenset({
     "sec-websocket-extensions", "sec-websocket-protocol", "sec-websocket-accept",
     "content-length", "transfer-encoding", "keep-alive", "te", "trailer",
     "proxy-authorization", "proxy-connection"})
-#: Seconds to wait for the upstream handshake.
-OPEN_TIMEOUT = 10.0
+#: Seconds to wait for the upstream handshake (longer than a runtime waits for its server
+#: to be healthy, so its 503 is what the client hears).
+OPEN_TIMEOUT = 30.0
 #: Largest message passed (bytes); larger ones close the connection (1009).
 MAX_MESSAGE = 64 << 20
 

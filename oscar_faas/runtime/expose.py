@@ -15,14 +15,16 @@ server (a DEEPaaS API, Jupyter, nginx). When ``OSCAR_EXPOSE_PORT`` is set, the r
   has been healthy);
 * passes every other request, whatever its method and path, to ``127.0.0.1:<port>``: the
   query string, the headers (``Host`` included) and both bodies stream through, and WebSocket
-  upgrades are bridged (:mod:`oscar_faas.wsproxy`). While the server is not healthy, requests
-  get a 503 at once that names the service, the health check and the server's last output.
+  upgrades are bridged (:mod:`oscar_faas.wsproxy`). While the server is not healthy, a request
+  waits up to ``OSCAR_EXPOSE_READY_WAIT`` seconds (default 10) for it, then gets a 503 that
+  names the service, the health check and the server's last output.
 
 ``/_/health`` and ``/_/status`` stay the runtime's own: the server cannot serve those paths.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import os
@@ -39,10 +41,11 @@ from typing import Any, Mapping
 import yaml
 
 from ..contract import (ENV_EXPOSE_COMMAND, ENV_EXPOSE_DEFAULT_COMMAND, ENV_EXPOSE_HEALTH_PATH,
-                        ENV_EXPOSE_PORT, HOP_BY_HOP, is_true)
+                        ENV_EXPOSE_PORT, ENV_EXPOSE_READY_WAIT, HOP_BY_HOP, is_true)
 from ..supervisor.config import load_script
 from ..supervisor.logs import SupervisorLog
 from ..supervisor.upload import secret_environment
+from .settings import parse_duration
 from .workers import _Tail
 
 #: Seconds between health probes.
@@ -55,6 +58,8 @@ RESTART_DELAY, RESTART_DELAY_MAX = 1.0, 30.0
 STOP_GRACE = 3.0
 #: Seconds to wait for a connection to the server.
 CONNECT_TIMEOUT = 10.0
+#: Longest wait of a request for the server to be healthy before its 503.
+READY_WAIT = 10.0
 
 _NOT_FORWARDED = frozenset(n.encode() for n in HOP_BY_HOP) | {b"content-length", b"expect"}
 _NOT_RETURNED = frozenset(n.encode() for n in HOP_BY_HOP)
@@ -71,6 +76,8 @@ class ExposeSettings:
     command: tuple[str, ...] = ()
     #: the service's name (from ``FUNCTION_CONFIG``), for messages
     name: str = "the exposed service"
+    #: seconds a request waits for the server to be healthy (``OSCAR_EXPOSE_READY_WAIT``)
+    ready_wait: float = READY_WAIT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ExposeSettings | None:
@@ -86,7 +93,8 @@ class ExposeSettings:
         return cls(port=int(raw), health_path=(env.get(ENV_EXPOSE_HEALTH_PATH) or "").strip(),
                    default_command=is_true(env.get(ENV_EXPOSE_DEFAULT_COMMAND)),
                    command=tuple(shlex.split(env.get(ENV_EXPOSE_COMMAND) or "")),
-                   name=_service_name(env))
+                   name=_service_name(env),
+                   ready_wait=parse_duration(env.get(ENV_EXPOSE_READY_WAIT)) or READY_WAIT)
 
     @property
     def check(self) -> str:
@@ -317,15 +325,26 @@ class ExposeApp:
             await _plain(send, 200, json.dumps(doc).encode() + b"\n", started,
                          b"application/json")
             return
-        if not self.ready:
+        if not await self._wait_ready():
             await _plain(send, 503, self.not_ready_message().encode(), started)
             return
         await self._proxy(scope, receive, send, started)
 
+    async def _wait_ready(self) -> bool:
+        """Whether the server is healthy, waiting up to ``ready_wait`` seconds for it
+        (a request right after a deploy or a restart waits, as calls queue for a warm
+        worker; a server that stays unhealthy gets the 503 after that bound)."""
+        deadline = time.monotonic() + self.settings.ready_wait
+        while not self.ready:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def _websocket(self, scope: Any, receive: Any, send: Any) -> None:
         from ..wsproxy import bridge, client_headers, deny
 
-        if not self.ready:
+        if not await self._wait_ready():
             await receive()  # websocket.connect
             await deny(send, scope, 503, self.not_ready_message().encode())
             return

@@ -24,7 +24,8 @@ def expose_env(tmp_path: Path, script: str = SERVER, health: str = "/health",
                **extra: str) -> dict[str, str]:
     port = free_port()
     return make_env(script, {"name": "demo"}, tmp_path / "tmp", OSCAR_EXPOSE_PORT=str(port),
-                    OSCAR_EXPOSE_HEALTH_PATH=health, EXPOSED_PORT=str(port), **extra)
+                    OSCAR_EXPOSE_HEALTH_PATH=health, EXPOSED_PORT=str(port),
+                    OSCAR_EXPOSE_READY_WAIT="1", **extra)
 
 
 def test_http_is_proxied_with_path_query_headers_and_bodies(runtime: RuntimeFactory,
@@ -95,7 +96,7 @@ def test_never_healthy_answers_503_naming_service_and_check(runtime: RuntimeFact
 
     async def ws() -> int:
         try:
-            async with connect(rt.url.replace("http", "ws") + "/ws"):
+            async with connect(rt.url.replace("http", "ws") + "/ws", open_timeout=60):
                 return 101
         except InvalidStatus as err:
             return err.response.status_code
