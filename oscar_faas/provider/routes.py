@@ -174,9 +174,9 @@ def invoke_function(backend: Backend, req: Request) -> Response:
     started, start_ns = time.monotonic(), time.time_ns()
     call_id = req.header("X-Call-Id") or str(uuid.uuid4())
     internal = {"X-OpenFaaS-Internal": "proxy", "X-Call-Id": call_id}
-    if req.method not in WATCHDOG_METHODS:
-        return text_response("Method not allowed", 405, {"X-Call-Id": call_id})
     name, _, namespace = req.params["name"].partition(".")
+    if req.method not in WATCHDOG_METHODS and not _exposed(backend, name):
+        return text_response("Method not allowed", 405, {"X-Call-Id": call_id})
     if namespace not in ("", DEFAULT_NAMESPACE):
         return text_response(f"error finding function {req.params['name']}: not found", 404,
                              internal)
@@ -202,6 +202,12 @@ def invoke_function(backend: Backend, req: Request) -> Response:
     return Response(answer.status, headers=headers, stream=answer.chunks,
                     length=answer.length or 0, chunked=answer.length is None,
                     close_connection=answer.close_connection, on_close=[answer.close])
+
+
+def _exposed(backend: Backend, name: str) -> bool:
+    """An exposed service's server answers every method (HEAD, OPTIONS included)."""
+    exposed = getattr(backend, "exposed", None)
+    return bool(exposed and exposed(name))
 
 
 def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[str, str]]:
