@@ -104,6 +104,18 @@ class ExposeSettings:
         return f"a connection to port {self.port}"
 
 
+def _die_with_parent():
+    """A ``preexec_fn`` that makes the server get SIGKILL when the runtime dies (Linux
+    ``PR_SET_PDEATHSIG``): the server runs in a session of its own, so a launcher killing the
+    runtime's process group would otherwise leave it holding the port. ``None`` elsewhere."""
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def _service_name(env: Mapping[str, str]) -> str:
     try:
         config = yaml.safe_load(base64.b64decode(env.get("FUNCTION_CONFIG") or ""))
@@ -139,7 +151,7 @@ class ServerKeeper:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(PROBE_TIMEOUT + 1)
+        self._thread.join(PROBE_TIMEOUT + STOP_GRACE + 2)
         self._kill()
 
     def tail(self) -> str:
@@ -179,7 +191,8 @@ class ServerKeeper:
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_w,
                                           stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True)
+                                          start_new_session=True,
+                                          preexec_fn=_die_with_parent())
         except OSError as err:
             os.close(log_r)
             raise ValueError(f"cannot start {argv[0]!r}: {err.strerror or err}") from None
@@ -204,6 +217,12 @@ class ServerKeeper:
             proc.wait()
 
     def _run(self) -> None:
+        try:
+            self._keep()
+        finally:  # from this thread: the server's death signal is tied to it
+            self._kill()
+
+    def _keep(self) -> None:
         delay = RESTART_DELAY
         while not self._stop.is_set():
             try:
@@ -221,6 +240,11 @@ class ServerKeeper:
                 code = proc.poll() if proc is not None else -1
                 if code is not None:
                     self.healthy = False
+                    try:  # what it left behind (a backgrounded server) goes with it
+                        if proc is not None:
+                            os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
                     self.problem = (f"its server exited with status {code}"
                                     f"{' and is being restarted' if not self._stop.is_set() else ''}")
                     self.log.error("%s: the server exited with status %s; restarting it in "

@@ -4,6 +4,7 @@ proxying HTTP and WebSockets to it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -130,3 +131,21 @@ def test_default_command_needs_the_image_command(runtime: RuntimeFactory, tmp_pa
     rt = runtime(env, ready=False)
     wait_for(lambda: "OSCAR_EXPOSE_COMMAND is not set" in requests.get(
         rt.url + "/x", timeout=30).text, "the missing command to be reported")
+
+
+def test_the_server_does_not_outlive_the_runtime(runtime: RuntimeFactory, tmp_path: Path) -> None:
+    """Its own session keeps it out of the runtime's process group, so a launcher's SIGKILL
+    of that group would orphan it on the port; the death signal ends it."""
+    rt = runtime(expose_env(tmp_path))
+    server = rt.status()["server_pid"]
+    rt.proc.kill()
+    rt.proc.wait()
+
+    def gone() -> bool:
+        try:
+            os.kill(server, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{server}/stat").read_text().split(") ")[1].startswith("Z")
+
+    wait_for(gone, "the server to die with its runtime")
