@@ -18,9 +18,12 @@ from ..errors import ConfigError
 
 DESCRIPTION = """\
 Run the oscar-faas embedded local provider: an OpenFaaS-compatible REST API
-(/system/functions, /system/secrets, /function/<name>, /healthz, ...) that runs each
-function on this host as a process per call, with classic-watchdog semantics (request body
-on stdin, stdout as the answer, exec_timeout, max_inflight). The function's image is ignored.
+(/system/functions, /system/secrets, /function/<name>, /healthz, ...) that runs functions on
+this host. OSCAR services (envProcess /oscar/bin/supervisor) get one long-lived runtime
+process each (oscar-faas runtime; warm workers with OSCAR_WORKER), to which /function/<name>
+is proxied; any other envProcess runs as a process per call with classic-watchdog semantics
+(request body on stdin, stdout as the answer, exec_timeout, max_inflight). The function's
+image is ignored. SIGTERM or Ctrl-C stops the runtimes too.
 
 Deployments and secrets are stored under --data-dir and survive a restart.
 Basic auth on /system/* is enabled when OPENFAAS_USERNAME and OPENFAAS_PASSWORD are set.

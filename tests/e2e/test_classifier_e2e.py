@@ -133,14 +133,14 @@ def _fdl_env(**changes: str | None) -> dict[str, str]:
     its variables), with this venv first on PATH; ``changes`` set or (None) drop variables."""
     from oscar_faas.config import Settings
     from oscar_faas.fdl import load_fdl
-    from oscar_faas.translate import service_to_deployment
+    from oscar_faas.plan import plan_deployment, prepare_service
 
     (service,) = load_fdl(FDL).services
-    service = service.normalized()
-    service.validate()
+    settings = Settings.from_env({})
+    deployment = plan_deployment(prepare_service(service, settings), settings).deployment
     env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable),
                                     os.environ.get("PATH", "/usr/bin:/bin")])}
-    env.update(service_to_deployment(service, Settings.from_env({}))["envVars"])
+    env.update(deployment["envVars"])
     for key, value in changes.items():
         if value is None:
             env.pop(key, None)
