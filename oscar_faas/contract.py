@@ -68,6 +68,29 @@ ENV_RUNTIME_LIFELINE = "OSCAR_RUNTIME_LIFELINE"
 #: The embedded provider's bound on calls waiting for a ``max_inflight`` slot.
 WATCHDOG_MAX_QUEUE = "max_queue"
 
+# --------------------------------------------------------------------------- exposed services
+
+#: The port the exposed service's server listens on (the first of ``expose.api_port``).
+#: Its presence puts the runtime in expose mode (a reverse proxy to that server).
+ENV_EXPOSE_PORT = "OSCAR_EXPOSE_PORT"
+#: The path the runtime probes (GET, 200-399 = healthy) as the server sees it (the exposed
+#: prefix included when ``rewrite_target``); empty: the port accepting a connection is enough.
+ENV_EXPOSE_HEALTH_PATH = "OSCAR_EXPOSE_HEALTH_PATH"
+#: ``true``: run the image's own command (:data:`ENV_EXPOSE_COMMAND`) instead of the script.
+ENV_EXPOSE_DEFAULT_COMMAND = "OSCAR_EXPOSE_DEFAULT_COMMAND"
+#: The image's own command line (shlex-split) for ``default_command: true``: a function image
+#: or a container launcher sets it from the image's ENTRYPOINT/CMD; a user may set it too.
+ENV_EXPOSE_COMMAND = "OSCAR_EXPOSE_COMMAND"
+#: Seconds a request waits for the server to be healthy before the runtime answers 503.
+ENV_EXPOSE_READY_WAIT = "OSCAR_EXPOSE_READY_WAIT"
+#: Set for the server, as OSCAR does: the public path prefix it is reached under.
+ENV_SERVICE_BASE_PATH = "OSCAR_SERVICE_BASE_PATH"
+
+
+def exposed_prefix(service_name: str) -> str:
+    """The public path of an exposed service (OSCAR's ``getAPIPath``)."""
+    return f"/system/services/{service_name}/exposed"
+
 # --------------------------------------------------------------------------- rules
 
 #: The longest DNS-1123 label (Kubernetes object names, faas-netes function names).
@@ -78,6 +101,12 @@ _DNS1123_LABEL = re.compile(DNS1123_LABEL)
 
 #: Words a boolean setting reads as true (case-insensitive).
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+#: Where the gateway puts the embedded provider's credentials on calls whose own
+#: ``Authorization`` belongs to the function (exposed services): the provider accepts its
+#: credentials here or in ``Authorization`` (faas-cli), and removes this header always and
+#: ``Authorization`` only when it carried them, so they never reach a function.
+PROVIDER_AUTH_HEADER = "X-Oscar-Faas-Provider-Authorization"
 
 #: Hop-by-hop headers (RFC 9110, 7.6.1), lower case: never forwarded either way.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",

@@ -47,6 +47,12 @@ class ServiceExists(OscarFaasError):
     status = 409
 
 
+class NotInvocable(OscarFaasError):
+    """``/run`` on an exposed service, whose function is its own server, not a script."""
+
+    status = 400
+
+
 class Unauthorized(OscarFaasError, PermissionError):
     status = 401
 

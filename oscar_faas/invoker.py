@@ -18,6 +18,7 @@ from typing import Any, AsyncIterable, Mapping
 from urllib.parse import urlsplit
 
 from .config import Settings
+from .contract import PROVIDER_AUTH_HEADER
 from .errors import (ConfigError, UpstreamError, UpstreamNotReady, UpstreamTimeout,
                      UpstreamUnreachable)
 from .openfaas import system_tls_context
@@ -49,6 +50,15 @@ class FunctionInvoker:
             f"{settings.openfaas_username}:{settings.openfaas_password or ''}".encode()
         ).decode()} if settings.openfaas_username else {}
         self._invoke_auth = self._auth_headers if settings.openfaas_invoke_auth else {}
+
+    @property
+    def provider_auth(self) -> dict[str, str]:
+        """The provider's credentials for a call whose ``Authorization`` is the client's
+        (exposed services): in the header the embedded provider reads besides it; empty
+        when calls go unauthenticated (a real OpenFaaS gateway)."""
+        if not self._invoke_auth:
+            return {}
+        return {PROVIDER_AUTH_HEADER: self._invoke_auth["Authorization"]}
 
     async def close(self) -> None:
         self.upstream.close()

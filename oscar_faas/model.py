@@ -119,10 +119,42 @@ def _int_struct(keys: tuple[str, ...], bools: tuple[str, ...] = ()):
 
 
 _parse_synchronous = _int_struct(("min_scale", "max_scale"))
-_parse_expose = _int_struct(
-    ("min_scale", "max_scale", "api_port", "cpu_threshold", "nodePort"),
-    ("rewrite_target", "default_command", "set_auth"),
-)
+_parse_expose_numbers = _int_struct(
+    ("min_scale", "max_scale", "cpu_threshold"), ("rewrite_target", "default_command", "set_auth"))
+
+
+def _as_port(value: Any, path: str) -> int | list[int]:
+    """A port as OSCAR 3.x sends it (a number) or as OSCAR 4.1 does (a list of numbers);
+    kept in the form sent, so GET answers what the client's struct expects."""
+    if isinstance(value, list):
+        return [as_int(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise type_error(path, "a whole number or a list of whole numbers", value)
+    return as_int(value, path)
+
+
+def _parse_expose(value: Any, path: str) -> dict[str, Any]:
+    """OSCAR's ``ExposeSettings``, in the Go struct's key order (``health_path`` from 3.6.5)."""
+    data = as_map(value, path)
+    numbers = _parse_expose_numbers(value, path)
+    return {
+        "min_scale": numbers["min_scale"],
+        "max_scale": numbers["max_scale"],
+        "api_port": _as_port(ci_get(data, "api_port"), f"{path}.api_port"),
+        "cpu_threshold": numbers["cpu_threshold"],
+        "rewrite_target": numbers["rewrite_target"],
+        "nodePort": _as_port(ci_get(data, "nodePort"), f"{path}.nodePort"),
+        "default_command": numbers["default_command"],
+        "set_auth": numbers["set_auth"],
+        "health_path": as_str(ci_get(data, "health_path"), f"{path}.health_path").strip(),
+    }
+
+
+def first_port(value: int | list[int]) -> int:
+    """The port that is served: the number, or the first of a list (0: none)."""
+    if isinstance(value, list):
+        return value[0] if value else 0
+    return value
 
 
 def _parse_environment(value: Any, path: str) -> dict[str, dict[str, str]]:
@@ -295,6 +327,16 @@ class Service:
         svc.storage_providers = providers
         return svc
 
+    @property
+    def exposed(self) -> bool:
+        """An exposed service (``expose.api_port`` set): its function runs a server."""
+        return first_port(self.expose["api_port"]) != 0
+
+    @property
+    def expose_port(self) -> int:
+        """The port of the exposed server (the first of ``api_port``), 0 when not exposed."""
+        return first_port(self.expose["api_port"])
+
     # ------------------------------------------------------------------ validation
 
     def validate(self) -> None:
@@ -334,6 +376,31 @@ class Service:
                     raise InvalidService(
                         f"The service specification is not valid: '{where}' must not hold a "
                         f"NUL byte")
+        self._validate_expose()
+
+    def _validate_expose(self) -> None:
+        exp = self.expose
+        bad = "The service specification is not valid: "
+        ports = exp["api_port"] if isinstance(exp["api_port"], list) else [exp["api_port"]]
+        if isinstance(exp["api_port"], list) and exp["api_port"] and 0 in ports:
+            raise InvalidService(f"{bad}'expose.api_port' must list ports from 1 to 65535, "
+                                 f"got {exp['api_port']}")
+        for port in ports:
+            if not 0 <= port <= 65535:
+                raise InvalidService(f"{bad}'expose.api_port' must be a port from 1 to 65535, "
+                                     f"got {port}")
+        if not self.exposed:
+            return
+        for key in ("min_scale", "max_scale", "cpu_threshold"):
+            if exp[key] < 0:
+                raise InvalidService(f"{bad}'expose.{key}' must not be negative, got {exp[key]}")
+        if exp["max_scale"] and exp["max_scale"] < exp["min_scale"]:
+            raise InvalidService(f"{bad}'expose.max_scale' ({exp['max_scale']}) must not be "
+                                 f"below 'expose.min_scale' ({exp['min_scale']})")
+        health = exp["health_path"]
+        if health and (not health.startswith("/") or any(c in health for c in " \t\r\n#")):
+            raise InvalidService(f"{bad}'expose.health_path' must be a path starting with '/' "
+                                 f"(a query is allowed, no spaces), got {health!r}")
 
     def _validate_io(self, io: StorageIOConfig, where: str, *, is_input: bool) -> None:
         spec = io.storage_provider.strip()
@@ -375,7 +442,7 @@ class Service:
                 value = [io.to_dict() for io in value]
             elif f.name == "mount":
                 value = {"storage_provider": value.storage_provider, "path": value.path}
-            elif f.name == "expose":
+            elif f.name == "expose":  # api_port is omitempty in Go
                 value = {k: v for k, v in value.items() if k != "api_port" or v}
             out[f.name] = copy_json(value)
         return out

@@ -20,6 +20,9 @@ from .contract import SERVICE_ANNOTATION, SUPERVISOR_PROCESS
 from .errors import InvalidService
 from .model import Service, dumps
 
+SCALE_MIN_LABEL = "com.openfaas.scale.min"
+SCALE_MAX_LABEL = "com.openfaas.scale.max"
+
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
@@ -65,13 +68,17 @@ def service_to_deployment(service: Service, settings: Settings,
         c.ENV_FUNCTION_CONFIG: _b64(function_config(service)),
         c.ENV_LOG_LEVEL: service.log_level,
     })
+    labels = dict(service.labels)
+    if service.exposed:
+        env.update(expose_env(service))
+        labels.update(expose_labels(service))
     deployment: dict[str, Any] = {
         "service": service.name,
         "image": (settings.function_image.format(name=service.name)
                   if settings.function_image else service.image),
         "envProcess": SUPERVISOR_PROCESS,
         "envVars": env,
-        "labels": dict(service.labels),
+        "labels": labels,
         "annotations": {**service.annotations,
                         SERVICE_ANNOTATION: dumps(service.masked().to_dict())},
         "limits": _resources(service),
@@ -81,6 +88,38 @@ def service_to_deployment(service: Service, settings: Settings,
         env[c.ENV_STORAGE_SECRET] = storage_secret
         deployment["secrets"] = [storage_secret]
     return deployment
+
+
+def expose_health_path(service: Service) -> str:
+    """The path the runtime probes, as the server sees it: ``health_path`` under the exposed
+    prefix when ``rewrite_target`` keeps that prefix (as OSCAR's probes do); empty when unset
+    (then the port accepting connections is the health check)."""
+    health = service.expose["health_path"]
+    if health and service.expose["rewrite_target"]:
+        return c.exposed_prefix(service.name) + health
+    return health
+
+
+def expose_env(service: Service) -> dict[str, str]:
+    """The env that puts the function runtime in expose mode (docs/internals.md)."""
+    return {
+        c.ENV_EXPOSE_PORT: str(service.expose_port),
+        c.ENV_EXPOSE_HEALTH_PATH: expose_health_path(service),
+        c.ENV_EXPOSE_DEFAULT_COMMAND: "true" if service.expose["default_command"] else "false",
+        c.ENV_SERVICE_BASE_PATH: c.exposed_prefix(service.name),
+    }
+
+
+def expose_labels(service: Service) -> dict[str, str]:
+    """Replica bounds as OpenFaaS labels: ``com.openfaas.scale.min`` sets the replicas a
+    cluster starts (faas-netes reads it in CE); ``com.openfaas.scale.max`` bounds an
+    autoscaler where one runs. The embedded provider runs one runtime whatever they say."""
+    labels = {}
+    if service.expose["min_scale"] > 0:
+        labels[SCALE_MIN_LABEL] = str(service.expose["min_scale"])
+    if service.expose["max_scale"] > 0:
+        labels[SCALE_MAX_LABEL] = str(service.expose["max_scale"])
+    return labels
 
 
 def is_oscar_function(status: Mapping[str, Any]) -> bool:

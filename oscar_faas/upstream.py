@@ -288,7 +288,10 @@ class Upstream:
 
     def _head(self, method: str, path: str, headers: Mapping[str, str],
               framing: bytes) -> bytes:
-        lines = [f"{method} {path} HTTP/1.1\r\n".encode("latin-1"), self._host_header]
+        # A ``Host`` in ``headers`` (a proxy keeping the client's) replaces the upstream's.
+        lines = [f"{method} {path} HTTP/1.1\r\n".encode("latin-1")]
+        if not any(key.lower() == "host" for key in headers):
+            lines.append(self._host_header)
         for key, value in headers.items():
             lines.append(f"{key}: {value}\r\n".encode("latin-1"))
         lines.append(framing)

@@ -17,6 +17,7 @@ from flask import Flask
 from ..invoker import FunctionInvoker
 from ..metrics import run_metrics
 from .context import EXTENSION
+from .exposed import ExposedEndpoint, match as match_exposed
 from .run import Receive, RunEndpoint, Scope, Send
 
 RUN_PREFIX = "/run/"
@@ -32,13 +33,15 @@ def _terminated_input(app: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class GatewayASGI:
-    """Routes ``POST /run/<name>`` to the fast path and the rest to Flask."""
+    """Routes ``POST /run/<name>`` to the fast path, exposed services' paths (HTTP and
+    WebSocket) to their proxy (:mod:`.exposed`), and the rest to Flask."""
 
     def __init__(self, flask_app: Flask, threads: int = 32) -> None:
         self.flask_app = flask_app
         gateway = flask_app.extensions[EXTENSION]
         self.invoker = FunctionInvoker(gateway.settings)
         self.run = RunEndpoint(gateway, self.invoker)
+        self.exposed = ExposedEndpoint(gateway, self.invoker)
         self.metrics = self.invoker.metrics = self.run.metrics = run_metrics()
         self._cache = gateway.registry.cache
         self.wsgi = WSGIMiddleware(_terminated_input(flask_app), workers=threads)
@@ -52,7 +55,16 @@ class GatewayASGI:
                     await self.metrics.track(self.run, scope, receive, send, name,
                                              self._known)
                     return
+            exposed = match_exposed(scope)
+            if exposed is not None:
+                await self.exposed(scope, receive, send, *exposed)
+                return
             await self.wsgi(scope, receive, send)
+        elif scope["type"] == "websocket":
+            exposed = match_exposed(scope)
+            if exposed is not None:
+                await self.exposed.websocket(scope, receive, send, *exposed)
+            # anything else: returning without accepting makes the server answer 403
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 

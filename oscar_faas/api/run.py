@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, MutableMap
 
 from ..auth import require_run_access
 from ..contract import HOP_BY_HOP
-from ..errors import BodyTooLarge, OscarFaasError
+from ..errors import BodyTooLarge, NotInvocable, OscarFaasError
 from ..invoker import FunctionInvoker
 from .context import Gateway
 from .errors import error_answer
@@ -209,6 +209,10 @@ class RunEndpoint:
                 None, gw.registry.get, name)
         authorization, length, headers = read_headers(scope["headers"])
         require_run_access(authorization, service.token, gw.settings)
+        if service.exposed:
+            raise NotInvocable(
+                f"service {name} is an exposed service: its own server answers at "
+                f"/system/services/{name}/exposed/ (POST /run runs scripts, which it has not)")
         body = RequestBody(receive, gw.settings.max_body_size)
         data = await body.read(length)
         try:  # a stream goes with its length when known, without chunk framing

@@ -23,10 +23,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Mapping, Protocol
+from typing import BinaryIO, Callable, Mapping, Protocol
+from urllib.parse import urlsplit
 
 from .. import contract as c
-from ..contract import ENV_SECRETS_DIR
+from ..contract import ENV_EXPOSE_PORT, ENV_SECRETS_DIR
 from ..errors import ServiceNotFound, UpstreamNotReady
 from .cgi import cgi_env
 from .errors import ProviderError, TooManyRequests, Unsupported
@@ -264,6 +265,22 @@ class LocalBackend:
         self.store.delete_secret(name)
 
     # --- /function/<name> -------------------------------------------------------------------
+
+    def exposed(self, name: str) -> bool:
+        """An exposed service's function (its runtime proxies any method to its server)."""
+        entry = self._entries.get(name)
+        return entry is not None and entry.kind == "runtime" and ENV_EXPOSE_PORT in entry.env
+
+    def runtime_address(self, name: str, wait: float) -> tuple[str, int, Callable[[], None]] | None:
+        """``(host, port, release)`` of the function's running runtime (waiting up to
+        ``wait`` s for it to listen), for a connection that is not one HTTP call (a WebSocket
+        upgrade); ``release()`` when it ends. None: no such runtime."""
+        runtime = self.runtimes.get(name)
+        got = runtime.acquire(wait) if runtime is not None else None
+        if got is None:
+            return None
+        parts = urlsplit(got[0].url)
+        return parts.hostname or "127.0.0.1", parts.port or 80, runtime.release  # type: ignore[union-attr]
 
     def invoke(self, name: str, call: Call) -> Answer:
         """Answer one call: proxied to the function's runtime, or a process per call.

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from .. import __version__
-from ..contract import HOP_BY_HOP, basic_credentials
+from ..contract import HOP_BY_HOP, PROVIDER_AUTH_HEADER, basic_credentials
 from ..errors import OscarFaasError, ServiceNotFound
 from .backend import Backend, Call
 from .httpio import Request, Response, empty_response, json_response, text_response
@@ -174,9 +174,9 @@ def invoke_function(backend: Backend, req: Request) -> Response:
     started, start_ns = time.monotonic(), time.time_ns()
     call_id = req.header("X-Call-Id") or str(uuid.uuid4())
     internal = {"X-OpenFaaS-Internal": "proxy", "X-Call-Id": call_id}
-    if req.method not in WATCHDOG_METHODS:
-        return text_response("Method not allowed", 405, {"X-Call-Id": call_id})
     name, _, namespace = req.params["name"].partition(".")
+    if req.method not in WATCHDOG_METHODS and not _exposed(backend, name):
+        return text_response("Method not allowed", 405, {"X-Call-Id": call_id})
     if namespace not in ("", DEFAULT_NAMESPACE):
         return text_response(f"error finding function {req.params['name']}: not found", 404,
                              internal)
@@ -202,6 +202,12 @@ def invoke_function(backend: Backend, req: Request) -> Response:
     return Response(answer.status, headers=headers, stream=answer.chunks,
                     length=answer.length or 0, chunked=answer.length is None,
                     close_connection=answer.close_connection, on_close=[answer.close])
+
+
+def _exposed(backend: Backend, name: str) -> bool:
+    """An exposed service's server answers every method (HEAD, OPTIONS included)."""
+    exposed = getattr(backend, "exposed", None)
+    return bool(exposed and exposed(name))
 
 
 def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[str, str]]:
@@ -314,13 +320,43 @@ class App:
         self.metrics.observe(name, resp.status, time.monotonic() - started)
         return resp
 
+    def guard_upgrade(self, headers: Any) -> bool:
+        """A protocol upgrade to a function (a WebSocket tunnel) passes the same credential
+        check as any call; the provider's credentials are then removed from ``headers`` (an
+        ``email.message.Message``), so they never reach the function."""
+        if not self.credentials:
+            return True
+        carrier = self._credential_header(headers.get(PROVIDER_AUTH_HEADER, ""),
+                                          headers.get("Authorization", ""))
+        if carrier is None:
+            return False
+        del headers[PROVIDER_AUTH_HEADER]
+        if carrier == "authorization":
+            del headers["Authorization"]
+        return True
+
+    def _credential_header(self, dedicated: str, authorization: str) -> str | None:
+        """Which header carries the provider's credentials: the dedicated one (the gateway,
+        for calls whose Authorization is the function's), ``authorization`` (faas-cli), or
+        None when neither does."""
+        assert self.credentials is not None
+        if dedicated and check_basic_auth(dedicated, *self.credentials):
+            return "dedicated"
+        if check_basic_auth(authorization, *self.credentials):
+            return "authorization"
+        return None
+
     def _handle(self, req: Request) -> Response:
         if self.credentials and _guarded(req.path):
-            if not check_basic_auth(req.header("Authorization"), *self.credentials):
+            carrier = self._credential_header(req.header(PROVIDER_AUTH_HEADER),
+                                              req.header("Authorization"))
+            if carrier is None:
                 return text_response("invalid credentials", 401,
                                      {"WWW-Authenticate": 'Basic realm="Restricted"'})
             # the provider's own credentials never reach a function
-            req.headers = [(k, v) for k, v in req.headers if k.lower() != "authorization"]
+            drop = {PROVIDER_AUTH_HEADER.lower()} | (
+                {"authorization"} if carrier == "authorization" else set())
+            req.headers = [(k, v) for k, v in req.headers if k.lower() not in drop]
         allowed = False
         for route in self.routes:
             match = route.pattern.fullmatch(req.path)

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from .. import __version__
 from .backend import LocalBackend
 from .httpio import BodyReader, FramingError, Request, Response, parse_framing, text_response
 from .routes import App
+from .runtimes import START_WAIT
 
 log = logging.getLogger("oscar_faas.provider")
 access_log = logging.getLogger("oscar_faas.provider.access")
@@ -156,6 +157,14 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
         self.rfile.unlimit()
         self.connection.settimeout(self.server.limits.socket_timeout or None)
         path, _, query = self.path.partition("?")
+        if (path.startswith("/function/") and self.headers.get("Upgrade")
+                and "upgrade" in self.headers.get("Connection", "").lower()):
+            if self.server.app.guard_upgrade(self.headers):
+                self._upgrade(path, query)
+            else:
+                self._send(text_response("invalid credentials", 401,
+                                         {"WWW-Authenticate": 'Basic realm="Restricted"'}))
+            return
         try:
             length, chunked = parse_framing(self.headers.get_all("Content-Length") or [],
                                             self.headers.get_all("Transfer-Encoding") or [])
@@ -202,6 +211,40 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
         log.info("client %s disconnected during %s %s: %s", self.client_address[0],
                  getattr(self, "command", "?"), getattr(self, "path", "?"),
                  err or type(err).__name__)
+
+    def _upgrade(self, path: str, query: str) -> None:
+        """A protocol upgrade (WebSocket) to a function: its request goes to the function's
+        runtime as it came, and from then on bytes are copied both ways (a tunnel) until
+        either side closes. OpenFaaS' gateway passes upgrades the same way."""
+        self.close_connection = True
+        name, _, rest = path[len("/function/"):].partition("/")
+        name = name.partition(".")[0]
+        address = getattr(self.server.app.backend, "runtime_address", None)
+        got = address(name, START_WAIT) if address is not None else None
+        if got is None:
+            self._send(text_response(f"No endpoints available for: {name}.", 503,
+                                     {"X-OpenFaaS-Internal": "proxy"}))
+            return
+        host, port, release = got
+        try:
+            try:
+                upstream = socket.create_connection((host, port), timeout=5)
+            except OSError as err:
+                self._send(text_response(f"Can't reach service for: {name}. ({err})", 502,
+                                         {"X-OpenFaaS-Internal": "proxy"}))
+                return
+            with upstream:
+                upstream.settimeout(None)
+                self.connection.settimeout(None)  # a WebSocket may idle for hours
+                target = "/" + rest + (f"?{query}" if query else "")
+                head = [f"{self.command} {target} HTTP/1.1\r\n"]
+                head += [f"{k}: {v}\r\n" for k, v in self.headers.items()]
+                upstream.sendall(("".join(head) + "\r\n").encode("latin-1"))
+                access_log.info('%s "%s %s" upgrade', self.client_address[0], self.command,
+                                self.path)
+                _tunnel(self.rfile, self.connection, upstream)
+        finally:
+            release()
 
     def _send(self, resp: Response) -> None:
         """Write status, headers and body; small answers leave in a single ``send``."""
@@ -251,6 +294,28 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
 
     def log_error(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
         log.info(format, *args)  # timeouts and malformed requests: one line each
+
+
+def _tunnel(client_in: BinaryIO, client: socket.socket, upstream: socket.socket) -> None:
+    """Copy bytes both ways until both directions have ended (each end's EOF is passed on
+    as a half-close)."""
+
+    def pump(read: Callable[[int], bytes], sink: socket.socket) -> None:
+        try:
+            while data := read(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    back = threading.Thread(target=pump, args=(upstream.recv, client), daemon=True,
+                            name="tunnel")
+    back.start()
+    pump(client_in.read1, upstream)  # type: ignore[attr-defined]
+    back.join()
 
 
 class ProviderServer(ThreadingHTTPServer):

@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from ..contract import ENV_RUNTIME_LIFELINE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
+from .expose import ExposeApp, ExposeSettings
 from .invoke import Invoker
 from .settings import RuntimeSettings
 from .workers import WorkerPool
@@ -360,6 +361,11 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     except ValueError as err:
         log.error("invalid OSCAR_WORKER: %s", err)
         return 2
+    try:
+        expose = ExposeSettings.from_env(env)
+    except ValueError as err:
+        log.error("invalid expose settings: %s", err)
+        return 2
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say it, and
     # without it every answer waits for a delayed ACK (40 ms) between headers and body.
@@ -372,13 +378,22 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
         return 1
     sock.listen(1024)
     with tempfile.TemporaryDirectory(prefix="oscar-runtime-") as workdir:
-        app = RuntimeApp(env, settings, log, Path(workdir))
+        app: RuntimeApp | ExposeApp
         bound = sock.getsockname()
-        log.logger.info("listening on http://%s:%d (%s, %d slot(s), "
-                "max_queue %d)", bound[0], bound[1],
-                "warm worker " + " ".join(settings.worker) if settings.worker else "script",
-                settings.slots, settings.max_queue)
-        config = uvicorn.Config(app, loop="asyncio", http="httptools", ws="none",
+        ws = "none"
+        if expose is not None:
+            app = ExposeApp(expose, env, log, Path(workdir))
+            ws = _websockets_impl(log)
+            log.logger.info("listening on http://%s:%d (expose mode: %s on port %d, health "
+                            "check %s)", bound[0], bound[1], expose.name, expose.port,
+                            expose.check)
+        else:
+            app = RuntimeApp(env, settings, log, Path(workdir))
+            log.logger.info("listening on http://%s:%d (%s, %d slot(s), "
+                    "max_queue %d)", bound[0], bound[1],
+                    "warm worker " + " ".join(settings.worker) if settings.worker else "script",
+                    settings.slots, settings.max_queue)
+        config = uvicorn.Config(app, loop="asyncio", http="httptools", ws=ws,  # type: ignore[arg-type]
                                 lifespan="off", access_log=False, log_config=None,
                                 log_level="warning", server_header=False, date_header=False,
                                 timeout_graceful_shutdown=5)
@@ -410,6 +425,16 @@ def _lifeline() -> None:
     except OSError:
         pass
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _websockets_impl(log: SupervisorLog) -> str:
+    """uvicorn's WebSocket support for expose mode: the ``websockets`` package, when there."""
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        log.warning("the websockets package is missing: WebSocket upgrades are refused")
+        return "none"
+    return "auto"  # uvicorn picks its sans-I/O websockets protocol
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -69,3 +69,45 @@ def test_half_configured_auth_is_refused(tmp_path: Path, command: list[str]) -> 
                            "--data-dir", str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "OPENFAAS_PASSWORD" in proc.stderr
+
+
+def test_the_gateways_dedicated_header_keeps_the_clients_authorization(
+        make_provider: Callable[..., ProviderProcess]) -> None:
+    """Exposed services: the gateway sends the provider's credentials in their own header,
+    so the client's Authorization reaches the function; neither credential set leaks."""
+    import base64
+
+    from oscar_faas.contract import PROVIDER_AUTH_HEADER
+
+    p = make_provider(auth=CREDS)
+    p.deploy("env-fn", "env")  # the classic watchdog's CGI variables show what arrived
+    basic = "Basic " + base64.b64encode(b"admin:s3cret").decode()
+    resp = requests.post(p.url + "/function/env-fn", data=b"",
+                         headers={PROVIDER_AUTH_HEADER: basic,
+                                  "Authorization": "Bearer client-token"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert "Http_Authorization=Bearer client-token" in resp.text
+    assert "s3cret" not in resp.text and basic.split()[1] not in resp.text
+    wrong = "Basic " + base64.b64encode(b"admin:nope").decode()
+    assert requests.post(p.url + "/function/env-fn", headers={PROVIDER_AUTH_HEADER: wrong},
+                         timeout=10).status_code == 401
+    # faas-cli's way: the credentials in Authorization are taken out before the function
+    resp = requests.post(p.url + "/function/env-fn", auth=CREDS, timeout=10)
+    assert resp.status_code == 200 and "Http_Authorization" not in resp.text
+
+
+def test_a_websocket_upgrade_to_a_function_needs_the_credentials(
+        make_provider: Callable[..., ProviderProcess]) -> None:
+    """The upgrade tunnel bypasses the router, not the credential check."""
+    import socket
+    from urllib.parse import urlsplit
+
+    p = make_provider(auth=CREDS)
+    p.deploy("ws-fn", "cat")
+    url = urlsplit(p.url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(b"GET /function/ws-fn/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 401") or head.startswith(b"HTTP/1.0 401"), head

@@ -153,3 +153,66 @@ def test_round_trip_through_json_is_stable():
     svc = parse(oscar_cli_body())
     again = Service.from_dict(json.loads(dumps(svc.to_dict())))
     assert again.to_dict() == svc.to_dict()
+
+
+# --------------------------------------------------------------------------- expose
+
+def exposed(**expose) -> dict:
+    return {"name": "web", "image": "nginx", "script": "nginx -g 'daemon off;'",
+            "expose": expose}
+
+
+@pytest.mark.parametrize("port", [8888, [8888], [8888, 9999], 8888.0])
+def test_expose_api_port_as_number_or_list_round_trips(port):
+    svc = parse(exposed(api_port=port, health_path="/health", set_auth=True))
+    assert svc.exposed and svc.expose_port == 8888
+    out = svc.to_dict()["expose"]
+    assert out["api_port"] == port and type(out["api_port"]) is type(port if port != 8888.0
+                                                                      else 8888)
+    assert (out["health_path"], out["set_auth"], out["rewrite_target"]) == ("/health", True,
+                                                                            False)
+    again = Service.from_dict(json.loads(dumps(svc.to_dict())))
+    assert again.expose == svc.expose
+
+
+def test_not_exposed_omits_api_port_as_go_does():
+    out = parse({"name": "a", "image": "b", "script": "c"}).to_dict()["expose"]
+    assert "api_port" not in out and out["min_scale"] == 0 and out["health_path"] == ""
+
+
+@pytest.mark.parametrize("expose, message", [
+    ({"api_port": "80"}, "'expose.api_port' must be a whole number or a list"),
+    ({"api_port": [80, "x"]}, "'expose.api_port[1]' must be a whole number"),
+    ({"api_port": 70000}, "'expose.api_port' must be a port from 1 to 65535, got 70000"),
+    ({"api_port": [0]}, "'expose.api_port' must list ports from 1 to 65535"),
+    ({"api_port": 80, "min_scale": -1}, "'expose.min_scale' must not be negative"),
+    ({"api_port": 80, "min_scale": 3, "max_scale": 2}, "'expose.max_scale' (2) must not be below"),
+    ({"api_port": 80, "health_path": "health"}, "'expose.health_path' must be a path"),
+    ({"api_port": 80, "set_auth": "yes"}, "'expose.set_auth'"),
+])
+def test_bad_expose_settings_are_400s_naming_the_field(expose, message):
+    with pytest.raises(InvalidService) as err:
+        parse(exposed(**expose))
+    assert message in str(err.value)
+    assert err.value.status == 400
+
+
+def test_expose_translates_to_runtime_env_and_scale_labels():
+    from oscar_faas.config import Settings
+    from oscar_faas.translate import service_to_deployment
+    svc = parse(exposed(api_port=[80], health_path="/h", min_scale=2, max_scale=5,
+                        rewrite_target=True, default_command=True))
+    fd = service_to_deployment(svc, Settings.from_env({}), None)
+    env = fd["envVars"]
+    assert env["OSCAR_EXPOSE_PORT"] == "80"
+    assert env["OSCAR_EXPOSE_HEALTH_PATH"] == "/system/services/web/exposed/h"  # OSCAR's probe
+    assert env["OSCAR_EXPOSE_DEFAULT_COMMAND"] == "true"
+    assert env["OSCAR_SERVICE_BASE_PATH"] == "/system/services/web/exposed"
+    assert fd["labels"]["com.openfaas.scale.min"] == "2"
+    assert fd["labels"]["com.openfaas.scale.max"] == "5"
+    plain = service_to_deployment(parse(exposed()), Settings.from_env({}), None)
+    assert "OSCAR_EXPOSE_PORT" not in plain["envVars"]
+    assert "com.openfaas.scale.min" not in plain["labels"]
+    no_rewrite = parse(exposed(api_port=80, health_path="/h"))
+    assert service_to_deployment(no_rewrite, Settings.from_env({}), None)[
+        "envVars"]["OSCAR_EXPOSE_HEALTH_PATH"] == "/h"

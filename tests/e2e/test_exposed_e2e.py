@@ -1,0 +1,159 @@
+"""Exposed services end to end: ``oscar-faas serve`` (gunicorn + the embedded provider, a
+runtime per function in expose mode), services created with oscar-python whose script starts
+a real HTTP + WebSocket server (tests/exposed_app.py), reached through
+``/system/services/<name>/exposed/``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from oscar_faas.serve import free_port
+from tests.livegateway import LiveGateway
+from tests.supervisor.conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    with LiveGateway(tmp_path_factory.mktemp("exposed"), env={"RUN_READY_WAIT": "5"}) as g:
+        yield g
+
+
+def fdl(folder: Path, name: str, port: int, tag: str, script: str | None = None,
+        **expose: Any) -> str:
+    """An FDL as a user writes it: the script starts the server on the exposed port."""
+    (folder / f"{name}.sh").write_text(script or textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "starting {name} on {port}"
+        exec "{sys.executable}" -m tests.exposed_app {port}
+        """))
+    extra = "".join(f"        {k}: {str(v).lower() if isinstance(v, bool) else v}\n"
+                    for k, v in expose.items())
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        f"functions:\n  oscar:\n  - oscar-cluster:\n      name: {name}\n      image: python\n"
+        f"      cpu: '0.5'\n      script: {name}.sh\n"
+        f"      environment:\n        variables:\n          EXPOSED_TAG: {tag}\n"
+        f"          PYTHONPATH: {REPO}\n"
+        f"      expose:\n        api_port: [{port}]\n{extra}")
+    return str(path)
+
+
+def get_until(url: str, ok, what: str, timeout: float = 120.0, **kwargs: Any) -> Any:
+    """GET ``url`` until ``ok(response)``; a state is awaited, never a duration asserted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = requests.get(url, timeout=60, **kwargs)
+        if ok(res):
+            return res
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {res.status_code} {res.text}")
+        time.sleep(0.2)
+
+
+def test_exposed_service_lifecycle(gw: LiveGateway, tmp_path: Path) -> None:
+    client = gw.oscar_python_client()
+    port = free_port()
+    assert client.create_service(fdl(tmp_path, "web", port, "v1",
+                                     health_path="/health")).status_code == 201
+    base = f"{gw.url}/system/services/web/exposed"
+    info = get_until(base + "/info?x=1&y=two", lambda r: r.status_code == 200,
+                     "the server to answer", headers={"X-Test": "e2e"}).json()
+    assert (info["path"], info["query"], info["x_test"], info["tag"]) == (
+        "/info", "x=1&y=two", "e2e", "v1")
+    assert info["base_path"] == "/system/services/web/exposed"
+
+    body = bytes(range(256)) * 1024
+    echo = requests.post(base + "/echo", data=body, timeout=60,
+                         headers={"Content-Type": "application/x-e2e"})
+    assert (echo.status_code, echo.headers["Content-Type"]) == (200, "application/x-e2e")
+    assert echo.content == body
+    head = requests.head(base + "/info", timeout=60)  # every method reaches the server
+    assert (head.status_code, head.content) == (200, b"")
+    options = requests.options(base + "/echo", timeout=60)
+    assert options.status_code == 200
+
+    async def talk() -> tuple[Any, ...]:
+        async with connect(base.replace("http://", "ws://") + "/ws",
+                           subprotocols=["e2e.v1"]) as ws:
+            await ws.send("hello")
+            text = await ws.recv()
+            await ws.send(b"\x00bin")
+            return ws.subprotocol, text, await ws.recv()
+
+    assert asyncio.run(talk()) == ("e2e.v1", "v1: hello", b"\x00bin")
+
+    # the service is still an OSCAR service: GET shows expose as sent, /run says where to go
+    svc = client.get_service("web").json()
+    assert svc["expose"]["api_port"] == [port] and svc["expose"]["health_path"] == "/health"
+    run = requests.post(f"{gw.url}/run/web", data=b"aGk=", timeout=60,
+                        headers={"Authorization": f"Bearer {svc['token']}"})
+    assert run.status_code == 400 and "exposed" in run.text
+
+    # update: the new definition's server answers (the old one is stopped)
+    assert client.update_service("web", fdl(tmp_path, "web", port, "v2",
+                                            health_path="/health")).status_code == 204
+    get_until(base + "/info", lambda r: r.status_code == 200 and r.json()["tag"] == "v2",
+              "the updated server")
+    assert asyncio.run(talk())[1] == "v2: hello"
+
+    assert client.remove_service("web").status_code == 204
+    gone = requests.get(base + "/info", timeout=60)
+    assert gone.status_code == 404
+    assert requests.get(f"{gw.url}/system/services/web", auth=gw.auth,
+                        timeout=60).status_code == 404
+
+
+def test_set_auth_refuses_a_wrong_password(gw: LiveGateway, tmp_path: Path) -> None:
+    client = gw.oscar_python_client()
+    port = free_port()
+    assert client.create_service(fdl(tmp_path, "locked", port, "v1", set_auth=True,
+                                     rewrite_target=True)).status_code == 201
+    token = client.get_service("locked").json()["token"]
+    base = f"{gw.url}/system/services/locked/exposed"
+    res = get_until(base + "/info", lambda r: r.status_code == 200, "the locked server",
+                    auth=("locked", token))
+    assert res.json()["path"] == "/system/services/locked/exposed/info"  # rewrite_target
+    for auth in (("locked", "wrong"), ("oscar", gw.password), None):
+        refused = requests.get(base + "/info", auth=auth, timeout=60)
+        assert refused.status_code == 401
+        assert "Basic" in refused.headers["WWW-Authenticate"]
+
+    async def ws(password: str) -> int:
+        import base64
+        header = base64.b64encode(f"locked:{password}".encode()).decode()
+        try:
+            async with connect(base.replace("http://", "ws://") + "/ws",
+                               additional_headers={"Authorization": f"Basic {header}"}):
+                return 101
+        except InvalidStatus as err:
+            return err.response.status_code
+
+    assert asyncio.run(ws("wrong")) == 401
+    assert asyncio.run(ws(token)) == 101
+    assert client.remove_service("locked").status_code == 204
+
+
+def test_a_service_that_never_gets_healthy_is_a_clear_503(gw: LiveGateway,
+                                                          tmp_path: Path) -> None:
+    client = gw.oscar_python_client()
+    port = free_port()
+    sick = f'#!/bin/sh\nexport EXPOSED_SICK=1\nexec "{sys.executable}" -m tests.exposed_app {port}\n'
+    assert client.create_service(fdl(tmp_path, "sick", port, "v1", script=sick,
+                                     health_path="/health")).status_code == 201
+    res = requests.get(f"{gw.url}/system/services/sick/exposed/info", timeout=120)
+    assert res.status_code == 503
+    assert "exposed service sick is not ready" in res.text
+    assert "/health" in res.text
+    assert client.remove_service("sick").status_code == 204
