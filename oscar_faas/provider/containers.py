@@ -50,7 +50,7 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation, ROUND_CEILING
 from pathlib import Path
@@ -177,6 +177,7 @@ class FunctionContainer:
     url: str
     spec: str
     status: str = "running"
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def health_url(self) -> str:
@@ -222,9 +223,15 @@ class ContainerEngine:
     """
 
     def __init__(self, runtime_dir: str | Path, *, provider_id: str = "default",
-                 client: docker.DockerClient | None = None, timeout: float = 120) -> None:
+                 client: docker.DockerClient | None = None, timeout: float = 120,
+                 restart_policy: Mapping[str, Any] | None = None) -> None:
         self.runtime_dir = str(Path(runtime_dir).resolve())
         self.provider_id = provider_id
+        #: What the engine does when a container exits on its own (default: start it again,
+        #: up to 3 times). The container launcher passes ``{"Name": "no"}``: its runtime
+        #: manager restarts dead runtimes itself, with backoff.
+        self.restart_policy = dict(restart_policy or {"Name": "on-failure",
+                                                      "MaximumRetryCount": 3})
         self.client = client if client is not None else connect(timeout=timeout)
 
     # ----------------------------------------------------------------- images
@@ -282,7 +289,8 @@ class ContainerEngine:
               secrets_dir: str | Path | None = None, memory: str | None = None,
               cpu: str | None = None, gpu: bool = False,
               command: Sequence[str] | None = None, network: str = "bridge",
-              pull: bool = True) -> FunctionContainer:
+              pull: bool = True, fingerprint: str | None = None,
+              labels: Mapping[str, str] | None = None) -> FunctionContainer:
         """Create and start a container of ``image`` running the function runtime.
 
         Does not wait for readiness (see :meth:`wait_ready`); other containers of the same
@@ -296,6 +304,9 @@ class ContainerEngine:
         :param command: replaces ``/oscar/runtime --host H --port P`` (tests' stand-ins);
             ``{host}`` and ``{port}`` in it are filled in.
         :param network: ``bridge`` (published port on 127.0.0.1) or ``host``.
+        :param fingerprint: the ``com.oscar-faas.spec`` label (default: a digest of the
+            arguments and the runtime folder).
+        :param labels: more labels.
         :raises ImageUnavailable: see :meth:`ensure_image`.
         :raises ContainerError: the engine refused the container.
         """
@@ -316,11 +327,13 @@ class ContainerEngine:
                     for part in (spec.command or [f"{RUNTIME_MOUNT}/runtime", "--host", "{host}",
                                                   "--port", "{port}"])]
             name = f"oscar-faas-{function}-{secrets.token_hex(3)}"
-            labels = {LABEL_FUNCTION: function, LABEL_PROVIDER: self.provider_id,
-                      LABEL_SPEC: spec.digest(self.runtime_dir), LABEL_PORT: str(port)}
+            tags = {**(labels or {}), LABEL_FUNCTION: function,
+                    LABEL_PROVIDER: self.provider_id,
+                    LABEL_SPEC: fingerprint or spec.digest(self.runtime_dir),
+                    LABEL_PORT: str(port)}
             try:
                 container = self.client.containers.run(
-                    image, name=name, entrypoint=argv[:1], command=argv[1:], labels=labels,
+                    image, name=name, entrypoint=argv[:1], command=argv[1:], labels=tags,
                     detach=True, **kwargs, **extra)
             except docker.errors.ImageNotFound as err:
                 raise _pull_error(image, _explanation(err)) from err
@@ -333,7 +346,7 @@ class ContainerEngine:
             log.info("function %s: container %s of %s started, runtime on 127.0.0.1:%d",
                      function, name, image, port)
             return FunctionContainer(function, container.id, name, f"http://127.0.0.1:{port}",
-                                     labels[LABEL_SPEC])
+                                     tags[LABEL_SPEC], labels=tags)
         raise AssertionError("unreachable")
 
     def wait_ready(self, fc: FunctionContainer, timeout: float = 60, *,
@@ -423,7 +436,7 @@ class ContainerEngine:
             found[function] = FunctionContainer(
                 function, container.id, container.name,
                 f"http://127.0.0.1:{labels.get(LABEL_PORT, '')}", labels.get(LABEL_SPEC, ""),
-                container.status)
+                container.status, labels=dict(labels))
             log.info("function %s: adopted container %s", function, container.name)
         return found
 
@@ -445,8 +458,7 @@ class ContainerEngine:
             mounts.append(docker.types.Mount(SECRETS_MOUNT, str(Path(spec.secrets_dir).resolve()),
                                              type="bind", read_only=True))
         kwargs: dict[str, Any] = {"environment": dict(spec.env), "mounts": mounts,
-                                  "restart_policy": {"Name": "on-failure",
-                                                     "MaximumRetryCount": 3}}
+                                  "restart_policy": dict(self.restart_policy)}
         if spec.memory:
             kwargs["mem_limit"] = memory_bytes(spec.memory)
         if spec.cpu:
