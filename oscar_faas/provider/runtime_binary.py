@@ -153,7 +153,8 @@ def _build(dest: Path, env: Mapping[str, str], logger: logging.Logger) -> None:
         raise RuntimeBinaryError(
             f"the static function runtime is not built and cannot be: {BUILD_SCRIPT} is "
             f"missing (not a source checkout of oscar-faas). Build it where the sources are "
-            f"(function-templates/oscar/build-runtime.sh DEST) and set {ENV_BINARY} to DEST/runtime")
+            f"(function-templates/oscar/build-runtime.sh DEST) and set {ENV_BINARY} to "
+            f"DEST/runtime")
     missing = missing_tools()
     if missing:
         raise RuntimeBinaryError(
