@@ -3,46 +3,49 @@ host processes.
 
 :class:`Backend` is the contract routes rely on (faas-provider's ``FaaSHandlers`` split into
 methods); :class:`LocalBackend` implements it on top of :class:`~.state.Store` (durable
-deployments and secrets) and :class:`~.watchdog.Watchdog` (per-call processes). Per-function
-runtime data (argv, env, limiter) is derived once per deploy, so an invocation does no parsing.
+deployments and secrets) and two ways of running a function:
+
+* the functions the gateway deploys (``envProcess`` is the oscar supervisor,
+  :data:`SUPERVISOR_COMMANDS`) get one long-lived runtime each (:mod:`.runtimes`, started by a
+  :class:`~.launch.Launcher`), and ``/function/<name>`` is proxied to it (:mod:`.proxy`);
+* any other ``envProcess`` (what faas-cli deploys) runs once per call with classic-watchdog
+  semantics (:class:`~.watchdog.Watchdog`).
+
+Per-function data (argv, env, limiter, runtime spec) is derived once per deploy, so an
+invocation does no parsing.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Mapping, Protocol
 
+from .. import contract as c
 from ..contract import ENV_SECRETS_DIR
 from ..errors import ServiceNotFound, UpstreamNotReady
-from .errors import TooManyRequests, Unsupported
+from .cgi import cgi_env
+from .errors import ProviderError, TooManyRequests, Unsupported
+from .launch import HostLauncher, Launcher, RuntimeSpec, inherited_env
 from .limits import Limiter, QueueFull, WatchdogConfig
+from .proxy import Answer, RuntimeUnreachable, forward
+from .runtimes import START_WAIT, RuntimeManager
 from .state import FunctionRecord, Store
 from .types import (DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus,
                     ScaleServiceRequest, Secret)
-from .watchdog import SUPERVISOR_COMMANDS, Result, SuperviseFn, Watchdog
+from .watchdog import Watchdog
 
 log = logging.getLogger("oscar_faas.provider")
 
-#: Host variables a function inherits (a container would have its image's own). Everything
-#: else, notably the provider's OPENFAAS_PASSWORD, stays out of functions.
-INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR",
-                 "TERM", "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE",
-                 "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CUDA_VISIBLE_DEVICES", "HTTP_PROXY",
-                 "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
-
-
-def inherited_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The part of the provider's environment handed to every function."""
-    picked = {k: env[k] for k in INHERITED_ENV if k in env}
-    picked.update({k: v for k, v in env.items() if k.startswith("LC_")})
-    return picked
+#: Every ``envProcess`` that means "the oscar supervisor": its module form and the path
+#: function images install it at (what the gateway deploys). Such functions get a runtime.
+SUPERVISOR_COMMANDS = frozenset({c.SUPERVISOR_MODULE, c.SUPERVISOR_PROCESS})
+#: ``limits``/``requests`` keys that ask for a GPU.
+GPU_KEYS = ("nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu")
 
 
 class NotFound(ServiceNotFound):
@@ -50,7 +53,36 @@ class NotFound(ServiceNotFound):
 
 
 class NotReady(UpstreamNotReady):
-    """Deployed, but no replica can serve it (no ``envProcess``): OpenFaaS' 503."""
+    """Deployed, but no replica can serve it (no ``envProcess``, or its runtime is not
+    running): OpenFaaS' 503."""
+
+
+class RuntimeFailed(ProviderError):
+    """The function's runtime went away in the middle of a call: 502."""
+
+    status = 502
+
+
+@dataclass
+class Call:
+    """One ``/function/<name>[/path]`` request, as the backend needs it."""
+
+    method: str
+    #: the path after the function's name, still percent-encoded (``/`` when none)
+    raw_path: str
+    #: the same, decoded (the classic watchdog's ``Http_Path``)
+    path: str
+    query: str
+    #: the client's headers minus hop-by-hop ones, plus the gateway's (X-Call-Id, ...)
+    headers: list[tuple[str, str]]
+    host: str
+    body: BinaryIO
+    content_length: int | None
+    chunked: bool
+
+    def header(self, name: str) -> str:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), "")
 
 
 class Backend(Protocol):
@@ -65,96 +97,120 @@ class Backend(Protocol):
     def list_secrets(self) -> list[Secret]: ...
     def put_secret(self, secret: Secret, create: bool) -> None: ...
     def delete_secret(self, name: str) -> None: ...
-    def invoke(self, name: str, body: BinaryIO, content_length: int | None,
-               cgi: Mapping[str, str]) -> tuple[Result, WatchdogConfig]: ...
+    def invoke(self, name: str, call: Call) -> Answer: ...
     def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
-class FunctionRuntime:
+class FunctionEntry:
     """Everything an invocation needs, computed at deploy time."""
 
     record: FunctionRecord
+    #: ``"runtime"`` (proxied to its runtime), ``"process"`` (a process per call) or
+    #: ``"none"`` (no envProcess: never ready)
+    kind: str
     argv: tuple[str, ...]
     env: dict[str, str]
     config: WatchdogConfig
     limiter: Limiter
-    in_process: bool
-
-    @property
-    def ready(self) -> bool:
-        """A classic watchdog refuses to start without ``fprocess``: never ready then."""
-        return bool(self.argv)
+    spec: RuntimeSpec | None = None
 
 
 class LocalBackend:
     """A single-machine OpenFaaS provider. Thread-safe."""
 
     def __init__(self, data_dir: str | Path, env: Mapping[str, str] | None = None,
-                 max_inflight: int | None = None) -> None:
+                 max_inflight: int | None = None, launcher: Launcher | None = None) -> None:
         self.store = Store(data_dir)
         self.watchdog = Watchdog(logging.getLogger("oscar_faas.provider.watchdog"))
-        self._base_env = inherited_env(os.environ if env is None else env)
+        host_env = os.environ if env is None else env
+        self._base_env = inherited_env(host_env)
+        self.runtimes = RuntimeManager(launcher or HostLauncher(host_env))
         self._max_inflight = max_inflight
-        self._runtimes: dict[str, FunctionRuntime] = {}
+        self._entries: dict[str, FunctionEntry] = {}
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._supervise: SuperviseFn | None = None
-        self._supervise_warned = False
 
     def load(self) -> None:
+        """Read the stored state and start (or adopt) the runtime of every function."""
         self.store.load()
         with self._lock:
             for record in self.store.functions():
-                self._runtimes[record.name] = self._runtime(record, None)
+                self._entries[record.name] = self._entry(record, None)
+            specs = [e.spec for e in self._entries.values() if e.spec is not None]
+        self.runtimes.start_all(specs)
 
     def close(self) -> None:
+        """Stop every runtime and kill every per-call process still running."""
+        self.runtimes.close()
         self.watchdog.close()
 
-    # --- runtime ---------------------------------------------------------------------------
+    # --- per-function data --------------------------------------------------------------------
 
-    def _runtime(self, record: FunctionRecord, old: FunctionRuntime | None) -> FunctionRuntime:
+    def _entry(self, record: FunctionRecord, old: FunctionEntry | None) -> FunctionEntry:
         fd = record.deployment
         config = WatchdogConfig.from_env(fd.env_vars, self._max_inflight)
         process = fd.env_process.strip()
+        secrets_dir = self.store.secrets_dir(fd.service)
         env = dict(self._base_env)
         env.update(fd.env_vars)
         env["fprocess"] = fd.env_process
-        env[ENV_SECRETS_DIR] = str(self.store.secrets_dir(fd.service))
+        env[ENV_SECRETS_DIR] = str(secrets_dir)
         same_limits = old is not None and (old.config.max_inflight, old.config.max_queue) == (
             config.max_inflight, config.max_queue)
         # keep the limiter across an update that does not change it: calls in flight hold it
         limiter = old.limiter if old is not None and same_limits else Limiter(
             config.max_inflight, config.max_queue)
-        return FunctionRuntime(record=record, argv=tuple(a for a in process.split(" ") if a),
-                               env=env, config=config, limiter=limiter,
-                               in_process=process in SUPERVISOR_COMMANDS)
+        spec = None
+        if process in SUPERVISOR_COMMANDS:
+            kind = "runtime"
+            spec = runtime_spec(fd, secrets_dir)
+        else:
+            kind = "process" if process else "none"
+        return FunctionEntry(record=record, kind=kind,
+                             argv=tuple(a for a in process.split(" ") if a), env=env,
+                             config=config, limiter=limiter, spec=spec)
 
     def _install(self, record: FunctionRecord) -> None:
         with self._lock:
-            self._runtimes[record.name] = self._runtime(record, self._runtimes.get(record.name))
-        log.info("function %s: image %r is ignored; this provider runs %r on the host",
-                 record.name, record.deployment.image, record.deployment.env_process)
+            entry = self._entries[record.name] = self._entry(record,
+                                                             self._entries.get(record.name))
+        if entry.spec is not None:
+            self.runtimes.ensure(entry.spec)
+            log.info("function %s: served by its own runtime (%s launcher)", record.name,
+                     self.runtimes.launcher.kind)
+        else:
+            self.runtimes.remove(record.name)  # it may have had one before this update
+            log.info("function %s: image %r is ignored; this provider runs %r on the host "
+                     "per call", record.name, record.deployment.image,
+                     record.deployment.env_process)
 
-    def _status(self, runtime: FunctionRuntime) -> FunctionStatus:
-        fd = runtime.record.deployment
+    def _ready(self, entry: FunctionEntry) -> bool:
+        """A classic watchdog refuses to start without ``fprocess``: never ready then; a
+        runtime is ready once its ``/_/health`` said so."""
+        if entry.kind == "runtime":
+            return self.runtimes.ready(entry.record.name)
+        return entry.kind == "process"
+
+    def _status(self, entry: FunctionEntry) -> FunctionStatus:
+        fd = entry.record.deployment
         if not fd.namespace:
             fd = FunctionDeployment(**{**fd.__dict__, "namespace": DEFAULT_NAMESPACE})
         return FunctionStatus(deployment=fd, invocation_count=self._counts.get(fd.service, 0),
-                              replicas=1, available_replicas=1 if runtime.ready else 0,
-                              created_at=runtime.record.created_at)
+                              replicas=1, available_replicas=1 if self._ready(entry) else 0,
+                              created_at=entry.record.created_at)
 
     # --- /system/functions ------------------------------------------------------------------
 
     def list_functions(self) -> list[FunctionStatus]:
-        return [self._status(r) for r in sorted(self._runtimes.values(),
-                                                key=lambda r: r.record.name)]
+        return [self._status(e) for e in sorted(self._entries.values(),
+                                                key=lambda e: e.record.name)]
 
     def get_function(self, name: str) -> FunctionStatus:
-        runtime = self._runtimes.get(name)
-        if runtime is None:
+        entry = self._entries.get(name)
+        if entry is None:
             raise ServiceNotFound(f"function {name} not found")
-        return self._status(runtime)
+        return self._status(entry)
 
     def deploy(self, fd: FunctionDeployment) -> None:
         self._install(self.store.create(fd))
@@ -165,13 +221,14 @@ class LocalBackend:
     def delete(self, name: str) -> None:
         self.store.delete(name)
         with self._lock:
-            self._runtimes.pop(name, None)
+            self._entries.pop(name, None)
             self._counts.pop(name, None)
+        self.runtimes.remove(name)
         log.info("function %s deleted", name)
 
     def scale(self, name: str, request: ScaleServiceRequest) -> None:
-        """Accepted and ignored: one host, one "replica" that forks per call."""
-        if name not in self._runtimes:
+        """Accepted and ignored: one host, one "replica"."""
+        if name not in self._entries:
             raise ServiceNotFound(f"function {name} not found")
         if request.replicas == 0:
             raise Unsupported("scaling to zero is not supported by this provider")
@@ -179,9 +236,21 @@ class LocalBackend:
                  name, request.replicas)
 
     def function_load(self) -> list[tuple[str, int, int, int]]:
-        """``(name, replicas, running, waiting)`` per function, for the metrics."""
-        return [(name, 1, rt.limiter.running, rt.limiter.waiting)
-                for name, rt in sorted(self._runtimes.items())]
+        """``(name, replicas, running, waiting)`` per function, for the metrics: a runtime's
+        own ``/_/status`` (calls in flight through it when it cannot be asked)."""
+        load = []
+        for name, entry in sorted(self._entries.items()):
+            if entry.kind != "runtime":
+                load.append((name, 1, entry.limiter.running, entry.limiter.waiting))
+                continue
+            runtime = self.runtimes.get(name)
+            status = runtime.status() if runtime is not None else None
+            if status is not None:
+                load.append((name, 1, int(status.get("running", 0)),
+                             int(status.get("queued", 0))))
+            else:
+                load.append((name, 1, runtime.inflight if runtime is not None else 0, 0))
+        return load
 
     # --- /system/secrets ------------------------------------------------------------------
 
@@ -196,54 +265,115 @@ class LocalBackend:
 
     # --- /function/<name> -------------------------------------------------------------------
 
-    def invoke(self, name: str, body: BinaryIO, content_length: int | None,
-               cgi: Mapping[str, str]) -> tuple[Result, WatchdogConfig]:
-        """Run one call, waiting for a slot if the function is busy.
+    def invoke(self, name: str, call: Call) -> Answer:
+        """Answer one call: proxied to the function's runtime, or a process per call.
 
-        :raises NotFound: unknown function. :raises NotReady: no ``envProcess``.
-        :raises TooManyRequests: when ``max_inflight`` is reached and the queue is full.
+        :raises NotFound: unknown function. :raises NotReady: no ``envProcess``, or no
+            runtime running within :data:`~.runtimes.START_WAIT`.
+        :raises TooManyRequests: (process per call) ``max_inflight`` reached and the queue
+            is full; a runtime answers its own 429.
+        :raises RuntimeFailed: the runtime went away in the middle of the call.
         """
-        runtime = self._runtimes.get(name)
-        if runtime is None:
+        entry = self._entries.get(name)
+        if entry is None:
             raise NotFound(f"error finding function {name}.{DEFAULT_NAMESPACE}: not found")
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
-        if not runtime.ready:
+        if entry.kind == "runtime":
+            return self._proxy(name, call)
+        if entry.kind == "none":
             raise NotReady(f"No endpoints available for: {name}.")
-        env = {**runtime.env, **cgi}
+        return self._per_call(name, entry, call)
+
+    def _proxy(self, name: str, call: Call) -> Answer:
+        deadline = time.monotonic() + START_WAIT
+        target = call.raw_path + (f"?{call.query}" if call.query else "")
+        while True:
+            runtime = self.runtimes.get(name)
+            got = runtime.acquire(max(0.0, deadline - time.monotonic())) if runtime else None
+            if got is None:
+                if runtime is not None and time.monotonic() < deadline:
+                    continue  # replaced while we waited: ask the new one
+                raise NotReady(f"No endpoints available for: {name}."
+                               + (f" {runtime.last_error}" if runtime and runtime.last_error
+                                  else ""))
+            handle, pool = got
+            try:
+                answer = forward(pool, call.method, target, call.headers, call.body,
+                                 call.content_length, call.chunked, name)
+            except RuntimeUnreachable:
+                runtime.release()
+                if not runtime.suspect(handle):
+                    time.sleep(0.02)  # dying, not yet dead: look again shortly
+                if time.monotonic() >= deadline:
+                    raise NotReady(f"No endpoints available for: {name}.") from None
+                continue
+            except ConnectionError as err:
+                runtime.release()
+                runtime.suspect(handle)
+                tail = handle.output_tail().strip().splitlines()[-10:]
+                raise RuntimeFailed(f"the runtime of {name} went away during the call "
+                                    f"({err})" + ("\n" + "\n".join(tail) if tail else "")
+                                    ) from None
+            except BaseException:
+                runtime.release()
+                raise
+            close = answer.close
+
+            def done(close=close, runtime=runtime) -> None:
+                try:
+                    close()
+                finally:
+                    runtime.release()
+
+            answer.close = done
+            return answer
+
+    def _per_call(self, name: str, entry: FunctionEntry, call: Call) -> Answer:
+        """The classic watchdog: one process per call, waiting for a slot if busy."""
+        cgi = cgi_env(call.method, call.path, call.query, call.headers, call.host,
+                      call.content_length, call.chunked)
+        env = {**entry.env, **cgi}
         queued = time.monotonic()
         try:
-            runtime.limiter.acquire()
+            entry.limiter.acquire()
         except QueueFull:
             raise TooManyRequests("Concurrent request limit exceeded. Max concurrent requests: "
-                                  f"{runtime.config.max_inflight}") from None
+                                  f"{entry.config.max_inflight}") from None
         timings = {"queue": time.monotonic() - queued}
         try:
-            supervise = self._load_supervise() if runtime.in_process else None
-            if supervise is not None:
-                result = self.watchdog.run_in_process(name, supervise, env, body, runtime.config,
-                                                      timings)
-            else:
-                argv = list(runtime.argv)
-                if runtime.in_process:  # not importable in-process: fork it with our python
-                    argv = [sys.executable, "-m", "oscar_faas.supervisor"]
-                result = self.watchdog.run_process(name, argv, env, body, content_length,
-                                                   runtime.config)
+            result = self.watchdog.run_process(name, list(entry.argv), env, call.body,
+                                               call.content_length, entry.config)
         finally:
-            runtime.limiter.release()
-        result.timings = {**timings, **result.timings}
-        return result, runtime.config
+            entry.limiter.release()
+        timings.update(result.timings)
+        headers = [("Content-Type", entry.config.content_type or call.header("Content-Type")
+                    or "text/plain")]
+        if timings:
+            headers.append(("Server-Timing", server_timing(timings)))
+        return Answer(result.status, headers, result.chunks(), result.length, result.close,
+                      close_connection=result.abandoned)
 
-    def _load_supervise(self) -> SuperviseFn | None:
-        """Import the supervisor lazily: the provider works (forking it) before it exists."""
-        if self._supervise is None:
-            try:
-                module = importlib.import_module("oscar_faas.supervisor.core")
-                self._supervise = module.supervise
-            except (ImportError, AttributeError) as err:
-                if not self._supervise_warned:
-                    log.warning("in-process supervisor unavailable (%s); forking it instead",
-                                err)
-                    self._supervise_warned = True
-                return None
-        return self._supervise
+
+def runtime_spec(fd: FunctionDeployment, secrets_dir: Path) -> RuntimeSpec:
+    """What a launcher needs to run ``fd``'s runtime."""
+    limits = fd.limits or {}
+    requests = fd.requests or {}
+    gpu = any((limits.get(k) or requests.get(k) or "0") not in ("", "0") for k in GPU_KEYS)
+    return RuntimeSpec(name=fd.service, image=fd.image, env=dict(fd.env_vars),
+                       secrets_dir=secrets_dir, memory=limits.get("memory") or None,
+                       cpu=limits.get("cpu") or None, gpu=gpu)
+
+
+#: Server-Timing names, in the order a call goes through them, with their descriptions.
+#: (No commas in descriptions: naive parsers split the header on them.)
+TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
+                 ("setup", "configuration and input"),
+                 ("script", "the user script"),
+                 ("upload", "outputs to storage and the answer"))
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
+    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
+                     for phase, desc in TIMING_PHASES if phase in timings)

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from .. import __version__
 from ..contract import HOP_BY_HOP, basic_credentials
 from ..errors import OscarFaasError, ServiceNotFound
-from .backend import Backend
+from .backend import Backend, Call
 from .httpio import Request, Response, empty_response, json_response, text_response
 from .logs import parse_since
 from .types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
@@ -169,7 +169,8 @@ def delete_secret(backend: Backend, req: Request) -> Response:
 # --- /function/<name>[/path] -------------------------------------------------------------------
 
 def invoke_function(backend: Backend, req: Request) -> Response:
-    """Run the function for this request, as gateway + provider + classic watchdog would."""
+    """Answer the call as gateway + provider + watchdog would: through the function's runtime,
+    or a process per call (see :meth:`~.backend.LocalBackend.invoke`)."""
     started, start_ns = time.monotonic(), time.time_ns()
     call_id = req.header("X-Call-Id") or str(uuid.uuid4())
     internal = {"X-OpenFaaS-Internal": "proxy", "X-Call-Id": call_id}
@@ -179,41 +180,27 @@ def invoke_function(backend: Backend, req: Request) -> Response:
     if namespace not in ("", DEFAULT_NAMESPACE):
         return text_response(f"error finding function {req.params['name']}: not found", 404,
                              internal)
-    cgi = cgi_env(req.method, unquote(req.params.get("rest") or "/"), req.query,
-                  _forwarded_headers(req, call_id, start_ns), req.header("Host"),
-                  req.body.content_length, req.body.chunked)
+    raw_path = req.params.get("rest") or "/"
+    call = Call(method=req.method, raw_path=raw_path, path=unquote(raw_path), query=req.query,
+                headers=_forwarded_headers(req, call_id, start_ns), host=req.header("Host"),
+                body=req.body, content_length=req.body.content_length,
+                chunked=req.body.chunked)
     try:
-        result, config = backend.invoke(name, req.body, req.body.content_length, cgi)
+        answer = backend.invoke(name, call)
     except ServiceNotFound as err:
         return text_response(err.message, err.status, internal)
     except OscarFaasError as err:
         return text_response(err.message, err.status,
                              internal if err.status != 429 else {"X-Call-Id": call_id})
-    headers = {
-        "Content-Type": config.content_type or req.header("Content-Type") or "text/plain",
+    headers = {k: v for k, v in answer.headers}
+    headers.update({
         "X-Duration-Seconds": f"{time.monotonic() - started:f}",
         "X-Call-Id": call_id,
         "X-Start-Time": str(start_ns),
-    }
-    if result.timings:
-        headers["Server-Timing"] = server_timing(result.timings)
-    return Response(result.status, headers=headers, stream=result.chunks(),
-                    length=result.length, close_connection=result.abandoned,
-                    on_close=[result.close])
-
-
-#: Server-Timing names, in the order a call goes through them, with their descriptions.
-#: (No commas in descriptions: naive parsers split the header on them.)
-TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
-                 ("setup", "configuration and input"),
-                 ("script", "the user script"),
-                 ("upload", "outputs to storage and the answer"))
-
-
-def server_timing(timings: dict[str, float]) -> str:
-    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
-    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
-                     for phase, desc in TIMING_PHASES if phase in timings)
+    })
+    return Response(answer.status, headers=headers, stream=answer.chunks,
+                    length=answer.length or 0, chunked=answer.length is None,
+                    close_connection=answer.close_connection, on_close=[answer.close])
 
 
 def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[str, str]]:

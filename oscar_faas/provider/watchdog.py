@@ -19,8 +19,8 @@ The status depends on the exit code, which is only known at the end, so stdout i
 (memory up to :data:`SPOOL_MEMORY`, then a temporary file) and sent once the process is done:
 memory stays bounded whatever the output size.
 
-The gateway's functions run the oscar supervisor (:data:`SUPERVISOR_COMMANDS`); for those it
-is called in-process (:meth:`Watchdog.run_in_process`), so no interpreter starts per call.
+The gateway's functions (``envProcess`` = the oscar supervisor) do not come here: each has a
+long-lived runtime (:mod:`.runtimes`). This is for any other ``fprocess``, as faas-cli deploys.
 """
 
 from __future__ import annotations
@@ -33,32 +33,21 @@ import signal
 import subprocess
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping
 
-from .. import contract as c
 from .limits import WatchdogConfig
 from .logs import function_logger
-from .processes import (CHUNK, StderrLines, kill_tree, pump_body, thread_child_pids,
-                        wait_until, write_all)
-
-#: Every ``envProcess`` that means "the oscar supervisor" and is run in-process: its module
-#: form and the path function images install it at (what the gateway deploys).
-SUPERVISOR_COMMANDS = frozenset({c.SUPERVISOR_MODULE, c.SUPERVISOR_PROCESS})
+from .processes import CHUNK, StderrLines, kill_tree, pump_body, wait_until, write_all
 
 #: Output kept in memory before the spool moves to a temporary file.
 SPOOL_MEMORY = 4 * 1024 * 1024
 #: Bodies of at most this many bytes (with a Content-Length) are written to stdin inline:
 #: a fresh pipe always holds one page, so the write cannot block and no thread is needed.
 INLINE_BODY = 4096
-#: How long a timed-out in-process call may take to notice its script was killed.
-ABANDON_GRACE = 1.0
 
 KILLED_BODY = b"Killed process.\n"
-
-SuperviseFn = Callable[[BinaryIO, BinaryIO, Mapping[str, str], "logging.Logger | None"], int]
 
 
 @dataclass
@@ -108,29 +97,6 @@ def _finish(code: int, spool: IO[bytes]) -> Result:
     return Result(500, prefix=prefix.encode(), output=spool, output_length=length)
 
 
-class _SpoolLogHandler(logging.Handler):
-    """Sends supervisor log lines into the response, which is what ``combine_output=true``
-    does with a child's stderr."""
-
-    def __init__(self, out: IO[bytes], lock: threading.Lock) -> None:
-        super().__init__()
-        self.out, self.out_lock = out, lock
-        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line = (self.format(record) + "\n").encode("utf-8", "replace")
-            with self.out_lock:
-                self.out.write(line)
-        except Exception:  # noqa: BLE001 - a log line must never break the call
-            self.handleError(record)
-
-
-def _level(env: Mapping[str, str]) -> int:
-    level = logging.getLevelName((env.get(c.ENV_LOG_LEVEL) or "INFO").strip().upper())
-    return level if isinstance(level, int) else logging.INFO
-
-
 class Watchdog:
     """Runs invocations and remembers the live ones, so that shutting the provider down does
     not leave orphaned function processes behind."""
@@ -138,20 +104,13 @@ class Watchdog:
     def __init__(self, log: logging.Logger | None = None) -> None:
         self.log = log or logging.getLogger("oscar_faas.provider.watchdog")
         self._active: set[subprocess.Popen[bytes]] = set()
-        #: native ids of the threads inside a ``supervise`` call right now
-        self._supervising: set[int] = set()
         self._active_lock = threading.Lock()
 
     def close(self) -> None:
-        """Kill every function process still running: the forked ones, and the scripts of
-        in-process supervisor calls (children of the threads running them). Other children
-        of this process are left alone: the provider may be embedded in a bigger program."""
+        """Kill every per-call process still running. Other children of this process are left
+        alone: the provider may be embedded in a bigger program."""
         with self._active_lock:
             pids = {proc.pid for proc in self._active}
-            threads = set(self._supervising)
-        me = os.getpid()
-        for tid in threads:
-            pids.update(thread_child_pids(me, tid))
         for pid in pids:
             kill_tree(pid)
 
@@ -247,95 +206,3 @@ class Watchdog:
             proc.wait()
             return False
         return not wait_until(proc, deadline)
-
-    # --- in-process supervisor ---------------------------------------------------------------
-
-    def run_in_process(self, name: str, supervise: SuperviseFn, env: Mapping[str, str],
-                       body: BinaryIO, config: WatchdogConfig,
-                       timings: dict[str, float] | None = None) -> Result:
-        """Call ``supervise(body, out, env, log)`` with the same semantics as a child process.
-
-        Without ``exec_timeout`` it runs in the request thread (no overhead at all). With one,
-        it runs in a helper thread; on expiry the processes that thread started (found through
-        ``/proc/self/task/<tid>/children``) are killed and 408 is answered. Python code cannot
-        be killed, but the supervisor's work is its script, so it returns soon after.
-        """
-        spool: IO[bytes] = SpooledTemporaryFile(SPOOL_MEMORY)
-        out_lock = threading.Lock()
-        logger = self._function_logger(name, env, spool if config.combine_output else None,
-                                       out_lock)
-        if config.exec_timeout <= 0:
-            return _finish(self._supervise(supervise, body, spool, env, logger, timings),
-                           spool)
-
-        state: dict[str, Any] = {"abandoned": False}
-
-        def work() -> None:
-            code = self._supervise(supervise, body, spool, env, logger, timings)
-            with out_lock:
-                state["code"] = code
-                if state["abandoned"]:
-                    spool.close()
-
-        worker = threading.Thread(target=work, name=f"supervise-{name}", daemon=True)
-        worker.start()
-        worker.join(config.exec_timeout)
-        with out_lock:
-            finished = "code" in state
-            if not finished:
-                state["abandoned"] = True
-        if finished:
-            return _finish(state["code"], spool)
-        self.log.warning("%s: exec_timeout (%gs) reached, killing the supervisor's processes",
-                         name, config.exec_timeout)
-        assert worker.native_id is not None
-        for child in thread_child_pids(os.getpid(), worker.native_id):
-            kill_tree(child)
-        worker.join(ABANDON_GRACE)
-        return Result(408, prefix=KILLED_BODY, abandoned=worker.is_alive())
-
-    def _supervise(self, supervise: SuperviseFn, body: BinaryIO, out: IO[bytes],
-                   env: Mapping[str, str], log: logging.Logger,
-                   timings: dict[str, float] | None = None) -> int:
-        """:func:`_call_supervise`, with this thread registered so :meth:`close` finds the
-        processes it starts."""
-        tid = threading.get_native_id()
-        with self._active_lock:
-            self._supervising.add(tid)
-        try:
-            return _call_supervise(supervise, body, out, env, log, timings)
-        finally:
-            with self._active_lock:
-                self._supervising.discard(tid)
-
-    def _function_logger(self, name: str, env: Mapping[str, str], out: IO[bytes] | None,
-                         lock: threading.Lock) -> logging.Logger:
-        """The supervisor's ``log``: the provider log, or the response when combining."""
-        if out is None:
-            logger = function_logger(name)
-        else:
-            logger = logging.Logger(f"function.{name}")
-            logger.addHandler(_SpoolLogHandler(out, lock))
-        level = _level(env)
-        if logger.level != level:
-            logger.setLevel(level)
-        return logger
-
-
-def _call_supervise(supervise: SuperviseFn, body: BinaryIO, out: IO[bytes],
-                    env: Mapping[str, str], log: logging.Logger,
-                    timings: dict[str, float] | None = None) -> int:
-    """Exit-code semantics of ``python -m oscar_faas.supervisor``: ``sys.exit(n)`` is n, an
-    uncaught exception is 1 with its traceback on stderr (here: the function's log).
-    ``timings`` (phase -> seconds) is passed on only when asked for."""
-    try:
-        if timings is None:
-            code = supervise(body, out, env, log)  # type: ignore[arg-type]
-        else:
-            code = supervise(body, out, env, log, timings=timings)  # type: ignore[call-arg]
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception:  # noqa: BLE001 - mirrors the interpreter's top-level handler
-        log.error("supervisor failed:\n%s", traceback.format_exc().rstrip())
-        code = 1
-    return int(code or 0)

@@ -105,6 +105,18 @@ class Invoker:
             raise FunctionConfigError(self.config_error)
         from ..supervisor.inputs import save_body  # pybase64 loads once, on the first call
 
+        # seconds per phase, for the answer's Server-Timing header (when the sink has one)
+        timings: dict[str, float] = getattr(sink, "timings", None)
+        if timings is None:
+            timings = {}
+        mark = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            timings[name] = now - mark
+            mark = now
+
         targets = resolve_targets(self.config, self.env)  # fail fast on missing credentials
         with self._workspace() as root:
             input_dir, output_dir = root / "input", root / "output"
@@ -113,13 +125,16 @@ class Invoker:
             call_env.update(INPUT_FILE_PATH=str(input_path), TMP_INPUT_DIR=str(input_dir),
                             TMP_OUTPUT_DIR=str(output_dir))
             script_output: Path | None = None
+            phase("setup")
             if self.pool is not None:
                 failure = self._call_worker(call_id, call_env)
+                phase("script")
                 if failure is not None:
                     return _fail(sink, 500, f"{failure}\n".encode("utf-8", "replace"))
             else:
                 script_output = root / "script-output"
                 code = self._run_script(call_env, script_output)
+                phase("script")
                 if code is None:
                     self.log.warning("exec_timeout (%gs) reached: the script was killed",
                                      self.settings.exec_timeout)
@@ -135,6 +150,7 @@ class Invoker:
             errors = upload_outputs(targets, output_dir, files, self.env, self.log)
             if errors:
                 raise UploadError("\n".join(errors), status=500)  # 500 as today, not 502
+            phase("upload")
             sink.start(200)
             if files or script_output is not None:
                 write_response(sink, output_dir, files, script_output)  # type: ignore[arg-type]

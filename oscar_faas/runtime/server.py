@@ -136,6 +136,8 @@ class Answer:
         self.started = started
         self.status = 0
         self.streaming = False
+        #: seconds per phase (queue, setup, script, upload), sent as ``Server-Timing``
+        self.timings: dict[str, float] = {}
         self.buffer = bytearray()
 
     def start(self, status: int) -> None:
@@ -158,6 +160,8 @@ class Answer:
     def start_message(self, length: int | None) -> dict[str, Any]:
         headers = list(self.headers)
         headers.append((b"x-duration-seconds", f"{time.monotonic() - self.started:f}".encode()))
+        if self.timings:
+            headers.append((b"server-timing", server_timing(self.timings).encode()))
         if length is not None:
             headers.append((b"content-length", str(length).encode()))
         return {"type": "http.response.start", "status": self.status or 500, "headers": headers}
@@ -177,6 +181,20 @@ class Answer:
             future.cancel()
             raise TimeoutError(f"write_timeout ({self._timeout:g}s) reached while sending "
                                "the answer") from None
+
+
+#: ``Server-Timing`` names, in the order a call goes through them, with their descriptions
+#: (no commas: naive parsers split the header on them).
+TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
+                 ("setup", "configuration and input"),
+                 ("script", "the user script"),
+                 ("upload", "outputs to storage and the answer"))
+
+
+def server_timing(timings: Mapping[str, float]) -> str:
+    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
+    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
+                     for phase, desc in TIMING_PHASES if phase in timings)
 
 
 def canonical_header(name: str) -> str:
@@ -273,11 +291,12 @@ class RuntimeApp:
                          f"max_queue={self.limiter.max_queue})\n".encode(), started)
             return
         try:
-            await self._invoke(scope, receive, send, started)
+            await self._invoke(scope, receive, send, started, time.monotonic() - started)
         finally:
             self.limiter.release()
 
-    async def _invoke(self, scope: Scope, receive: Receive, send: Send, started: float) -> None:
+    async def _invoke(self, scope: Scope, receive: Receive, send: Send, started: float,
+                      queued: float) -> None:
         loop = asyncio.get_running_loop()
         first = await receive()
         if first["type"] == "http.disconnect":
@@ -294,6 +313,7 @@ class RuntimeApp:
             headers.append((b"x-call-id", call_id))
         body = BodyReader(loop, receive, first, self.settings.read_timeout)
         answer = Answer(loop, send, headers, started, self.settings.write_timeout)
+        answer.timings["queue"] = queued
         try:
             await loop.run_in_executor(self.executor, self._run, body, cgi_env(scope), answer)
         except TimeoutError as err:

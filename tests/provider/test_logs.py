@@ -45,17 +45,19 @@ def test_stderr_lines_become_messages(shared_provider: ProviderProcess, fn_name,
     assert len(messages(ns)) == 2
 
 
-def test_supervisor_log_lines_at_the_services_level(shared_provider: ProviderProcess,
-                                                    fn_name):
-    """The in-process supervisor logs through the function's logger at LOG_LEVEL."""
+def test_runtime_log_lines_at_the_services_level(shared_provider: ProviderProcess, fn_name):
+    """An OSCAR function's runtime logs into the function's log at its LOG_LEVEL (at DEBUG,
+    with the head of the script's output)."""
     import base64
     p = shared_provider
     p.deploy(fn_name, "/oscar/bin/supervisor", envVars={
-        "SCRIPT": base64.b64encode(b"cat $INPUT_FILE_PATH\n").decode(),
-        "LOG_LEVEL": "INFO", "combine_output": "false"})
+        "SCRIPT": base64.b64encode(b"echo to-the-log >&2\ncat $INPUT_FILE_PATH\n").decode(),
+        "LOG_LEVEL": "DEBUG"})
     assert p.invoke(fn_name, base64.b64encode(b"hi")).status_code == 200
     texts = [m["text"] for m in messages(p.request("GET", f"/system/logs?name={fn_name}"))]
-    assert any(t.startswith("INFO ") and "user script" in t for t in texts), texts
+    assert any(t.startswith("INFO listening on http://127.0.0.1:") for t in texts), texts
+    assert any(t.startswith("INFO call ") and ": 200 in " in t for t in texts), texts
+    assert any(t.startswith("DEBUG ") and "to-the-log" in t for t in texts), texts
 
 
 def test_follow_streams_new_lines(shared_provider: ProviderProcess, fn_name, script):

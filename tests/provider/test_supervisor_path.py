@@ -1,4 +1,5 @@
-"""The in-process supervisor fast path."""
+"""OSCAR functions (envProcess = the oscar supervisor) on the embedded provider: served by
+their own long-lived runtime, with the answers the supervisor gives."""
 
 from __future__ import annotations
 
@@ -32,18 +33,18 @@ def test_supervised_script_answers(shared_provider: ProviderProcess, fn_name: st
     assert resp.text == "hello\ndone\n"
 
 
-def test_runs_in_the_provider_process(shared_provider: ProviderProcess, fn_name: str) -> None:
-    """No interpreter per call: the script's parent is the provider itself."""
+def test_runs_in_the_functions_runtime(shared_provider: ProviderProcess, fn_name: str) -> None:
+    """No interpreter per call: the script's parent is the function's runtime."""
     deploy_script(shared_provider, fn_name, 'tr "\\0" " " < /proc/$PPID/cmdline\n')
     text = shared_provider.invoke(fn_name, b"").text
-    assert "oscar_faas.provider" in text and "oscar_faas.supervisor" not in text
+    assert "oscar_faas.runtime" in text and "oscar_faas.supervisor" not in text
 
 
-def test_image_path_form_is_in_process_too(shared_provider: ProviderProcess,
+def test_image_path_form_has_a_runtime_too(shared_provider: ProviderProcess,
                                            fn_name: str) -> None:
     deploy_script(shared_provider, fn_name, 'tr "\\0" " " < /proc/$PPID/cmdline\n',
                   process="/oscar/bin/supervisor")
-    assert "oscar_faas.provider" in shared_provider.invoke(fn_name, b"").text
+    assert "oscar_faas.runtime" in shared_provider.invoke(fn_name, b"").text
 
 
 def test_failing_script_is_500(shared_provider: ProviderProcess, fn_name: str) -> None:
@@ -53,10 +54,11 @@ def test_failing_script_is_500(shared_provider: ProviderProcess, fn_name: str) -
     assert resp.text.startswith("exit status 4\n") and "broken" in resp.text
 
 
-def test_bad_input_is_500_with_message(shared_provider: ProviderProcess, fn_name: str) -> None:
+def test_bad_input_is_400_with_message(shared_provider: ProviderProcess, fn_name: str) -> None:
+    """The runtime answers invalid input with a 4xx (the forked supervisor said 500)."""
     deploy_script(shared_provider, fn_name, "echo never\n")
     resp = shared_provider.invoke(fn_name, b"not base64 !!!")
-    assert resp.status_code == 500 and resp.text.startswith("exit status 1\n")
+    assert resp.status_code == 400 and resp.text
     assert "never" not in resp.text
 
 

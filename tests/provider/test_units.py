@@ -198,75 +198,54 @@ def test_store_create_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     assert (tmp_path / "functions" / "fn" / "secrets" / "s").read_bytes() == b"v"
 
 
-# --- in-process supervisor ------------------------------------------------------------------
+# --- host launcher ---------------------------------------------------------------------------
 
-def run(supervise: Any, combine: bool = False, timeout: float = 0.0,
-        body: bytes = b"in") -> tuple[int, bytes, bool]:
-    result = Watchdog().run_in_process(
-        "unit", supervise, {"LOG_LEVEL": "INFO"}, io.BytesIO(body),
-        WatchdogConfig(exec_timeout=timeout, combine_output=combine))
-    data = b"".join(result.chunks())
-    result.close()
-    return result.status, data, result.abandoned
+def _spec(tmp_path: Path, script: bytes, **env: str) -> "RuntimeSpec":
+    import base64
+
+    from oscar_faas.provider.launch import RuntimeSpec
+    return RuntimeSpec(name="unit", image="ignored", secrets_dir=tmp_path,
+                       env={"SCRIPT": base64.b64encode(script).decode(), **env})
 
 
-def test_in_process_exit_codes() -> None:
-    def echo(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
-        out.write(body.read().upper())
-        return 0
+def test_host_launcher_env_output_and_stop(tmp_path: Path,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    """The runtime gets the function's env and the secrets folder, never the provider's
+    credentials; its log lines reach the function's logger at their level; stop ends it."""
+    import requests
 
-    def failing(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
-        out.write(b"why\n")
-        return 2
-
-    def exiting(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
-        raise SystemExit(5)
-
-    def crashing(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
-        log.info("about to crash")
-        raise RuntimeError("bug")
-
-    assert run(echo) == (200, b"IN", False)
-    assert run(failing) == (500, b"exit status 2\nwhy\n", False)
-    assert run(exiting)[:2] == (500, b"exit status 5\n")
-    assert run(crashing)[:2] == (500, b"exit status 1\n")
-    status, data, _ = run(crashing, combine=True)  # logs join the body, like stderr
-    assert status == 500 and b"about to crash" in data and b"RuntimeError: bug" in data
-
-
-def test_in_process_timeout_kills_children(tmp_path: Path) -> None:
-    pids: list[int] = []
-
-    def slow(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
-        proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
-        pids.append(proc.pid)
-        return proc.wait()
-
-    assert run(slow, timeout=0.5)[:2] == (408, b"Killed process.\n")
-    assert pids and wait_dead(pids[0])
+    from oscar_faas.provider.launch import HostLauncher
+    launcher = HostLauncher({**os.environ, "OPENFAAS_PASSWORD": "pw-secret-9"})
+    spec = _spec(tmp_path, b'echo "$MY_VAR $OSCAR_SECRETS_DIR ${OPENFAAS_PASSWORD:-none}"\n',
+                 MY_VAR="mine", LOG_LEVEL="INFO")
+    with caplog.at_level(logging.DEBUG, logger="oscar_faas.provider.function.unit"):
+        handle = launcher.start(spec)
+        try:
+            assert handle.alive() and handle.url.startswith("http://127.0.0.1:")
+            resp = requests.post(handle.url + "/", data=b"", timeout=30)
+            assert resp.status_code == 200
+            assert resp.text == f"mine {tmp_path} none\n"
+        finally:
+            handle.stop()
+    assert not handle.alive() and wait_dead(handle.pid)
+    handle.stop()  # idempotent
+    records = [r for r in caplog.records if r.name == "oscar_faas.provider.function.unit"]
+    assert any(r.levelname == "INFO" and r.getMessage().startswith("listening on http://")
+               for r in records)
+    assert "listening on" in handle.output_tail()
 
 
-def test_in_process_within_timeout() -> None:
-    def quick(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
-        out.write(b"ok")
-        return 0
+def test_host_launcher_reports_a_runtime_that_cannot_start(tmp_path: Path) -> None:
+    from oscar_faas.provider.launch import HostLauncher, LaunchError
+    with pytest.raises(LaunchError) as err:
+        HostLauncher(os.environ).start(_spec(tmp_path, b"", OSCAR_WORKER="'unbalanced"))
+    assert "exited with status 2" in str(err.value) and "OSCAR_WORKER" in str(err.value)
 
-    assert run(quick, timeout=30) == (200, b"ok", False)
 
-
-def test_function_logger_level(caplog: pytest.LogCaptureFixture) -> None:
-    def chatty(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Any) -> int:
-        log.debug("hidden")
-        log.info("shown")
-        return 0
-
-    # Capture everything that reaches the root handler; the function's logger alone decides
-    # (from the function's LOG_LEVEL, INFO here) what gets there.
-    with caplog.at_level(logging.DEBUG):
-        run(chatty)
-    messages = [r.getMessage() for r in caplog.records
-                if r.name == "oscar_faas.provider.function.unit"]
-    assert "shown" in messages and "hidden" not in messages
+def test_spec_fingerprint_follows_the_spec(tmp_path: Path) -> None:
+    one, same = _spec(tmp_path, b"echo 1"), _spec(tmp_path, b"echo 1")
+    assert one.fingerprint == same.fingerprint and len(one.fingerprint) == 32
+    assert _spec(tmp_path, b"echo 2").fingerprint != one.fingerprint
 
 
 def test_make_server_in_a_thread(tmp_path: Path) -> None:
