@@ -55,8 +55,10 @@ class GatewayApplication(BaseApplication):
 
 
 def start_provider(data_dir: Path, username: str, password: str,
-                   log_path: Path) -> tuple[subprocess.Popen, str]:
+                   log_path: Path, runtime: str = "host") -> tuple[subprocess.Popen, str]:
     """Start the embedded provider and wait until it answers; return it and its URL.
+
+    :param runtime: its ``--runtime``: functions as ``host`` processes or ``container``s.
 
     :raises RuntimeError: it exited or did not answer within 20 s (see ``log_path``).
     """
@@ -67,7 +69,7 @@ def start_provider(data_dir: Path, username: str, password: str,
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "oscar_faas.provider", "--host", "127.0.0.1", "--port",
-         str(port), "--data-dir", str(data_dir)],
+         str(port), "--data-dir", str(data_dir), "--runtime", runtime],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     log.close()
     deadline = time.monotonic() + 20
@@ -106,17 +108,20 @@ def _child_exit(server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid)
 
 
-def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> int:
+def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
+          runtime: str = "host") -> int:
     """Run the gateway until interrupted; returns the exit code."""
     settings = Settings.from_env()  # fail early, with a clear message, on bad settings
     provider = None
     if not settings.openfaas_url:
         data_dir.mkdir(parents=True, exist_ok=True)
         user, password = "admin", secrets.token_urlsafe(24)
-        provider, url = start_provider(data_dir, user, password, data_dir / "provider.log")
+        provider, url = start_provider(data_dir, user, password, data_dir / "provider.log",
+                                       runtime)
         os.environ.update(OPENFAAS_URL=url, OPENFAAS_USERNAME=user, OPENFAAS_PASSWORD=password)
-        backend = f"embedded local provider at {url} (state in {data_dir}, log in " \
-                  f"{data_dir / 'provider.log'})"
+        where = "containers of their images" if runtime == "container" else "host processes"
+        backend = f"embedded local provider at {url}, functions as {where} (state in " \
+                  f"{data_dir}, log in {data_dir / 'provider.log'})"
     else:
         backend = f"OpenFaaS at {settings.openfaas_url}"
     endpoint = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"

@@ -14,13 +14,21 @@ from types import FrameType
 from typing import Mapping, Sequence
 
 from ..config import DEFAULT_DATA_DIR
-from ..errors import ConfigError
+from ..errors import ConfigError, OscarFaasError
+
+#: Where each OSCAR function's runtime runs: a host process, or a container of its image.
+RUNTIMES = ("host", "container")
+#: The default of ``--runtime`` (``oscar-faas serve`` and ``oscar-faas provider``).
+ENV_RUNTIME = "OSCAR_FAAS_RUNTIME"
 
 DESCRIPTION = """\
 Run the oscar-faas embedded local provider: an OpenFaaS-compatible REST API
-(/system/functions, /system/secrets, /function/<name>, /healthz, ...) that runs each
-function on this host as a process per call, with classic-watchdog semantics (request body
-on stdin, stdout as the answer, exec_timeout, max_inflight). The function's image is ignored.
+(/system/functions, /system/secrets, /function/<name>, /healthz, ...) on one machine.
+Each OSCAR function gets one long-lived runtime: with --runtime host (the default) a process
+on this host (the function's image is ignored), with --runtime container a container of the
+function's own image through the Docker Engine API at DOCKER_HOST (Docker, or Podman's
+`podman system service`). Other functions run as a process per call, with classic-watchdog
+semantics.
 
 Deployments and secrets are stored under --data-dir and survive a restart.
 Basic auth on /system/* is enabled when OPENFAAS_USERNAME and OPENFAAS_PASSWORD are set.
@@ -44,9 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="where deployments, secrets and secret files are kept "
                              "(default: %(default)s)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=default_runtime(),
+                        help="where functions run: 'host' processes, or 'container's of "
+                             f"their images (default: ${ENV_RUNTIME}, else host)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="provider log verbosity on stderr (default: %(default)s)")
+
+
+def default_runtime(env: Mapping[str, str] | None = None) -> str:
+    """``$OSCAR_FAAS_RUNTIME``, else ``host`` (checked by :func:`run`)."""
+    return ((os.environ if env is None else env).get(ENV_RUNTIME) or "host").strip().lower()
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -67,14 +83,20 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print("error: set both OPENFAAS_USERNAME and OPENFAAS_PASSWORD, or neither",
               file=sys.stderr)
         return 2
+    runtime = getattr(args, "runtime", "host")
+    if runtime not in RUNTIMES:
+        print(f"error: {ENV_RUNTIME}={runtime!r}: must be one of {', '.join(RUNTIMES)}",
+              file=sys.stderr)
+        return 2
     from .server import serve
 
     signal.signal(signal.SIGTERM, _stop)
     try:
-        serve(args.host, args.port, args.data_dir.expanduser(), username, password)
+        serve(args.host, args.port, args.data_dir.expanduser(), username, password,
+              runtime=runtime)
     except KeyboardInterrupt:
         logging.getLogger("oscar_faas.provider").info("stopped")
-    except (ConfigError, OSError) as err:
+    except (ConfigError, OscarFaasError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
