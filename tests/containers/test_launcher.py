@@ -177,3 +177,42 @@ def test_a_missing_image_is_a_clear_error(launcher: ContainerLauncher, tmp_path:
         launcher.start(spec_for(image, tmp_path / "secrets"))
     assert image in str(info.value)
     assert "cannot be pulled" in str(info.value)
+
+
+def test_host_network_reaches_the_hosts_loopback(docker_client: Any,
+                                                 runtime_build: dict[str, Any],
+                                                 busybox_image: str, tmp_path: Path) -> None:
+    """OSCAR_FAAS_CONTAINER_NETWORK=host: a function reaches a service on the host's
+    127.0.0.1 (MinIO, for a gateway started with MINIO_ENDPOINT=http://127.0.0.1:9000)."""
+    import http.server
+    import threading
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = b"from the host's loopback\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    launcher = ContainerLauncher(tmp_path / "data", env={"OSCAR_FAAS_CONTAINER_NETWORK": "host"},
+                                 runtime_dir=runtime_build["dir"], client=docker_client)
+    try:
+        script = f"wget -q -O - http://127.0.0.1:{server.server_address[1]}/\n"
+        handle = launcher.start(RuntimeSpec(name="fn", image=busybox_image,
+                                            env={"SCRIPT": b64(script)},
+                                            secrets_dir=tmp_path / "secrets"))
+        wait_ready(handle)
+        answer = requests.post(handle.url + INVOKE_PATH, data=b64("x"), timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert "from the host's loopback" in answer.text
+        mode = docker_client.api.inspect_container(handle.container_id)["HostConfig"]
+        assert mode["NetworkMode"] == "host"
+    finally:
+        launcher.engine.remove_all()
+        server.shutdown()
