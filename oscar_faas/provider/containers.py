@@ -474,10 +474,17 @@ class ContainerEngine:
         filters = [f"{LABEL_PROVIDER}={self.provider_id}"]
         if function is not None:
             filters.append(f"{LABEL_FUNCTION}={function}")
-        try:
-            return self.client.containers.list(all=True, filters={"label": filters})
-        except docker.errors.APIError as err:
-            raise self._engine_error("cannot list containers", err) from err
+        for attempt in range(5):
+            try:
+                return self.client.containers.list(all=True, filters={"label": filters})
+            except docker.errors.NotFound as err:
+                # the SDK inspects each listed container: one removed meanwhile (a replace,
+                # a delete) is not an error, just a reason to list again
+                if attempt == 4:
+                    raise self._engine_error("cannot list containers", err) from err
+            except docker.errors.APIError as err:
+                raise self._engine_error("cannot list containers", err) from err
+        raise AssertionError("unreachable")
 
     def _state(self, container_id: str) -> str:
         try:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import docker.errors
 import pytest
 import yaml
 
@@ -58,7 +59,14 @@ class ContainerProvider(ProviderProcess):
         labels = [f"{LABEL_PROVIDER}={self.provider_id}"]
         if name:
             labels.append(f"{LABEL_FUNCTION}={name}")
-        found = self.client.containers.list(all=True, filters={"label": labels})
+        for _ in range(5):  # a container removed while the SDK inspects the list: again
+            try:
+                found = self.client.containers.list(all=True, filters={"label": labels})
+                break
+            except docker.errors.NotFound:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the container list kept changing")
         return [c for c in found if c.status == "running"] if running else found
 
     def deploy_oscar(self, name: str, image: str, method: str = "POST",
