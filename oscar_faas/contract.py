@@ -14,10 +14,11 @@ import re
 # --------------------------------------------------------------------------- paths
 
 #: The supervisor path OSCAR uses: images built from ``function-templates/oscar`` have it
-#: (the template's ``fprocess``), and the embedded provider runs the supervisor in-process
-#: for it. Every FunctionDeployment the gateway makes has it as ``envProcess``.
+#: (the template's ``fprocess``), and the embedded provider gives such functions a long-lived
+#: runtime each (``oscar_faas.runtime``). Every FunctionDeployment the gateway makes has it as
+#: ``envProcess``.
 SUPERVISOR_PROCESS = "/oscar/bin/supervisor"
-#: The module form of the same process, also run in-process by the embedded provider.
+#: The module form of the same process; also a runtime per function on the embedded provider.
 SUPERVISOR_MODULE = "python -m oscar_faas.supervisor"
 #: Where OpenFaaS mounts a function's secrets (and the gateway's, when it runs as one).
 OPENFAAS_SECRETS_DIR = "/var/openfaas/secrets"

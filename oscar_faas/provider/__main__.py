@@ -24,11 +24,13 @@ ENV_RUNTIME = "OSCAR_FAAS_RUNTIME"
 DESCRIPTION = """\
 Run the oscar-faas embedded local provider: an OpenFaaS-compatible REST API
 (/system/functions, /system/secrets, /function/<name>, /healthz, ...) on one machine.
-Each OSCAR function gets one long-lived runtime: with --runtime host (the default) a process
-on this host (the function's image is ignored), with --runtime container a container of the
-function's own image through the Docker Engine API at DOCKER_HOST (Docker, or Podman's
-`podman system service`). Other functions run as a process per call, with classic-watchdog
-semantics.
+OSCAR services (envProcess /oscar/bin/supervisor) get one long-lived runtime each
+(oscar-faas runtime; warm workers with OSCAR_WORKER), to which /function/<name> is proxied:
+with --runtime host (the default) a process on this host (the function's image is ignored),
+with --runtime container a container of the function's own image through the Docker Engine
+API at DOCKER_HOST (Docker, or Podman's `podman system service`). Any other envProcess runs
+on this host as a process per call with classic-watchdog semantics (request body on stdin,
+stdout as the answer, exec_timeout, max_inflight). SIGTERM or Ctrl-C stops the runtimes too.
 
 Deployments and secrets are stored under --data-dir and survive a restart.
 Basic auth on /system/* is enabled when OPENFAAS_USERNAME and OPENFAAS_PASSWORD are set.

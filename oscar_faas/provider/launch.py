@@ -91,7 +91,13 @@ def spec_fingerprint(spec: RuntimeSpec) -> str:
 
 
 class RuntimeHandle(Protocol):
-    """One started runtime."""
+    """One started runtime.
+
+    A handle that :meth:`Launcher.adopt` returns should also carry ``fingerprint: str`` (the
+    :attr:`RuntimeSpec.fingerprint` it was started with): the provider keeps an adopted
+    runtime only when it equals the stored function's, and replaces it otherwise (a handle
+    without one is always replaced).
+    """
 
     #: base URL of the runtime, e.g. http://127.0.0.1:PORT
     url: str
@@ -161,8 +167,9 @@ class HostProcess:
     output of scripts and workers; the last :data:`TAIL_LINES` are kept for errors.
     """
 
-    def __init__(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], fingerprint: str = "") -> None:
         self.name = name
+        self.fingerprint = fingerprint
         self.proc = proc
         self.pid = proc.pid
         self.url = ""
@@ -280,7 +287,7 @@ class HostLauncher:
                                     env=self.environment(spec), start_new_session=True)
         except OSError as err:
             raise LaunchError(f"cannot start the runtime of {spec.name}: {err}") from None
-        handle = HostProcess(spec.name, proc)
+        handle = HostProcess(spec.name, proc, spec.fingerprint)
         if not handle.wait_listening(self.listen_timeout):
             handle.stop(1.0)
             code = proc.returncode

@@ -6,7 +6,7 @@ messages ``{"name", "namespace", "instance", "timestamp", "text"}`` (faas-provid
 stream that ends when the client leaves or after :data:`FOLLOW_LIMIT` seconds, as
 faas-provider's handler ends at its timeout.
 
-The lines come from the functions: the in-process supervisor's log records (at the service's
+The lines come from the functions: their runtimes' output (log lines at the service's
 ``log_level``) and the stderr of forked ``fprocess`` functions (``combine_output=false``), both
 through the ``oscar_faas.provider.function.<name>`` loggers. Each function keeps its last
 :data:`RING_SIZE` lines in memory and, when a folder is given, appends them to

@@ -1,5 +1,5 @@
 """Child processes of the watchdog: feeding stdin, waiting with a deadline, logging stderr,
-and killing a whole tree (including the scripts an in-process supervisor call started)."""
+and killing a whole tree (the process, its descendants and the groups they lead)."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def child_pids(pid: int) -> list[int]:
 
 
 def thread_child_pids(pid: int, tid: int) -> list[int]:
-    """Children forked by one thread: how a timed-out in-process call finds its scripts."""
+    """Children forked by one thread of ``pid`` (``/proc/<pid>/task/<tid>/children``)."""
     try:
         with open(f"/proc/{pid}/task/{tid}/children") as handle:
             return [int(p) for p in handle.read().split()]

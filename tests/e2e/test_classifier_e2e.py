@@ -87,6 +87,42 @@ def test_classifies_the_sample_photo_through_the_gateway(gateway, photo, tmp_pat
     assert top5[0]["label_id"] in CAT_CLASSES, top5[0]
     assert "cat" in top5[0]["label"]
 
+    # served by the function's warm worker, which stays loaded: the same process answers again
+    (worker,) = _workers_under(gateway.proc.pid)
+    again = tmp_path / "again.json"
+    resp = client.run_service(NAME, input=str(photo), output=str(again), timeout=120)
+    assert resp.status_code == 200, resp.text
+    assert json.loads(again.read_text()) == prediction
+    assert _workers_under(gateway.proc.pid) == [worker]
+    log = (gateway.workdir / "data" / "logs" / f"{NAME}.log").read_text()
+    assert log.count("oscar_classifier: classifying") == 2, log
+
+
+def _workers_under(root: int) -> list[int]:
+    """Pids of the classifier's warm workers among the descendants of ``root``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found = []
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor and ancestor != root:
+            ancestor = parents.get(ancestor)
+        if ancestor != root:
+            continue
+        try:
+            cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"oscar_classifier.worker" in cmdline:
+            found.append(pid)
+    return sorted(found)
+
 
 
 # --- through the function runtime: warm worker and script give the same answer -------------
@@ -97,14 +133,14 @@ def _fdl_env(**changes: str | None) -> dict[str, str]:
     its variables), with this venv first on PATH; ``changes`` set or (None) drop variables."""
     from oscar_faas.config import Settings
     from oscar_faas.fdl import load_fdl
-    from oscar_faas.translate import service_to_deployment
+    from oscar_faas.plan import plan_deployment, prepare_service
 
     (service,) = load_fdl(FDL).services
-    service = service.normalized()
-    service.validate()
+    settings = Settings.from_env({})
+    deployment = plan_deployment(prepare_service(service, settings), settings).deployment
     env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable),
                                     os.environ.get("PATH", "/usr/bin:/bin")])}
-    env.update(service_to_deployment(service, Settings.from_env({}))["envVars"])
+    env.update(deployment["envVars"])
     for key, value in changes.items():
         if value is None:
             env.pop(key, None)
