@@ -53,6 +53,9 @@ WATCHDOG_READ_TIMEOUT = "read_timeout"
 WATCHDOG_WRITE_TIMEOUT = "write_timeout"
 WATCHDOG_WRITE_DEBUG = "write_debug"
 WATCHDOG_COMBINE_OUTPUT = "combine_output"
+#: Set to ``stdin`` by a parent that holds the other end of a runtime's stdin (the embedded
+#: provider): the runtime stops when that pipe closes, however the parent ended.
+ENV_RUNTIME_LIFELINE = "OSCAR_RUNTIME_LIFELINE"
 #: The embedded provider's bound on calls waiting for a ``max_inflight`` slot.
 WATCHDOG_MAX_QUEUE = "max_queue"
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Protocol
 
-from ..contract import ENV_SECRETS_DIR
+from ..contract import ENV_RUNTIME_LIFELINE, ENV_SECRETS_DIR
 from .logs import function_logger
 from .processes import kill_tree
 
@@ -211,6 +211,11 @@ class HostProcess:
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         self._reader.join(timeout)
 
     def output_tail(self) -> str:
@@ -277,12 +282,15 @@ class HostLauncher:
         env.update(spec.env)
         env[ENV_SECRETS_DIR] = str(spec.secrets_dir)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env[ENV_RUNTIME_LIFELINE] = "stdin"
         return env
 
     def start(self, spec: RuntimeSpec) -> HostProcess:
         """:raises LaunchError: it cannot be started, or exits before listening."""
         try:
-            proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+            # stdin is a lifeline: if the provider dies, even by SIGKILL, the pipe closes and
+            # the runtime stops itself (OSCAR_RUNTIME_LIFELINE)
+            proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     env=self.environment(spec), start_new_session=True)
         except OSError as err:

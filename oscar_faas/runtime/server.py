@@ -21,12 +21,14 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from ..contract import ENV_RUNTIME_LIFELINE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
 from .invoke import Invoker
@@ -351,6 +353,8 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
 
     env = dict(os.environ if env is None else env)
     log = SupervisorLog(stderr_logger())
+    if env.pop(LIFELINE_ENV, "") == "stdin":
+        threading.Thread(target=_lifeline, name="lifeline", daemon=True).start()
     try:
         settings = RuntimeSettings.from_env(env)
     except ValueError as err:
@@ -390,6 +394,22 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
         finally:
             app.close()
     return 0
+
+
+#: Set to ``stdin`` by a parent (the embedded provider) that holds the other end of our stdin:
+#: when it closes, however the parent ended, the runtime stops as on SIGTERM. Not passed on to
+#: scripts and workers.
+LIFELINE_ENV = ENV_RUNTIME_LIFELINE
+
+
+def _lifeline() -> None:
+    """Read stdin until EOF (the parent is gone), then stop gracefully."""
+    try:
+        while os.read(0, 4096):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

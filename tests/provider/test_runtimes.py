@@ -215,3 +215,15 @@ def test_a_warm_worker_stays_loaded_between_calls(shared_provider: ProviderProce
     (pid1, out1), (pid2, out2) = answers
     assert (out1, out2) == ("FIRST", "SECOND")
     assert pid1 == pid2 and alive(int(pid1))
+
+
+def test_runtimes_stop_when_the_provider_is_killed(make_provider: Callable[..., ProviderProcess]
+                                                   ) -> None:
+    """Even a SIGKILLed provider leaves no runtime behind: their stdin closes (lifeline)."""
+    p = make_provider()
+    deploy(p, "orphan-check", PID_AND_VAR)
+    pid, _ = pid_and_var(p, "orphan-check")
+    assert p.proc is not None
+    p.proc.kill()
+    p.proc.wait()
+    assert wait_dead(pid, within=WAIT)
