@@ -19,6 +19,7 @@ entry point is the static function runtime (:mod:`.runtime_binary`), bind-mounte
   fingerprint that matches no spec, so the manager recreates it.
 * The container's output (the runtime's and the script's stderr) goes to the function's
   logger, hence to ``/system/logs``; :meth:`ContainerHandle.output_tail` has its last lines.
+  So do the image pull's progress and a failure to start (a missing image, say).
 * The engine never restarts a container itself (restart policy ``no``): the runtime manager
   notices a dead one (:meth:`ContainerHandle.alive`) and starts a new one, with backoff.
 * Containers outlive the provider (as faasd's outlive faasd): stopping the provider leaves
@@ -220,12 +221,15 @@ class ContainerLauncher:
         try:
             return self._start(spec)
         except (OscarFaasError, docker.errors.DockerException) as err:
+            # the service's own log says it too: that is where its user looks
+            function_logger(spec.name).error("cannot start its container: %s", err)
             raise LaunchError(f"cannot start the container of {spec.name}: {err}") from err
 
     def _start(self, spec: RuntimeSpec) -> ContainerHandle:
         folder = self.runtime_dir()
         self.engine.runtime_dir = str(folder.resolve())
-        self.engine.ensure_image(spec.image)
+        # pull progress goes to the service's log (and from there to the provider's)
+        self.engine.ensure_image(spec.image, function_logger(spec.name))
         secrets_dir = Path(spec.secrets_dir) if spec.secrets_dir else None
         if secrets_dir is not None:
             secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -236,9 +236,10 @@ class ContainerEngine:
 
     # ----------------------------------------------------------------- images
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str, logger: logging.Logger | None = None) -> None:
         """Pull ``image`` unless it is on this machine, with progress in the log.
 
+        :param logger: where progress goes (default: this module's logger).
         :raises ImageUnavailable: it cannot be had; the message names the image and the fix.
         """
         try:
@@ -251,7 +252,8 @@ class ContainerEngine:
         repository, tag = docker.utils.parse_repository_tag(image)
         if not tag:
             tag = "latest"
-        log.info("pulling image %s (not on this machine)", image)
+        out = logger or log
+        out.info("pulling image %s (not on this machine)", image)
         started = last = time.monotonic()
         layers: dict[str, str] = {}
         sizes: dict[str, tuple[int, int]] = {}  # layer -> (bytes so far, total), when told
@@ -272,7 +274,7 @@ class ContainerEngine:
                                if "complete" in status.lower() or "exists" in status.lower())
                     got, total = (sum(size[i] for size in sizes.values()) for i in (0, 1))
                     volume = f", {got / 1e6:.0f}/{total / 1e6:.0f} MB" if total else ""
-                    log.info("pulling image %s: %.0f s, %d/%d layers done%s", image,
+                    out.info("pulling image %s: %.0f s, %d/%d layers done%s", image,
                              now - started, done, len(layers), volume)
             self.client.images.get(image)
         except ImageUnavailable:
@@ -281,7 +283,7 @@ class ContainerEngine:
             raise _pull_error(image, _explanation(err)) from err
         except (docker.errors.APIError, requests.RequestException) as err:
             raise _pull_error(image, _explanation(err)) from err
-        log.info("pulled image %s in %.1f s", image, time.monotonic() - started)
+        out.info("pulled image %s in %.1f s", image, time.monotonic() - started)
 
     # ----------------------------------------------------------------- lifecycle
 

@@ -233,6 +233,9 @@ def test_a_missing_image_is_reported_in_the_log(container_provider: ContainerPro
                                 and "cannot be pulled" in container_provider.log())
     status = container_provider.request("GET", "/system/function/fn").json()
     assert status.get("availableReplicas", 0) == 0
+    # the service's own log says it too (oscar-faas logs SERVICE)
+    logs = container_provider.request("GET", "/system/logs", params={"name": "fn"}).text
+    assert image in logs and "pulling image" in logs and "cannot be pulled" in logs
 
 
 def test_serve_runs_an_fdl_service_from_its_image(docker_client: Any,
