@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import docker.errors
+import requests
 
 from ..contract import ENV_SECRETS_DIR
 from ..errors import OscarFaasError
@@ -97,10 +98,20 @@ class ContainerHandle:
         return f"<ContainerHandle {self.function} {self.container_name} {self.url}>"
 
     def alive(self) -> bool:
-        """The container is running (a stopped, exited or removed one is not)."""
+        """The container is running (a stopped, exited or removed one is not).
+
+        When the engine does not answer, the container is taken as alive: Podman's containers
+        run on without its API service, and restarting would fail anyway; a call that cannot
+        reach the runtime still makes the manager look again.
+        """
         if self._stopped.is_set():
             return False
-        return self._engine._state(self.container_id) in ("running", "created")
+        try:
+            return self._engine._state(self.container_id) in ("running", "created")
+        except (docker.errors.DockerException, requests.RequestException) as err:
+            log.warning("function %s: the engine does not answer (%s); taking container %s "
+                        "as alive", self.function, err, self.container_name)
+            return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the container (SIGTERM, SIGKILL after ``timeout``) and remove it. Idempotent."""
@@ -113,16 +124,17 @@ class ContainerHandle:
             client.api.stop(self.container_id, timeout=max(0, int(round(timeout))))
         except docker.errors.NotFound:
             return
-        except docker.errors.APIError as err:
+        except (docker.errors.DockerException, requests.RequestException) as err:
             log.debug("function %s: stopping %s: %s", self.function, self.container_name, err)
         try:
             client.api.remove_container(self.container_id, force=True)
             log.info("function %s: removed container %s", self.function, self.container_name)
         except docker.errors.NotFound:
             pass
-        except docker.errors.APIError as err:
-            log.warning("function %s: cannot remove container %s: %s", self.function,
-                        self.container_name, err)
+        except (docker.errors.DockerException, requests.RequestException) as err:
+            log.warning("function %s: cannot remove container %s (%s); remove it with "
+                        "docker/podman rm -f %s", self.function, self.container_name, err,
+                        self.container_name)
 
     def output_tail(self) -> str:
         """The last lines of the container's output."""

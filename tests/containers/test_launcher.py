@@ -216,3 +216,21 @@ def test_host_network_reaches_the_hosts_loopback(docker_client: Any,
     finally:
         launcher.engine.remove_all()
         server.shutdown()
+
+
+def test_an_engine_that_does_not_answer_leaves_the_container_taken_as_alive(
+        tmp_path: Path) -> None:
+    """Podman's containers run on without its API service: no restart storm, and stop()
+    does not raise (it says how to remove the container by hand)."""
+    import docker
+
+    from oscar_faas.provider.container_launcher import ContainerHandle
+    from oscar_faas.provider.containers import FunctionContainer
+
+    dead = docker.DockerClient(base_url=f"unix://{tmp_path / 'no-engine.sock'}", timeout=2)
+    launcher = ContainerLauncher(tmp_path / "data", runtime_dir=tmp_path, client=dead)
+    handle = ContainerHandle(launcher, FunctionContainer(
+        "fn", "0" * 64, "oscar-faas-fn-000000", "http://127.0.0.1:9", "fp"), "fp")
+    assert handle.alive()
+    handle.stop()
+    assert not handle.alive()
