@@ -108,7 +108,7 @@ class ContainerHandle:
             return False
         try:
             return self._engine._state(self.container_id) in ("running", "created")
-        except (docker.errors.DockerException, requests.RequestException) as err:
+        except (docker.errors.DockerException, requests.RequestException, OSError) as err:
             log.warning("function %s: the engine does not answer (%s); taking container %s "
                         "as alive", self.function, err, self.container_name)
             return True
@@ -124,14 +124,14 @@ class ContainerHandle:
             client.api.stop(self.container_id, timeout=max(0, int(round(timeout))))
         except docker.errors.NotFound:
             return
-        except (docker.errors.DockerException, requests.RequestException) as err:
+        except (docker.errors.DockerException, requests.RequestException, OSError) as err:
             log.debug("function %s: stopping %s: %s", self.function, self.container_name, err)
         try:
             client.api.remove_container(self.container_id, force=True)
             log.info("function %s: removed container %s", self.function, self.container_name)
         except docker.errors.NotFound:
             pass
-        except (docker.errors.DockerException, requests.RequestException) as err:
+        except (docker.errors.DockerException, requests.RequestException, OSError) as err:
             log.warning("function %s: cannot remove container %s (%s); remove it with "
                         "docker/podman rm -f %s", self.function, self.container_name, err,
                         self.container_name)

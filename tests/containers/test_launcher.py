@@ -227,7 +227,8 @@ def test_an_engine_that_does_not_answer_leaves_the_container_taken_as_alive(
     from oscar_faas.provider.container_launcher import ContainerHandle
     from oscar_faas.provider.containers import FunctionContainer
 
-    dead = docker.DockerClient(base_url=f"unix://{tmp_path / 'no-engine.sock'}", timeout=2)
+    dead = docker.DockerClient(base_url=f"unix://{tmp_path / 'no-engine.sock'}", timeout=2,
+                                version="1.41")
     launcher = ContainerLauncher(tmp_path / "data", runtime_dir=tmp_path, client=dead)
     handle = ContainerHandle(launcher, FunctionContainer(
         "fn", "0" * 64, "oscar-faas-fn-000000", "http://127.0.0.1:9", "fp"), "fp")
