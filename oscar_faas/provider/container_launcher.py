@@ -232,7 +232,7 @@ class ContainerLauncher:
         """
         try:
             return self._start(spec)
-        except (OscarFaasError, docker.errors.DockerException) as err:
+        except (OscarFaasError, docker.errors.DockerException, requests.RequestException) as err:
             # the service's own log says it too: that is where its user looks
             function_logger(spec.name).error("cannot start its container: %s", err)
             raise LaunchError(f"cannot start the container of {spec.name}: {err}") from err
