@@ -181,6 +181,12 @@ class HostProcess:
         self._reader = threading.Thread(target=self._read, name=f"runtime-log-{name}",
                                         daemon=True)
         self._reader.start()
+        # One thread reaps it. ``Popen.poll`` from several threads is not reliable: a call
+        # that finds another thread in ``waitpid`` answers "running".
+        self._exited = threading.Event()
+        self._waiter = threading.Thread(target=self._wait, name=f"runtime-wait-{name}",
+                                        daemon=True)
+        self._waiter.start()
 
     def __repr__(self) -> str:
         return f"<HostProcess {self.name} pid={self.pid} {self.url or '(starting)'}>"
@@ -188,24 +194,30 @@ class HostProcess:
     # --- RuntimeHandle ----------------------------------------------------------------------
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not self._exited.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until it exited (True) or ``timeout`` passed (False)."""
+        return self._exited.wait(timeout)
+
+    def _wait(self) -> None:
+        self.proc.wait()
+        self._exited.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM its process group (the runtime stops its workers and scripts), SIGKILL
         whatever is left after ``timeout`` seconds."""
         with self._stop_lock:
-            if self.proc.poll() is None:
+            if self.alive():
                 try:
                     os.killpg(self.pid, signal.SIGTERM)
                 except (ProcessLookupError, PermissionError):
                     pass
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
+                if not self._exited.wait(timeout):
                     log.warning("%s: runtime pid %d did not stop within %gs; killing it",
                                 self.name, self.pid, timeout)
                     kill_tree(self.pid)
-                    self.proc.wait()
+                    self._exited.wait()
             # scripts or workers that outlived it, in its process group
             try:
                 os.killpg(self.pid, signal.SIGKILL)

@@ -69,6 +69,36 @@ def test_busy_and_queue_depth(make_provider, fn_name: str, tmp_path) -> None:
     assert got[("oscar_faas_function_queue_depth", label)] == 0
 
 
+def test_busy_and_queue_depth_of_a_runtime(shared_provider, fn_name: str, tmp_path) -> None:
+    """An OSCAR function's busy and queued calls are its runtime's (read from /_/status)."""
+    import base64
+    p = shared_provider
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    script = f"while [ ! -e {gate}/open ]; do sleep 0.05; done\n"
+    p.deploy(fn_name, "/oscar/bin/supervisor", envVars={
+        "SCRIPT": base64.b64encode(script.encode()).decode(), "max_inflight": "1"})
+    threads = [threading.Thread(target=p.invoke, args=(fn_name, b"")) for _ in range(2)]
+    for t in threads:
+        t.start()
+    label = (("function_name", f"{fn_name}.openfaas-fn"),)
+    deadline = time.monotonic() + 30
+    try:
+        while True:  # until both calls have reached the runtime
+            got = samples(p.url)
+            if got[("oscar_faas_function_queue_depth", label)] == 1:
+                break
+            assert time.monotonic() < deadline, "the second call never queued"
+        assert got[("oscar_faas_function_busy", label)] == 1
+    finally:
+        (gate / "open").touch()
+        for t in threads:
+            t.join(30)
+    got = samples(p.url)
+    assert got[("oscar_faas_function_busy", label)] == 0
+    assert got[("oscar_faas_function_queue_depth", label)] == 0
+
+
 def test_metrics_need_no_credentials_and_hold_no_secret(make_provider, fn_name) -> None:
     p = make_provider(auth=("admin", "pw-secret-1"))
     p.deploy(fn_name, "cat", envVars={"API_KEY": "do-not-leak"})
