@@ -32,7 +32,13 @@ def _client(args: argparse.Namespace):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import serve
-    return serve(args.host, args.port, Path(args.data_dir), args.workers, args.threads)
+    from .provider.__main__ import ENV_RUNTIME, RUNTIMES
+    if args.runtime not in RUNTIMES:
+        print(f"error: {ENV_RUNTIME}={args.runtime!r}: must be one of {', '.join(RUNTIMES)}",
+              file=sys.stderr)
+        return 2
+    return serve(args.host, args.port, Path(args.data_dir), args.workers, args.threads,
+                 args.runtime)
 
 
 def cmd_provider(args: argparse.Namespace) -> int:
@@ -206,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the gateway (embedded provider unless OPENFAAS_URL is set)",
         description="Run the OSCAR API gateway under gunicorn. With OPENFAAS_URL unset it "
                     "also starts the embedded local provider, which runs functions as host "
-                    "processes. Settings come from the environment (see the README).")
+                    "processes (--runtime host) or as containers of their images "
+                    "(--runtime container). Settings come from the environment (see the README).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="port (default %(default)s)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
@@ -218,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads per worker for the management API (/system/*); /run calls "
                         "do not use them: any number wait on the worker's event loop "
                         "(default %(default)s)")
+    from .provider.__main__ import ENV_RUNTIME, RUNTIMES, default_runtime
+    p.add_argument("--runtime", choices=RUNTIMES, default=default_runtime(),
+                   help="embedded provider: run functions as 'host' processes or as "
+                        "'container's of their own images (Docker or Podman at DOCKER_HOST; "
+                        f"default: ${ENV_RUNTIME}, else host)")
     p.set_defaults(func=cmd_serve)
 
     from .runtime import DESCRIPTION as runtime_description

@@ -56,12 +56,14 @@ class GatewayApplication(BaseApplication):
 
 
 def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
-                   port: int | None = None) -> tuple[subprocess.Popen, str]:
+                   port: int | None = None, runtime: str = "host"
+                   ) -> tuple[subprocess.Popen, str]:
     """Start the embedded provider and wait until it answers; return it and its URL.
 
     It logs to ``log_path``, rotated at 10 MiB with 3 old files kept; whatever it writes to
     stdout or stderr outside its log (a crash) goes to ``log_path`` with ``.out`` added.
 
+    :param runtime: its ``--runtime``: functions as ``host`` processes or ``container``s.
     :raises RuntimeError: it exited or did not answer within 20 s (see ``log_path``).
     """
     port = port or free_port()
@@ -71,7 +73,8 @@ def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
     out = open(log_path.with_name(log_path.name + ".out"), "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "oscar_faas.provider", "--host", "127.0.0.1", "--port",
-         str(port), "--data-dir", str(data_dir), "--log-file", str(log_path)],
+         str(port), "--data-dir", str(data_dir), "--log-file", str(log_path),
+         "--runtime", runtime],
         env=env, stdout=out, stderr=subprocess.STDOUT)
     out.close()
     deadline = time.monotonic() + 20
@@ -120,11 +123,13 @@ class ProviderSupervisor:
     max_delay = 30.0
     stable_after = 60.0
 
-    def __init__(self, data_dir: Path, username: str, password: str, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, username: str, password: str, log_path: Path,
+                 runtime: str = "host") -> None:
         self.first_delay = float(os.environ.get("PROVIDER_RESTART_DELAY") or self.first_delay)
         self.data_dir, self.username, self.password = data_dir, username, password
-        self.log_path = log_path
-        self.proc, self.url = start_provider(data_dir, username, password, log_path)
+        self.log_path, self.runtime = log_path, runtime
+        self.proc, self.url = start_provider(data_dir, username, password, log_path,
+                                             runtime=runtime)
         self.port = int(self.url.rsplit(":", 1)[1])
         self.restarts = 0
         self._stopping = threading.Event()
@@ -150,7 +155,8 @@ class ProviderSupervisor:
                 delay = min(delay * 2, self.max_delay)
                 try:
                     self.proc, _ = start_provider(self.data_dir, self.username,
-                                                  self.password, self.log_path, self.port)
+                                                  self.password, self.log_path, self.port,
+                                                  self.runtime)
                 except (RuntimeError, OSError) as err:
                     print(f"oscar-faas: restarting the embedded provider failed: {err}; "
                           f"trying again in {delay:g} s", file=sys.stderr, flush=True)
@@ -186,20 +192,23 @@ def clean_orphan_secrets(settings: Settings) -> None:
               f"exist: {', '.join(removed)}", flush=True)
 
 
-def serve(host: str, port: int, data_dir: Path, workers: int, threads: int) -> int:
+def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
+          runtime: str = "host") -> int:
     """Run the gateway until interrupted; returns the exit code."""
     settings = Settings.from_env()  # fail early, with a clear message, on bad settings
     provider = None
     if not settings.openfaas_url:
         data_dir.mkdir(parents=True, exist_ok=True)
         user, password = "admin", secrets.token_urlsafe(24)
-        provider = ProviderSupervisor(data_dir, user, password, data_dir / "provider.log")
+        provider = ProviderSupervisor(data_dir, user, password, data_dir / "provider.log",
+                                      runtime)
         url = provider.url
         os.environ.update(OPENFAAS_URL=url, OPENFAAS_USERNAME=user, OPENFAAS_PASSWORD=password,
                           OPENFAAS_INVOKE_AUTH="true", OSCAR_EMBEDDED_PROVIDER="true")
         settings = Settings.from_env()
-        backend = f"embedded local provider at {url} (state in {data_dir}, log in " \
-                  f"{data_dir / 'provider.log'})"
+        where = "containers of their images" if runtime == "container" else "host processes"
+        backend = f"embedded local provider at {url}, functions as {where} (state in " \
+                  f"{data_dir}, log in {data_dir / 'provider.log'})"
     else:
         backend = f"OpenFaaS at {settings.openfaas_url}"
     endpoint = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"

@@ -14,16 +14,23 @@ from types import FrameType
 from typing import Mapping, Sequence
 
 from ..config import DEFAULT_DATA_DIR
-from ..errors import ConfigError
+from ..errors import ConfigError, OscarFaasError
+
+#: Where each OSCAR function's runtime runs: a host process, or a container of its image.
+RUNTIMES = ("host", "container")
+#: The default of ``--runtime`` (``oscar-faas serve`` and ``oscar-faas provider``).
+ENV_RUNTIME = "OSCAR_FAAS_RUNTIME"
 
 DESCRIPTION = """\
 Run the oscar-faas embedded local provider: an OpenFaaS-compatible REST API
-(/system/functions, /system/secrets, /function/<name>, /healthz, ...) that runs functions on
-this host. OSCAR services (envProcess /oscar/bin/supervisor) get one long-lived runtime
-process each (oscar-faas runtime; warm workers with OSCAR_WORKER), to which /function/<name>
-is proxied; any other envProcess runs as a process per call with classic-watchdog semantics
-(request body on stdin, stdout as the answer, exec_timeout, max_inflight). The function's
-image is ignored. SIGTERM or Ctrl-C stops the runtimes too.
+(/system/functions, /system/secrets, /function/<name>, /healthz, ...) on one machine.
+OSCAR services (envProcess /oscar/bin/supervisor) get one long-lived runtime each
+(oscar-faas runtime; warm workers with OSCAR_WORKER), to which /function/<name> is proxied:
+with --runtime host (the default) a process on this host (the function's image is ignored),
+with --runtime container a container of the function's own image through the Docker Engine
+API at DOCKER_HOST (Docker, or Podman's `podman system service`). Any other envProcess runs
+on this host as a process per call with classic-watchdog semantics (request body on stdin,
+stdout as the answer, exec_timeout, max_inflight). SIGTERM or Ctrl-C stops the runtimes too.
 
 Deployments and secrets are stored under --data-dir and survive a restart.
 Basic auth on /system/* is enabled when OPENFAAS_USERNAME and OPENFAAS_PASSWORD are set.
@@ -47,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="where deployments, secrets and secret files are kept "
                              "(default: %(default)s)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=default_runtime(),
+                        help="where functions run: 'host' processes, or 'container's of "
+                             f"their images (default: ${ENV_RUNTIME}, else host)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="provider log verbosity (default: %(default)s)")
@@ -67,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--max-connections", type=int, default=1000,
                         help="connections served at once, 503 above (default: %(default)s)")
+
+
+def default_runtime(env: Mapping[str, str] | None = None) -> str:
+    """``$OSCAR_FAAS_RUNTIME``, else ``host`` (checked by :func:`run`)."""
+    return ((os.environ if env is None else env).get(ENV_RUNTIME) or "host").strip().lower()
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -95,6 +110,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print("error: set both OPENFAAS_USERNAME and OPENFAAS_PASSWORD, or neither",
               file=sys.stderr)
         return 2
+    runtime = getattr(args, "runtime", "host")
+    if runtime not in RUNTIMES:
+        print(f"error: {ENV_RUNTIME}={runtime!r}: must be one of {', '.join(RUNTIMES)}",
+              file=sys.stderr)
+        return 2
     from .server import HttpLimits, serve
 
     limits = HttpLimits(max_header_size=max(1024, args.max_header_size),
@@ -104,10 +124,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         serve(args.host, args.port, args.data_dir.expanduser(), username, password,
-              limits=limits)
+              limits=limits, runtime=runtime)
     except KeyboardInterrupt:
         logging.getLogger("oscar_faas.provider").info("stopped")
-    except (ConfigError, OSError) as err:
+    except (ConfigError, OscarFaasError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -50,7 +50,7 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation, ROUND_CEILING
 from pathlib import Path
@@ -177,6 +177,7 @@ class FunctionContainer:
     url: str
     spec: str
     status: str = "running"
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def health_url(self) -> str:
@@ -222,16 +223,23 @@ class ContainerEngine:
     """
 
     def __init__(self, runtime_dir: str | Path, *, provider_id: str = "default",
-                 client: docker.DockerClient | None = None, timeout: float = 120) -> None:
+                 client: docker.DockerClient | None = None, timeout: float = 120,
+                 restart_policy: Mapping[str, Any] | None = None) -> None:
         self.runtime_dir = str(Path(runtime_dir).resolve())
         self.provider_id = provider_id
+        #: What the engine does when a container exits on its own (default: start it again,
+        #: up to 3 times). The container launcher passes ``{"Name": "no"}``: its runtime
+        #: manager restarts dead runtimes itself, with backoff.
+        self.restart_policy = dict(restart_policy or {"Name": "on-failure",
+                                                      "MaximumRetryCount": 3})
         self.client = client if client is not None else connect(timeout=timeout)
 
     # ----------------------------------------------------------------- images
 
-    def ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str, logger: logging.Logger | None = None) -> None:
         """Pull ``image`` unless it is on this machine, with progress in the log.
 
+        :param logger: where progress goes (default: this module's logger).
         :raises ImageUnavailable: it cannot be had; the message names the image and the fix.
         """
         try:
@@ -244,7 +252,8 @@ class ContainerEngine:
         repository, tag = docker.utils.parse_repository_tag(image)
         if not tag:
             tag = "latest"
-        log.info("pulling image %s (not on this machine)", image)
+        out = logger or log
+        out.info("pulling image %s (not on this machine)", image)
         started = last = time.monotonic()
         layers: dict[str, str] = {}
         sizes: dict[str, tuple[int, int]] = {}  # layer -> (bytes so far, total), when told
@@ -265,7 +274,7 @@ class ContainerEngine:
                                if "complete" in status.lower() or "exists" in status.lower())
                     got, total = (sum(size[i] for size in sizes.values()) for i in (0, 1))
                     volume = f", {got / 1e6:.0f}/{total / 1e6:.0f} MB" if total else ""
-                    log.info("pulling image %s: %.0f s, %d/%d layers done%s", image,
+                    out.info("pulling image %s: %.0f s, %d/%d layers done%s", image,
                              now - started, done, len(layers), volume)
             self.client.images.get(image)
         except ImageUnavailable:
@@ -274,7 +283,7 @@ class ContainerEngine:
             raise _pull_error(image, _explanation(err)) from err
         except (docker.errors.APIError, requests.RequestException) as err:
             raise _pull_error(image, _explanation(err)) from err
-        log.info("pulled image %s in %.1f s", image, time.monotonic() - started)
+        out.info("pulled image %s in %.1f s", image, time.monotonic() - started)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -282,7 +291,8 @@ class ContainerEngine:
               secrets_dir: str | Path | None = None, memory: str | None = None,
               cpu: str | None = None, gpu: bool = False,
               command: Sequence[str] | None = None, network: str = "bridge",
-              pull: bool = True) -> FunctionContainer:
+              pull: bool = True, fingerprint: str | None = None,
+              labels: Mapping[str, str] | None = None) -> FunctionContainer:
         """Create and start a container of ``image`` running the function runtime.
 
         Does not wait for readiness (see :meth:`wait_ready`); other containers of the same
@@ -296,6 +306,9 @@ class ContainerEngine:
         :param command: replaces ``/oscar/runtime --host H --port P`` (tests' stand-ins);
             ``{host}`` and ``{port}`` in it are filled in.
         :param network: ``bridge`` (published port on 127.0.0.1) or ``host``.
+        :param fingerprint: the ``com.oscar-faas.spec`` label (default: a digest of the
+            arguments and the runtime folder).
+        :param labels: more labels.
         :raises ImageUnavailable: see :meth:`ensure_image`.
         :raises ContainerError: the engine refused the container.
         """
@@ -316,11 +329,13 @@ class ContainerEngine:
                     for part in (spec.command or [f"{RUNTIME_MOUNT}/runtime", "--host", "{host}",
                                                   "--port", "{port}"])]
             name = f"oscar-faas-{function}-{secrets.token_hex(3)}"
-            labels = {LABEL_FUNCTION: function, LABEL_PROVIDER: self.provider_id,
-                      LABEL_SPEC: spec.digest(self.runtime_dir), LABEL_PORT: str(port)}
+            tags = {**(labels or {}), LABEL_FUNCTION: function,
+                    LABEL_PROVIDER: self.provider_id,
+                    LABEL_SPEC: fingerprint or spec.digest(self.runtime_dir),
+                    LABEL_PORT: str(port)}
             try:
                 container = self.client.containers.run(
-                    image, name=name, entrypoint=argv[:1], command=argv[1:], labels=labels,
+                    image, name=name, entrypoint=argv[:1], command=argv[1:], labels=tags,
                     detach=True, **kwargs, **extra)
             except docker.errors.ImageNotFound as err:
                 raise _pull_error(image, _explanation(err)) from err
@@ -333,7 +348,7 @@ class ContainerEngine:
             log.info("function %s: container %s of %s started, runtime on 127.0.0.1:%d",
                      function, name, image, port)
             return FunctionContainer(function, container.id, name, f"http://127.0.0.1:{port}",
-                                     labels[LABEL_SPEC])
+                                     tags[LABEL_SPEC], labels=tags)
         raise AssertionError("unreachable")
 
     def wait_ready(self, fc: FunctionContainer, timeout: float = 60, *,
@@ -423,7 +438,7 @@ class ContainerEngine:
             found[function] = FunctionContainer(
                 function, container.id, container.name,
                 f"http://127.0.0.1:{labels.get(LABEL_PORT, '')}", labels.get(LABEL_SPEC, ""),
-                container.status)
+                container.status, labels=dict(labels))
             log.info("function %s: adopted container %s", function, container.name)
         return found
 
@@ -445,8 +460,7 @@ class ContainerEngine:
             mounts.append(docker.types.Mount(SECRETS_MOUNT, str(Path(spec.secrets_dir).resolve()),
                                              type="bind", read_only=True))
         kwargs: dict[str, Any] = {"environment": dict(spec.env), "mounts": mounts,
-                                  "restart_policy": {"Name": "on-failure",
-                                                     "MaximumRetryCount": 3}}
+                                  "restart_policy": dict(self.restart_policy)}
         if spec.memory:
             kwargs["mem_limit"] = memory_bytes(spec.memory)
         if spec.cpu:
@@ -462,10 +476,17 @@ class ContainerEngine:
         filters = [f"{LABEL_PROVIDER}={self.provider_id}"]
         if function is not None:
             filters.append(f"{LABEL_FUNCTION}={function}")
-        try:
-            return self.client.containers.list(all=True, filters={"label": filters})
-        except docker.errors.APIError as err:
-            raise self._engine_error("cannot list containers", err) from err
+        for attempt in range(5):
+            try:
+                return self.client.containers.list(all=True, filters={"label": filters})
+            except docker.errors.NotFound as err:
+                # the SDK inspects each listed container: one removed meanwhile (a replace,
+                # a delete) is not an error, just a reason to list again
+                if attempt == 4:
+                    raise self._engine_error("cannot list containers", err) from err
+            except docker.errors.APIError as err:
+                raise self._engine_error("cannot list containers", err) from err
+        raise AssertionError("unreachable")
 
     def _state(self, container_id: str) -> str:
         try:

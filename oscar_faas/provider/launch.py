@@ -7,7 +7,7 @@ that runtime runs is a :class:`Launcher`'s business:
 * :class:`HostLauncher` (here): a child process of the provider on this host, listening on a
   loopback port it picks itself (``--port 0``; the port is read from its ``listening on`` line,
   so there is no window in which another process could take it);
-* a container launcher (:mod:`.containers`): the function's image, under Podman or Docker.
+* :class:`~.container_launcher.ContainerLauncher`: the function's image, under Podman or Docker.
 
 A :class:`RuntimeSpec` is everything needed to start one; :meth:`Launcher.start` returns a
 :class:`RuntimeHandle` once the runtime is *started* (its URL known), not necessarily *ready*:

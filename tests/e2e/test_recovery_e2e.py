@@ -70,7 +70,7 @@ def test_killed_provider_is_restarted_and_health_says_degraded_meanwhile(
 
 
 def test_provider_port_wants_credentials_for_functions(gateway: LiveGateway) -> None:
-    url = re.search(r"embedded local provider at (http://\S+)", gateway.log_path.read_text())
+    url = re.search(r"embedded local provider at (http://[^\s,]+)", gateway.log_path.read_text())
     assert url is not None
     resp = requests.post(url.group(1) + "/function/keep", data=b"aGk=", timeout=PATIENCE)
     assert resp.status_code == 401
