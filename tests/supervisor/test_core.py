@@ -185,13 +185,21 @@ def test_concurrent_calls_do_not_mix(tmp_path: Path) -> None:
             assert res.stderr == ""
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+def _start_time(pid: int) -> str | None:
+    """``pid``'s start time (in clock ticks since boot), None when it is gone or a zombie:
+    with the start time a recycled pid (they wrap at 32768 here) is not mistaken for it."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _alive(pid: int, start_time: str | None = None) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone); with
+    ``start_time``, only while it is still that very process."""
+    now = _start_time(pid)
+    return now is not None and (start_time is None or now == start_time)
 
 
 def test_sigterm_kills_the_script_and_cleans_up(tmp_path: Path) -> None:
@@ -207,6 +215,8 @@ def test_sigterm_kills_the_script_and_cleans_up(tmp_path: Path) -> None:
         while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         sleeper = int(started.read_text())
+        born = _start_time(sleeper)
+        assert born is not None
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     finally:
@@ -216,9 +226,9 @@ def test_sigterm_kills_the_script_and_cleans_up(tmp_path: Path) -> None:
     assert proc.returncode == 128 + signal.SIGTERM
     assert list(work.iterdir()) == []
     deadline = time.monotonic() + 30
-    while _alive(sleeper) and time.monotonic() < deadline:
+    while _alive(sleeper, born) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _alive(sleeper)
+    assert not _alive(sleeper, born)
 
 
 def test_environment_secrets_come_from_the_secret_file(run: Runner, tmp_path: Path) -> None:
