@@ -62,3 +62,4 @@ def nano_cpus(text: str) -> int:
     amount = int((parse_quantity(text) * Decimal(10**9)).to_integral_value(ROUND_CEILING))
     if amount <= 0:
         raise InvalidService(f"cpu {text!r} must be more than 0")
+    return amount
