@@ -32,7 +32,8 @@ from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send, plain
 from .cgi import cgi_env
-from .expose import ExposeApp, ExposeSettings
+from .expose import ExposeApp
+from .expose_settings import ExposeSettings
 from .invoke import Invoker
 from .limiter import Limiter, QueueFull
 from .settings import RuntimeSettings
