@@ -8,8 +8,9 @@ server (a DEEPaaS API, Jupyter, nginx). When ``OSCAR_EXPOSE_PORT`` is set, the r
   ``OSCAR_EXPOSE_COMMAND`` (``default_command: true``), with the function's env plus its
   ``environment.secrets``, in a session of its own, its output going line by line (prefixed
   ``server: ``) to the runtime's stderr;
-* probes it every :data:`~.server_keeper.PROBE_INTERVAL` seconds: ``GET OSCAR_EXPOSE_HEALTH_PATH`` answering
-  200-399 (Kubernetes' rule), or, without a health path, the port accepting a connection;
+* probes it every :data:`~.server_keeper.PROBE_INTERVAL` seconds: ``GET
+  OSCAR_EXPOSE_HEALTH_PATH`` answering 200-399 (Kubernetes' rule), or, without a health path,
+  the port accepting a connection;
   ``GET /_/health`` is 200 only while that holds;
 * restarts it when it exits, with a growing delay (1 s doubling to 30 s, back to 1 s once it
   has been healthy);
