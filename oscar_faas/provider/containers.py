@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -45,8 +44,8 @@ import requests
 
 from ..errors import InvalidService
 from .container_specs import HEALTH_PATH, FunctionContainer, FunctionSpec, free_port
-from .engine_api import (ContainerError, FunctionNotReady, ImageUnavailable, connect, explain,
-                         pull_error)
+from .engine_api import (ContainerError, FunctionNotReady, ImageUnavailable, connect,
+                         created_at, explain, pull_error)
 from .quantities import memory_bytes, nano_cpus
 
 log = logging.getLogger(__name__)
@@ -276,7 +275,7 @@ class ContainerEngine:
         short), the newest is kept and the others removed.
         """
         found: dict[str, FunctionContainer] = {}
-        containers = sorted(self._containers(), key=_created, reverse=True)
+        containers = sorted(self._containers(), key=created_at, reverse=True)
         for container in containers:
             labels = container.labels
             function = labels.get(LABEL_FUNCTION, "")
@@ -301,7 +300,7 @@ class ContainerEngine:
 
     def logs(self, function: str, tail: int | None = None) -> str:
         """The output (stdout and stderr) of ``function``'s containers, oldest first."""
-        containers = sorted(self._containers(function), key=_created)
+        containers = sorted(self._containers(function), key=created_at)
         return "".join(self._tail(c.id, tail=tail) for c in containers)
 
     def inspect(self, fc: FunctionContainer) -> dict[str, Any]:
@@ -377,13 +376,3 @@ class ContainerEngine:
     @staticmethod
     def _engine_error(what: str, err: Exception) -> ContainerError:
         return ContainerError(f"{what}: {explain(err)}")
-
-def _created(container: Any) -> float:
-    """When a container was created: a Unix time in list answers, RFC 3339 in inspect ones."""
-    created = container.attrs.get("Created")
-    if isinstance(created, (int, float)):
-        return float(created)
-    try:
-        return datetime.fromisoformat(str(created)[:26].rstrip("Z")).timestamp()
-    except ValueError:
-        return 0.0

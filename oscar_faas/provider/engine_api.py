@@ -1,4 +1,5 @@
-"""Reaching the Docker Engine API (``DOCKER_HOST``) and the errors the container code raises.
+"""Reaching the Docker Engine API (``DOCKER_HOST``), reading its answers, and the errors the
+container code raises.
 
 Exists so :mod:`.containers` (the engine's use) and :mod:`.container_launcher` share one
 :func:`connect` and one family of errors whose messages name the function and the fix.
@@ -7,6 +8,8 @@ Exists so :mod:`.containers` (the engine's use) and :mod:`.container_launcher` s
 from __future__ import annotations
 
 import os
+from datetime import datetime
+from typing import Any
 
 import docker
 import docker.errors
@@ -68,3 +71,13 @@ def pull_error(image: str, reason: str) -> ImageUnavailable:
         f"service's 'image' (name and tag), log in to its registry (docker/podman login), or "
         f"put it on this machine first (docker/podman pull, load or build)")
 
+
+def created_at(container: Any) -> float:
+    """When a container was created: a Unix time in list answers, RFC 3339 in inspect ones."""
+    created = container.attrs.get("Created")
+    if isinstance(created, (int, float)):
+        return float(created)
+    try:
+        return datetime.fromisoformat(str(created)[:26].rstrip("Z")).timestamp()
+    except ValueError:
+        return 0.0
