@@ -20,7 +20,10 @@ from typing import Any, Mapping
 from .contract import is_dns1123_label
 from .errors import InvalidService
 from .gojson import (as_bool, as_int, as_list, as_map, as_quantity, as_str, as_str_list,
-                     as_str_map, check_json, ci_get, copy_json, type_error)
+                     as_str_map, check_json, ci_get, copy_json)
+from .service_parts import (STORAGE_TYPES, StorageIOConfig, first_port, parse_environment,
+                            parse_expose, parse_replicas, parse_storage_providers,
+                            parse_synchronous)
 
 DEFAULT_MEMORY = "256Mi"
 DEFAULT_CPU = "0.2"
@@ -30,7 +33,6 @@ ADMIN_OWNER = "cluster_admin"
 HIDDEN = "hidden"
 LOG_LEVELS = ("NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_NAME_LENGTH = 39
-STORAGE_TYPES = ("minio", "s3", "onedata", "webdav", "rucio")
 #: Providers whose paths start with an S3 bucket name.
 BUCKET_STORAGE_TYPES = ("minio", "s3")
 #: S3 bucket naming rules (AWS "general purpose bucket naming rules", which MinIO applies).
@@ -58,138 +60,6 @@ def dumps(data: Any) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
-# --------------------------------------------------------------------------- parts
-
-@dataclass
-class StorageIOConfig:
-    """One input or output path: ``{storage_provider, path, suffix?, prefix?}``."""
-
-    storage_provider: str = ""
-    path: str = ""
-    suffix: list[str] = field(default_factory=list)
-    prefix: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str) -> "StorageIOConfig":
-        data = as_map(data, path)
-        return cls(
-            storage_provider=as_str(ci_get(data, "storage_provider"), f"{path}.storage_provider"),
-            path=as_str(ci_get(data, "path"), f"{path}.path"),
-            suffix=as_str_list(ci_get(data, "suffix"), f"{path}.suffix"),
-            prefix=as_str_list(ci_get(data, "prefix"), f"{path}.prefix"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"storage_provider": self.storage_provider, "path": self.path}
-        if self.suffix:
-            out["suffix"] = list(self.suffix)
-        if self.prefix:
-            out["prefix"] = list(self.prefix)
-        return out
-
-    @property
-    def provider(self) -> tuple[str, str]:
-        """``(type, id)``: split on the first dot; a bare type means id ``default``."""
-        kind, _, ident = self.storage_provider.partition(".")
-        return kind.lower(), ident or "default"
-
-    @property
-    def bucket(self) -> str:
-        return self.path.strip("/").split("/", 1)[0]
-
-    @property
-    def folder(self) -> str:
-        parts = self.path.strip("/").split("/", 1)
-        return parts[1].strip("/") if len(parts) > 1 else ""
-
-
-def _int_struct(keys: tuple[str, ...], bools: tuple[str, ...] = ()):
-    """Parse/emit small Go structs made of ints and bools (synchronous, expose)."""
-
-    def parse(value: Any, path: str) -> dict[str, Any]:
-        data = as_map(value, path)
-        out: dict[str, Any] = {}
-        for key in keys:
-            out[key] = as_int(ci_get(data, key), f"{path}.{key}")
-        for key in bools:
-            out[key] = as_bool(ci_get(data, key), f"{path}.{key}")
-        return out
-
-    return parse
-
-
-_parse_synchronous = _int_struct(("min_scale", "max_scale"))
-_parse_expose_numbers = _int_struct(
-    ("min_scale", "max_scale", "cpu_threshold"), ("rewrite_target", "default_command", "set_auth"))
-
-
-def _as_port(value: Any, path: str) -> int | list[int]:
-    """A port as OSCAR 3.x sends it (a number) or as OSCAR 4.1 does (a list of numbers);
-    kept in the form sent, so GET answers what the client's struct expects."""
-    if isinstance(value, list):
-        return [as_int(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise type_error(path, "a whole number or a list of whole numbers", value)
-    return as_int(value, path)
-
-
-def _parse_expose(value: Any, path: str) -> dict[str, Any]:
-    """OSCAR's ``ExposeSettings``, in the Go struct's key order (``health_path`` from 3.6.5)."""
-    data = as_map(value, path)
-    numbers = _parse_expose_numbers(value, path)
-    return {
-        "min_scale": numbers["min_scale"],
-        "max_scale": numbers["max_scale"],
-        "api_port": _as_port(ci_get(data, "api_port"), f"{path}.api_port"),
-        "cpu_threshold": numbers["cpu_threshold"],
-        "rewrite_target": numbers["rewrite_target"],
-        "nodePort": _as_port(ci_get(data, "nodePort"), f"{path}.nodePort"),
-        "default_command": numbers["default_command"],
-        "set_auth": numbers["set_auth"],
-        "health_path": as_str(ci_get(data, "health_path"), f"{path}.health_path").strip(),
-    }
-
-
-def first_port(value: int | list[int]) -> int:
-    """The port that is served: the number, or the first of a list (0: none)."""
-    if isinstance(value, list):
-        return value[0] if value else 0
-    return value
-
-
-def _parse_environment(value: Any, path: str) -> dict[str, dict[str, str]]:
-    data = as_map(value, path)
-    return {
-        "variables": as_str_map(ci_get(data, "variables"), f"{path}.variables"),
-        "secrets": as_str_map(ci_get(data, "secrets"), f"{path}.secrets"),
-    }
-
-
-def _parse_storage_providers(value: Any, path: str) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{type: {id: {key: value}}}``; type names are lower-cased, ids kept."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for kind, entries in as_map(value, path).items():
-        if entries is None:
-            continue
-        kind_l = str(kind).lower()
-        if kind_l not in STORAGE_TYPES:
-            raise InvalidService(
-                f"The service specification is not valid: '{path}.{kind}' is not a storage "
-                f"provider type (valid: {', '.join(STORAGE_TYPES)})")
-        for ident, conf in as_map(entries, f"{path}.{kind}").items():
-            conf = as_map(conf, f"{path}.{kind}.{ident}")
-            out.setdefault(kind_l, {})[str(ident)] = {str(k).lower(): v for k, v in conf.items()}
-    return out
-
-
-def _parse_replicas(value: Any, path: str) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise type_error(path, "a list", value)
-    return [as_map(item, f"{path}[{i}]") for i, item in enumerate(value)]
-
-
 # --------------------------------------------------------------------------- service
 
 @dataclass
@@ -208,7 +78,7 @@ class Service:
     enable_gpu: bool = False
     enable_sgx: bool = False
     image_prefetch: bool = False
-    synchronous: dict[str, int] = field(default_factory=lambda: _parse_synchronous(None, ""))
+    synchronous: dict[str, int] = field(default_factory=lambda: parse_synchronous(None, ""))
     replicas: list[dict[str, Any]] = field(default_factory=list)
     rescheduler_threshold: int = 0
     delegation: str = ""
@@ -221,7 +91,7 @@ class Service:
     output: list[StorageIOConfig] = field(default_factory=list)
     script: str = ""
     image_pull_secrets: list[str] = field(default_factory=list)
-    expose: dict[str, Any] = field(default_factory=lambda: _parse_expose(None, ""))
+    expose: dict[str, Any] = field(default_factory=lambda: parse_expose(None, ""))
     environment: dict[str, dict[str, str]] = field(
         default_factory=lambda: {"variables": {}, "secrets": {}})
     annotations: dict[str, str] = field(default_factory=dict)
@@ -261,8 +131,8 @@ class Service:
             enable_gpu=as_bool(g("enable_gpu"), "enable_gpu"),
             enable_sgx=as_bool(g("enable_sgx"), "enable_sgx"),
             image_prefetch=as_bool(g("image_prefetch"), "image_prefetch"),
-            synchronous=_parse_synchronous(g("synchronous"), "synchronous"),
-            replicas=_parse_replicas(g("replicas"), "replicas"),
+            synchronous=parse_synchronous(g("synchronous"), "synchronous"),
+            replicas=parse_replicas(g("replicas"), "replicas"),
             rescheduler_threshold=as_int(g("rescheduler_threshold"), "rescheduler_threshold"),
             delegation=as_str(g("delegation"), "delegation"),
             log_level=as_str(g("log_level"), "log_level"),
@@ -276,12 +146,12 @@ class Service:
                     for i, x in enumerate(as_list(g("output"), "output"))],
             script=as_str(g("script"), "script").replace("\r\n", "\n"),
             image_pull_secrets=as_str_list(g("image_pull_secrets"), "image_pull_secrets"),
-            expose=_parse_expose(g("expose"), "expose"),
-            environment=_parse_environment(g("environment"), "environment"),
+            expose=parse_expose(g("expose"), "expose"),
+            environment=parse_environment(g("environment"), "environment"),
             annotations=as_str_map(g("annotations"), "annotations"),
             vo=as_str(g("vo"), "vo"),
             labels=as_str_map(g("labels"), "labels"),
-            storage_providers=_parse_storage_providers(g("storage_providers"), "storage_providers"),
+            storage_providers=parse_storage_providers(g("storage_providers"), "storage_providers"),
             clusters={str(k): as_map(v, f"clusters.{k}")
                       for k, v in as_map(g("clusters"), "clusters").items()},
             owner=as_str(g("owner"), "owner"),

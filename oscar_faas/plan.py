@@ -15,7 +15,8 @@ from . import storage
 from .config import Settings
 from .contract import storage_secret_name
 from .errors import InvalidService
-from .model import HIDDEN, Service, StorageIOConfig, dumps
+from .model import HIDDEN, Service, dumps
+from .service_parts import StorageIOConfig
 from .translate import service_to_deployment
 
 

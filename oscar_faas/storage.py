@@ -15,7 +15,8 @@ import urllib3
 
 from .config import Settings
 from .errors import InvalidService, StorageError
-from .model import Service, StorageIOConfig
+from .model import Service
+from .service_parts import StorageIOConfig
 
 if TYPE_CHECKING:  # the SDK costs ~7 MB per gateway worker: load it only when MinIO is used
     from minio import Minio

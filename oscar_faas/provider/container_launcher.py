@@ -24,6 +24,18 @@ entry point is the static function runtime (:mod:`.runtime_binary`), bind-mounte
   notices a dead one (:meth:`ContainerHandle.alive`) and starts a new one, with backoff.
 * Containers outlive the provider (as faasd's outlive faasd): stopping the provider leaves
   them running and the next provider adopts them; deleting a function removes its container.
+
+What the engine (:mod:`.containers`) leaves to its user:
+
+* The container runs as the image's own ``USER``: secret files must be readable by it (mode
+  0644 in a folder of the function's own, or owned by that uid).
+* On SELinux hosts (Fedora, RHEL) bind mounts need relabelling (``:z``) before a container may
+  read them; nothing here does it yet (no SELinux host to test on).
+* In ``bridge`` mode a function reaches the host's services (MinIO) through the engine's
+  gateway name (``host.containers.internal`` on Podman; Docker needs
+  ``--add-host host.docker.internal:host-gateway``), not through ``127.0.0.1``; or use
+  ``network="host"``. Other containers on the same bridge can reach a runtime's port 8080
+  directly, as functions inside an OpenFaaS cluster can.
 """
 
 from __future__ import annotations
@@ -42,7 +54,9 @@ import requests
 
 from ..contract import ENV_SECRETS_DIR
 from ..errors import OscarFaasError
-from .containers import SECRETS_MOUNT, ContainerEngine, ContainerError, FunctionContainer, connect
+from .container_specs import FunctionContainer
+from .containers import SECRETS_MOUNT, ContainerEngine
+from .engine_api import ContainerError, connect
 from .launch import _RUNTIME_LINE, LaunchError, RuntimeSpec
 from .logs import function_logger
 from .runtime_binary import ensure_runtime, planned_dir

@@ -27,32 +27,13 @@ What a container gets:
   owns it, so two providers, or tests, never take each other's containers) and
   ``com.oscar-faas.spec`` (a digest of what it was started with), so a restarted provider finds
   (:meth:`ContainerEngine.adopt`) its containers and can tell whether they are still current.
-
-For the provider that uses it (not handled here):
-
-* The container runs as the image's own ``USER``: secret files must be readable by it (mode
-  0644 in a folder of the function's own, or owned by that uid).
-* On SELinux hosts (Fedora, RHEL) bind mounts need relabelling (``:z``) before a container may
-  read them; nothing here does it yet (no SELinux host to test on).
-* In ``bridge`` mode a function reaches the host's services (MinIO) through the engine's
-  gateway name (``host.containers.internal`` on Podman; Docker needs
-  ``--add-host host.docker.internal:host-gateway``), not through ``127.0.0.1``; or use
-  ``network="host"``. Other containers on the same bridge can reach a runtime's port 8080
-  directly, as functions inside an OpenFaaS cluster can.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import secrets
-import socket
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal, InvalidOperation, ROUND_CEILING
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -61,7 +42,11 @@ import docker.errors
 import docker.types
 import requests
 
-from ..errors import InvalidService, OscarFaasError
+from ..errors import InvalidService
+from .container_specs import HEALTH_PATH, FunctionContainer, FunctionSpec, free_port
+from .engine_api import (ContainerError, FunctionNotReady, ImageUnavailable, connect,
+                         created_at, explain, pull_error)
+from .quantities import memory_bytes, nano_cpus
 
 log = logging.getLogger(__name__)
 
@@ -71,146 +56,17 @@ RUNTIME_MOUNT = "/oscar"
 SECRETS_MOUNT = "/var/openfaas/secrets"
 #: The port the runtime listens on inside the container (the watchdog's).
 CONTAINER_PORT = 8080
-#: The runtime's readiness path: 200 only when the function is ready.
-HEALTH_PATH = "/_/health"
 
 LABEL_FUNCTION = "com.oscar-faas.function"
 LABEL_PROVIDER = "com.oscar-faas.provider"
 LABEL_SPEC = "com.oscar-faas.spec"
 LABEL_PORT = "com.oscar-faas.port"
 
-#: The smallest memory limit engines accept (Docker and Podman refuse less than 6 MiB).
-MIN_MEMORY = 6 * 1024 * 1024
 #: Seconds between progress lines of a long pull.
 PULL_PROGRESS_EVERY = 5.0
 
 
-# --------------------------------------------------------------------------- errors
-
-class ContainerError(OscarFaasError):
-    """The engine refused or failed something; the message says what and for which function."""
-
-    status = 500
-
-
-class EngineUnavailable(ContainerError, ConnectionError):
-    """No Docker Engine API answers at ``DOCKER_HOST``."""
-
-    status = 503
-
-
-class ImageUnavailable(ContainerError, LookupError):
-    """The function's image is not on this machine and cannot be pulled."""
-
-    status = 400
-
-
-class FunctionNotReady(ContainerError, TimeoutError):
-    """The container did not become ready (exited, or its runtime never answered)."""
-
-    status = 503
-
-
-# --------------------------------------------------------------------------- quantities
-
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-            "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-            "P": Decimal("1e15"), "E": Decimal("1e18")}
-
-
-def parse_quantity(text: str) -> Decimal:
-    """A Kubernetes resource quantity (``512Mi``, ``1Gi``, ``0.5``, ``500m``, ``129e6``) as a
-    number.
-
-    :raises InvalidService: not a quantity.
-    """
-    value = str(text).strip()
-    number, factor = value, Decimal(1)
-    if value[-2:] in _BINARY:
-        number, factor = value[:-2], Decimal(_BINARY[value[-2:]])
-    elif value[-1:] in _DECIMAL and value[-1:] not in "0123456789":
-        number, factor = value[:-1], _DECIMAL[value[-1:]]
-    try:
-        amount = Decimal(number.lstrip("+")) * factor
-    except InvalidOperation:
-        amount = Decimal(-1)
-    if not number or not amount.is_finite() or amount < 0 or number.startswith("-"):
-        raise InvalidService(
-            f"{text!r} is not a resource quantity such as '512Mi', '1Gi', '0.5' or '500m'")
-    return amount
-
-
-def memory_bytes(text: str) -> int:
-    """``512Mi`` -> 536870912 (Kubernetes rules: ``512M`` is 512e6 and ``512m`` is 0.512).
-
-    :raises InvalidService: not a quantity, or below :data:`MIN_MEMORY`.
-    """
-    amount = int(parse_quantity(text).to_integral_value(ROUND_CEILING))
-    if amount < MIN_MEMORY:
-        hint = f" ('m' is milli: did you mean {text[:-1]}Mi?)" if text.endswith("m") else ""
-        raise InvalidService(
-            f"memory {text!r} is {amount} bytes; containers need at least 6Mi{hint}")
-    return amount
-
-
-def nano_cpus(text: str) -> int:
-    """``0.5`` or ``500m`` -> 500000000 (CPUs in billionths, Docker's ``NanoCpus``).
-
-    :raises InvalidService: not a quantity, or zero.
-    """
-    amount = int((parse_quantity(text) * Decimal(10**9)).to_integral_value(ROUND_CEILING))
-    if amount <= 0:
-        raise InvalidService(f"cpu {text!r} must be more than 0")
-    return amount
-
-
 # --------------------------------------------------------------------------- the engine
-
-@dataclass(frozen=True)
-class FunctionContainer:
-    """A function's running container, as the provider needs it."""
-
-    function: str
-    id: str
-    name: str
-    url: str
-    spec: str
-    status: str = "running"
-    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
-
-    @property
-    def health_url(self) -> str:
-        return self.url + HEALTH_PATH
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """What a function's container is started with (see :meth:`ContainerEngine.start`)."""
-
-    function: str
-    image: str
-    env: Mapping[str, str]
-    secrets_dir: str | None = None
-    memory: str | None = None
-    cpu: str | None = None
-    gpu: bool = False
-    command: Sequence[str] | None = None
-    network: str = "bridge"
-
-    def digest(self, runtime_dir: str) -> str:
-        data = {"image": self.image, "env": dict(sorted(self.env.items())),
-                "secrets_dir": self.secrets_dir, "memory": self.memory, "cpu": self.cpu,
-                "gpu": self.gpu, "command": list(self.command or []), "network": self.network,
-                "runtime_dir": runtime_dir}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the engine may still lose a race for it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ContainerEngine:
@@ -260,7 +116,7 @@ class ContainerEngine:
         try:
             for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
                 if event.get("error"):
-                    raise _pull_error(image, event["error"])
+                    raise pull_error(image, event["error"])
                 layer = event.get("id")
                 if layer and event.get("status"):
                     layers[layer] = event["status"]
@@ -280,9 +136,9 @@ class ContainerEngine:
         except ImageUnavailable:
             raise
         except docker.errors.ImageNotFound as err:
-            raise _pull_error(image, _explanation(err)) from err
+            raise pull_error(image, explain(err)) from err
         except (docker.errors.APIError, requests.RequestException) as err:
-            raise _pull_error(image, _explanation(err)) from err
+            raise pull_error(image, explain(err)) from err
         out.info("pulled image %s in %.1f s", image, time.monotonic() - started)
 
     # ----------------------------------------------------------------- lifecycle
@@ -338,7 +194,7 @@ class ContainerEngine:
                     image, name=name, entrypoint=argv[:1], command=argv[1:], labels=tags,
                     detach=True, **kwargs, **extra)
             except docker.errors.ImageNotFound as err:
-                raise _pull_error(image, _explanation(err)) from err
+                raise pull_error(image, explain(err)) from err
             except docker.errors.APIError as err:
                 self._remove_named(name)
                 if "address already in use" in str(err).lower() and attempt < 2:
@@ -419,7 +275,7 @@ class ContainerEngine:
         short), the newest is kept and the others removed.
         """
         found: dict[str, FunctionContainer] = {}
-        containers = sorted(self._containers(), key=_created, reverse=True)
+        containers = sorted(self._containers(), key=created_at, reverse=True)
         for container in containers:
             labels = container.labels
             function = labels.get(LABEL_FUNCTION, "")
@@ -432,7 +288,7 @@ class ContainerEngine:
                     container.reload()
                 except docker.errors.APIError as err:
                     log.warning("function %s: container %s does not start again (%s); "
-                                "removing it", function, container.name, _explanation(err))
+                                "removing it", function, container.name, explain(err))
                     self._remove_container(container)
                     continue
             found[function] = FunctionContainer(
@@ -444,7 +300,7 @@ class ContainerEngine:
 
     def logs(self, function: str, tail: int | None = None) -> str:
         """The output (stdout and stderr) of ``function``'s containers, oldest first."""
-        containers = sorted(self._containers(function), key=_created)
+        containers = sorted(self._containers(function), key=created_at)
         return "".join(self._tail(c.id, tail=tail) for c in containers)
 
     def inspect(self, fc: FunctionContainer) -> dict[str, Any]:
@@ -519,51 +375,4 @@ class ContainerEngine:
 
     @staticmethod
     def _engine_error(what: str, err: Exception) -> ContainerError:
-        return ContainerError(f"{what}: {_explanation(err)}")
-
-
-def connect(timeout: float = 120) -> docker.DockerClient:
-    """A client of the Docker Engine API at ``DOCKER_HOST`` (default: Docker's socket).
-
-    :raises EngineUnavailable: nothing answers there; the message says how to start one.
-    """
-    where = os.environ.get("DOCKER_HOST") or "the default Docker socket (DOCKER_HOST unset)"
-    try:
-        client = docker.from_env(timeout=int(timeout))
-        client.ping()
-    except (docker.errors.DockerException, requests.RequestException) as err:
-        raise EngineUnavailable(
-            f"no container engine answers at {where}: {err}. Start Docker, or Podman's API "
-            "service (`podman system service --time=0 unix:///run/oscar-faas-podman.sock`, see "
-            "scripts/setup-podman.sh) and set DOCKER_HOST to its socket") from err
-    return client
-
-
-def _created(container: Any) -> float:
-    """When a container was created: a Unix time in list answers, RFC 3339 in inspect ones."""
-    created = container.attrs.get("Created")
-    if isinstance(created, (int, float)):
-        return float(created)
-    try:
-        return datetime.fromisoformat(str(created)[:26].rstrip("Z")).timestamp()
-    except ValueError:
-        return 0.0
-
-
-def _explanation(err: Exception) -> str:
-    explanation = getattr(err, "explanation", None)
-    return str(explanation or err)
-
-
-def _pull_error(image: str, reason: str) -> ImageUnavailable:
-    return ImageUnavailable(
-        f"image {image} is not on this machine and cannot be pulled: {reason}. Check the "
-        f"service's 'image' (name and tag), log in to its registry (docker/podman login), or "
-        f"put it on this machine first (docker/podman pull, load or build)")
-
-
-__all__ = [
-    "ContainerEngine", "ContainerError", "EngineUnavailable", "FunctionContainer",
-    "FunctionNotReady", "FunctionSpec", "ImageUnavailable", "connect", "memory_bytes",
-    "nano_cpus", "parse_quantity",
-]
+        return ContainerError(f"{what}: {explain(err)}")

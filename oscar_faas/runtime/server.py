@@ -23,216 +23,21 @@ import socket
 import tempfile
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Mapping
 
 from ..contract import ENV_RUNTIME_LIFELINE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
-from .expose import ExposeApp, ExposeSettings
+from .asgi_io import Answer, BodyReader, Receive, Scope, Send, plain
+from .cgi import cgi_env
+from .expose import ExposeApp
+from .expose_settings import ExposeSettings
 from .invoke import Invoker
+from .limiter import Limiter, QueueFull
 from .settings import RuntimeSettings
 from .workers import WorkerPool
-
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-#: Answer bytes gathered before they are sent as one chunk; answers that fit are sent whole
-#: with a Content-Length, straight from the event loop.
-FLUSH_BYTES = 256 << 10
-
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
-                         "upgrade", "host", "content-length"})
-
-
-class QueueFull(Exception):
-    """Every slot is busy and the wait queue is full."""
-
-
-class Limiter:
-    """At most ``slots`` holders; up to ``max_queue`` waiters, served first come first served
-    (a freed slot is handed to the oldest waiter, so late arrivals cannot overtake it)."""
-
-    def __init__(self, slots: int, max_queue: int) -> None:
-        self.slots = max(1, slots)
-        self.max_queue = max(0, max_queue)
-        self.running = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def queued(self) -> int:
-        return len(self._waiters)
-
-    async def acquire(self) -> None:
-        """:raises QueueFull: no free slot and no room in the queue."""
-        if self.running < self.slots and not self._waiters:
-            self.running += 1
-            return
-        if len(self._waiters) >= self.max_queue:
-            raise QueueFull()
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # the slot was handed over just before the cancel
-            else:
-                self._waiters.remove(waiter)
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.running -= 1
-
-
-class BodyReader:
-    """The request body as a blocking ``read(n)`` for the call thread, pulled from the event
-    loop one ASGI message at a time (so at most one chunk is in memory)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, first: dict[str, Any],
-                 timeout: float) -> None:
-        self._loop, self._receive, self._timeout = loop, receive, timeout or None
-        self._data = memoryview(first.get("body", b""))
-        self._more = first.get("more_body", False)
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._data and self._more:
-            future = asyncio.run_coroutine_threadsafe(self._receive(), self._loop)
-            try:
-                message = future.result(self._timeout)
-            except TimeoutError:
-                future.cancel()
-                raise TimeoutError(f"read_timeout ({self._timeout:g}s) reached while "
-                                   "reading the request body") from None
-            if message["type"] == "http.disconnect":
-                raise ConnectionError("the client closed the connection before the body ended")
-            self._data = memoryview(message.get("body", b""))
-            self._more = message.get("more_body", False)
-        if size is None or size < 0 or size >= len(self._data):
-            chunk, self._data = self._data, memoryview(b"")
-        else:
-            chunk, self._data = self._data[:size], self._data[size:]
-        return bytes(chunk)
-
-
-class Answer:
-    """The call thread's end of the answer: a status, then bytes.
-
-    Small answers are only gathered (the event loop sends them whole, with a Content-Length);
-    from :data:`FLUSH_BYTES` on, the headers and each chunk are sent from the thread through
-    the loop, waiting for each send (uvicorn's flow control), so memory stays bounded.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send, headers: list[tuple[bytes, bytes]],
-                 started: float, timeout: float) -> None:
-        self._loop, self._send, self._timeout = loop, send, timeout or None
-        self.headers = headers
-        self.started = started
-        self.status = 0
-        self.streaming = False
-        #: seconds per phase (queue, setup, script, upload), sent as ``Server-Timing``
-        self.timings: dict[str, float] = {}
-        self.buffer = bytearray()
-
-    def start(self, status: int) -> None:
-        self.status = status
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        if len(self.buffer) >= FLUSH_BYTES:
-            self._flush(more=True)
-        return len(data)
-
-    def flush(self) -> None:
-        """Nothing: chunks leave when they are big enough, or at the end."""
-
-    def finish(self) -> None:
-        """End a streamed answer (a gathered one is sent by the loop)."""
-        if self.streaming:
-            self._flush(more=False)
-
-    def start_message(self, length: int | None) -> dict[str, Any]:
-        headers = list(self.headers)
-        headers.append((b"x-duration-seconds", f"{time.monotonic() - self.started:f}".encode()))
-        if self.timings:
-            headers.append((b"server-timing", server_timing(self.timings).encode()))
-        if length is not None:
-            headers.append((b"content-length", str(length).encode()))
-        return {"type": "http.response.start", "status": self.status or 500, "headers": headers}
-
-    def _flush(self, more: bool) -> None:
-        if not self.streaming:
-            self.streaming = True
-            self._call(self._send(self.start_message(None)))
-        body, self.buffer = bytes(self.buffer), bytearray()
-        self._call(self._send({"type": "http.response.body", "body": body, "more_body": more}))
-
-    def _call(self, coro: Awaitable[None]) -> None:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
-        try:
-            future.result(self._timeout)
-        except TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"write_timeout ({self._timeout:g}s) reached while sending "
-                               "the answer") from None
-
-
-#: ``Server-Timing`` names, in the order a call goes through them, with their descriptions
-#: (no commas: naive parsers split the header on them).
-TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
-                 ("setup", "configuration and input"),
-                 ("script", "the user script"),
-                 ("upload", "outputs to storage and the answer"))
-
-
-def server_timing(timings: Mapping[str, float]) -> str:
-    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
-    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
-                     for phase, desc in TIMING_PHASES if phase in timings)
-
-
-def canonical_header(name: str) -> str:
-    """Go's canonical form (``x-call-id`` -> ``X-Call-Id``), which decides the CGI names."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
-
-
-def cgi_env(scope: Scope) -> dict[str, str]:
-    """The classic watchdog's CGI variables for one request (``Http_Method``, ``Http_Path``,
-    ``Http_<Header>``...), which it passes to the process it forks and so to the script."""
-    env: dict[str, str] = {}
-    length, chunked, host = "-1", False, ""
-    for raw_name, raw_value in scope["headers"]:
-        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-        lower = name.lower()
-        if lower == "content-length":
-            length = value
-        elif lower == "transfer-encoding":
-            chunked = "chunked" in value.lower()
-        elif lower == "host":
-            host = value
-        if lower in _HOP_BY_HOP:
-            continue
-        env.setdefault("Http_" + canonical_header(name).replace("-", "_"), value)
-    env["Http_Method"] = scope["method"]
-    env["Http_ContentLength"] = env["Http_Content_Length"] = "-1" if chunked else length
-    query = scope.get("query_string", b"").decode("latin-1")
-    if query:
-        env["Http_Query"] = query
-    env["Http_Path"] = scope.get("path") or "/"
-    if host:
-        env["Http_Host"] = host
-    if chunked:
-        env["Http_Transfer_Encoding"] = "chunked"
-    return env
 
 
 class RuntimeApp:
@@ -275,23 +80,23 @@ class RuntimeApp:
         path = scope["path"]
         if path == "/_/health":
             ok = self.ready
-            await _plain(send, 200 if ok else 503, b"OK\n" if ok else b"not ready\n", started)
+            await plain(send, 200 if ok else 503, b"OK\n" if ok else b"not ready\n", started)
             return
         if path == "/_/status":
             doc = {"ready": self.ready, "slots": self.limiter.slots,
                    "running": self.limiter.running, "queued": self.limiter.queued,
                    "max_queue": self.limiter.max_queue}
-            await _plain(send, 200, json.dumps(doc).encode() + b"\n", started,
-                         b"application/json")
+            await plain(send, 200, json.dumps(doc).encode() + b"\n", started,
+                        b"application/json")
             return
         try:
             await self.limiter.acquire()
         except QueueFull:
             self.log.warning("429: %d call(s) running and %d waiting", self.limiter.running,
                              self.limiter.queued)
-            await _plain(send, 429, f"too many requests: {self.limiter.running} running and "
-                         f"{self.limiter.queued} waiting (max_inflight={self.limiter.slots}, "
-                         f"max_queue={self.limiter.max_queue})\n".encode(), started)
+            await plain(send, 429, f"too many requests: {self.limiter.running} running and "
+                        f"{self.limiter.queued} waiting (max_inflight={self.limiter.slots}, "
+                        f"max_queue={self.limiter.max_queue})\n".encode(), started)
             return
         try:
             await self._invoke(scope, receive, send, started, time.monotonic() - started)
@@ -334,14 +139,6 @@ class RuntimeApp:
     def _run(self, body: BodyReader, cgi: dict[str, str], answer: Answer) -> None:
         self.invoker(body, cgi, answer)  # type: ignore[arg-type]
         answer.finish()
-
-
-async def _plain(send: Send, status: int, body: bytes, started: float,
-                 content_type: bytes = b"text/plain; charset=utf-8") -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-        (b"x-duration-seconds", f"{time.monotonic() - started:f}".encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:

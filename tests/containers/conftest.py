@@ -76,7 +76,7 @@ def docker_client() -> Any:
         unavailable("the docker SDK is not installed (pip install docker)")
     if not os.environ.get("DOCKER_HOST") and Path(SETUP_SOCKET).is_socket():
         os.environ["DOCKER_HOST"] = f"unix://{SETUP_SOCKET}"
-    from oscar_faas.provider.containers import EngineUnavailable, connect
+    from oscar_faas.provider.engine_api import EngineUnavailable, connect
 
     try:
         client = connect(timeout=120)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from oscar_faas.provider.containers import (
-    ContainerEngine, FunctionContainer, FunctionNotReady, ImageUnavailable,
-)
+from oscar_faas.provider.container_specs import FunctionContainer
+from oscar_faas.provider.containers import ContainerEngine
+from oscar_faas.provider.engine_api import FunctionNotReady, ImageUnavailable
 
 from .conftest import INVOKE_PATH, STANDIN_COMMAND, b64
 

@@ -225,7 +225,7 @@ def test_an_engine_that_does_not_answer_leaves_the_container_taken_as_alive(
     import docker
 
     from oscar_faas.provider.container_launcher import ContainerHandle
-    from oscar_faas.provider.containers import FunctionContainer
+    from oscar_faas.provider.container_specs import FunctionContainer
 
     dead = docker.DockerClient(base_url=f"unix://{tmp_path / 'no-engine.sock'}", timeout=2,
                                 version="1.41")

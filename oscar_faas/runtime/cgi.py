@@ -1,0 +1,49 @@
+"""The classic watchdog's CGI variables (``Http_Method``, ``Http_Path``, ``Http_<Header>``...)
+from an ASGI request, as the runtime passes them to the script or worker.
+
+Exists so that mapping (Go's canonical header names, which headers are left out) is stated in
+one place of the runtime.
+"""
+
+from __future__ import annotations
+
+from .asgi_io import Scope
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
+                         "upgrade", "host", "content-length"})
+
+
+def canonical_header(name: str) -> str:
+    """Go's canonical form (``x-call-id`` -> ``X-Call-Id``), which decides the CGI names."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def cgi_env(scope: Scope) -> dict[str, str]:
+    """The classic watchdog's CGI variables for one request (``Http_Method``, ``Http_Path``,
+    ``Http_<Header>``...), which it passes to the process it forks and so to the script."""
+    env: dict[str, str] = {}
+    length, chunked, host = "-1", False, ""
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        lower = name.lower()
+        if lower == "content-length":
+            length = value
+        elif lower == "transfer-encoding":
+            chunked = "chunked" in value.lower()
+        elif lower == "host":
+            host = value
+        if lower in _HOP_BY_HOP:
+            continue
+        env.setdefault("Http_" + canonical_header(name).replace("-", "_"), value)
+    env["Http_Method"] = scope["method"]
+    env["Http_ContentLength"] = env["Http_Content_Length"] = "-1" if chunked else length
+    query = scope.get("query_string", b"").decode("latin-1")
+    if query:
+        env["Http_Query"] = query
+    env["Http_Path"] = scope.get("path") or "/"
+    if host:
+        env["Http_Host"] = host
+    if chunked:
+        env["Http_Transfer_Encoding"] = "chunked"
+    return env
