@@ -335,13 +335,14 @@ class ContainerEngine:
         for attempt in range(5):
             try:
                 return self.client.containers.list(all=True, filters={"label": filters})
-            except docker.errors.NotFound as err:
-                # the SDK inspects each listed container: one removed meanwhile (a replace,
-                # a delete) is not an error, just a reason to list again
-                if attempt == 4:
-                    raise self._engine_error("cannot list containers", err) from err
             except docker.errors.APIError as err:
-                raise self._engine_error("cannot list containers", err) from err
+                # the SDK inspects each listed container: one removed meanwhile (a replace,
+                # a delete) is not an error, just a reason to list again (Docker says 404,
+                # Podman may say 500 "no such container")
+                vanished = isinstance(err, docker.errors.NotFound) or \
+                    "no such container" in str(err).lower()
+                if not vanished or attempt == 4:
+                    raise self._engine_error("cannot list containers", err) from err
         raise AssertionError("unreachable")
 
     def _state(self, container_id: str) -> str:

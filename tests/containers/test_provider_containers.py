@@ -63,7 +63,10 @@ class ContainerProvider(ProviderProcess):
             try:
                 found = self.client.containers.list(all=True, filters={"label": labels})
                 break
-            except docker.errors.NotFound:
+            except docker.errors.APIError as err:  # Podman: 500 "no such container"
+                if not (isinstance(err, docker.errors.NotFound)
+                        or "no such container" in str(err).lower()):
+                    raise
                 time.sleep(0.1)
         else:
             raise AssertionError("the container list kept changing")
