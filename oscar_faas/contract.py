@@ -138,3 +138,30 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None
+
+
+#: A watchdog timeout (``exec_timeout``, ``read_timeout``, ...): a bare number of seconds or a
+#: Go duration; the rule the classic watchdog, the provider and the runtime all read.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                   "h": 3600.0}
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds from a watchdog timeout: a bare number means seconds, else a Go duration
+    (``10s``, ``1m30s``, ``500ms``); ``None`` when unset or unparsable."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            return None
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return total

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,15 +24,10 @@ import urllib.request
 from gunicorn.app.base import BaseApplication
 
 from .config import Settings
+from .netutil import free_port
 
 #: prometheus_client's multiprocess folder (read when it is imported; see oscar_faas.metrics)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class GatewayApplication(BaseApplication):

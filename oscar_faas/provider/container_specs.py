@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -53,11 +52,3 @@ class FunctionSpec:
                 "gpu": self.gpu, "command": list(self.command or []), "network": self.network,
                 "runtime_dir": runtime_dir}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the engine may still lose a race for it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-

@@ -43,7 +43,8 @@ import docker.types
 import requests
 
 from ..errors import InvalidService
-from .container_specs import HEALTH_PATH, FunctionContainer, FunctionSpec, free_port
+from ..netutil import free_port
+from .container_specs import HEALTH_PATH, FunctionContainer, FunctionSpec
 from .engine_api import (ContainerError, FunctionNotReady, ImageUnavailable, connect,
                          created_at, explain, pull_error)
 from .quantities import memory_bytes, nano_cpus

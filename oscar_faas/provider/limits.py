@@ -9,42 +9,16 @@ first-come-first-served wait queue.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Mapping
 
 from .. import contract as c
+from ..contract import parse_duration
 
 #: Default bound of the wait queue per function (``max_queue`` env of the function).
 DEFAULT_MAX_QUEUE = 100
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-                   "h": 3600.0}
-
-
-def parse_duration(value: str | None) -> float | None:
-    """Seconds from a watchdog timeout: a bare integer means seconds, else a Go duration
-    (``10s``, ``1m30s``, ``500ms``). ``None`` when unset or unparsable, as the watchdog then
-    falls back to its default."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if text.isdigit():
-        return float(text)
-    pos, total = 0, 0.0
-    while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
-        if match is None:
-            return None
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    return total
-
 
 def _parse_count(value: str | None) -> int | None:
     try:

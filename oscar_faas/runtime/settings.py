@@ -10,41 +10,17 @@ value means the default.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from dataclasses import dataclass
 from typing import Mapping
+
+from ..contract import parse_duration
 
 #: Bound of the wait queue when ``max_queue`` is unset.
 DEFAULT_MAX_QUEUE = 100
 #: Worker slots when ``OSCAR_WORKER`` is set and ``max_inflight`` is unset or 0: one model
 #: copy in memory unless the service asks for more.
 DEFAULT_WORKER_SLOTS = 1
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-                   "h": 3600.0}
-
-
-def parse_duration(value: str | None) -> float | None:
-    """Seconds from a watchdog timeout: a bare number means seconds, else a Go duration
-    (``10s``, ``1m30s``, ``500ms``); ``None`` when unset or unparsable."""
-    text = (value or "").strip()
-    if not text:
-        return None
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
-        if match is None:
-            return None
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    return total
-
 
 def _count(value: str | None) -> int | None:
     try:
