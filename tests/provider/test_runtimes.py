@@ -199,6 +199,15 @@ serve(handle, setup)
 
 
 @pytest.mark.timeout(120)
+def function_python() -> str:
+    """A Python the function's own user can run (as root, a function runs as a user of its
+    own, who may not be able to read this interpreter, e.g. pyenv's under /root)."""
+    if os.geteuid() == 0:
+        from oscar_faas.provider.isolation import function_python as find
+        return find()[0]
+    return sys.executable
+
+
 def test_a_warm_worker_stays_loaded_between_calls(shared_provider: ProviderProcess,
                                                    fn_name: str, tmp_path: Path) -> None:
     """OSCAR_WORKER through the provider: the same worker process answers both calls."""
@@ -206,7 +215,7 @@ def test_a_warm_worker_stays_loaded_between_calls(shared_provider: ProviderProce
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     deploy(p, fn_name, "echo the script is not used\n",
-           OSCAR_WORKER=f"{sys.executable} {worker}")
+           OSCAR_WORKER=f"{function_python()} {worker}")
     wait_ready(p, fn_name)
     answers = []
     for text in ("first", "second"):
