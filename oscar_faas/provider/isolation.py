@@ -172,10 +172,20 @@ class Isolation:
             tempfile.mkdtemp(prefix="oscar-faas-fn-", dir=_area_parent()))
         os.chmod(self.area, 0o711)
         self._write(AREA_FILE, str(self.area).encode())
-        #: the runtime's interpreter, and the PYTHONPATH it needs (None: the inherited one)
-        self.python, self.pythonpath = function_python()
+        self._python: tuple[str, str | None] | None = None
         log.info("functions run as users of their own (uids from %d); their folders are in %s",
                  UID_BASE, self.area)
+
+    def runtime_python(self) -> tuple[str, str | None]:
+        """The interpreter function users run the runtime with, and the ``PYTHONPATH`` it
+        needs (None: the inherited one); found once (:func:`function_python`).
+
+        :raises ConfigError: there is none.
+        """
+        with self._lock:
+            if self._python is None:
+                self._python = function_python()
+            return self._python
 
     # --- state ----------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 from ..contract import ENV_RUNTIME_LIFELINE, ENV_SECRETS_DIR
+from ..errors import OscarFaasError
 from .isolation import Isolation
 from .logs import function_logger
 from .processes import kill_tree
@@ -294,7 +295,8 @@ class HostLauncher:
         self.isolation = isolation
 
     def command(self) -> list[str]:
-        python = self.isolation.python if self.isolation is not None else self.python
+        python = self.isolation.runtime_python()[0] if self.isolation is not None \
+            else self.python
         return [python, "-m", "oscar_faas.runtime", "--host", self.host, "--port", "0"]
 
     def environment(self, spec: RuntimeSpec) -> dict[str, str]:
@@ -305,13 +307,17 @@ class HostLauncher:
         env[ENV_RUNTIME_LIFELINE] = "stdin"
         if self.isolation is not None:
             env.update(self.isolation.user(spec.name).env(spec.name))
-            if self.isolation.pythonpath is not None:
-                env["PYTHONPATH"] = self.isolation.pythonpath
+            pythonpath = self.isolation.runtime_python()[1]
+            if pythonpath is not None:
+                env["PYTHONPATH"] = pythonpath
         return env
 
     def start(self, spec: RuntimeSpec) -> HostProcess:
         """:raises LaunchError: it cannot be started, or exits before listening."""
-        env = self.environment(spec)
+        try:
+            env = self.environment(spec)
+        except OscarFaasError as err:  # no Python its user can run
+            raise LaunchError(f"cannot start the runtime of {spec.name}: {err}") from None
         extra: dict[str, object] = {}
         if self.isolation is not None:
             user = self.isolation.user(spec.name)

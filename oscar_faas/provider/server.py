@@ -464,6 +464,8 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
     """
     # root: every function runs as a user of its own (its runtime and per-call processes)
     isolation = Isolation(data_dir) if isolation_wanted() else None
+    if isolation is not None and runtime == "host":
+        isolation.runtime_python()  # none its users can run: refuse to start, saying why
     backend = LocalBackend(data_dir, launcher=make_launcher(runtime, data_dir, isolation),
                            isolation=isolation)
     # before load(): runtimes started (or adopted) there log into it at once
