@@ -109,14 +109,26 @@ def _probe(python: str, pythonpath: str | None) -> bool:
         return False
 
 
-def function_python(env: "os._Environ[str] | dict[str, str] | None" = None
+SITECUSTOMIZE = """\
+# Written by the oscar-faas provider: this Python's site folders are those of the
+# installation the provider runs from (its .pth files, editable installs included).
+import site
+for folder in {folders!r}:
+    site.addsitedir(folder)
+"""
+
+
+def function_python(helper_dir: Path,
+                    env: "os._Environ[str] | dict[str, str] | None" = None
                     ) -> tuple[str, str | None]:
     """A Python a function user can run the runtime with, and the ``PYTHONPATH`` it needs
     (None: the inherited one).
 
     The provider's own interpreter when others can run it; else (a Python under a root-only
-    home, as pyenv's in ``/root``) the system's ``python3`` of the same version with this
-    installation's package folders on ``PYTHONPATH``.
+    home, as pyenv's in ``/root``) the system's ``python3`` of the same version, with this
+    installation's package folders added as site folders by a ``sitecustomize`` written in
+    ``helper_dir`` (so their ``.pth`` files count, editable installs included): the runtime
+    and the workers it starts with ``python3`` both see them.
 
     :raises ConfigError: none works (the message says what to do).
     """
@@ -124,7 +136,12 @@ def function_python(env: "os._Environ[str] | dict[str, str] | None" = None
     inherited = env.get("PYTHONPATH") or None
     if _probe(sys.executable, inherited):
         return sys.executable, None
-    extra = os.pathsep.join([*_package_paths(), *([inherited] if inherited else [])])
+    helper_dir.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(helper_dir, 0o755)
+    from .state import atomic_write
+    atomic_write(helper_dir / "sitecustomize.py",
+                 SITECUSTOMIZE.format(folders=_package_paths()).encode(), 0o644)
+    extra = os.pathsep.join([str(helper_dir), *([inherited] if inherited else [])])
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for candidate in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
         if Path(candidate).is_file() and _probe(candidate, extra):
@@ -184,7 +201,7 @@ class Isolation:
         """
         with self._lock:
             if self._python is None:
-                self._python = function_python()
+                self._python = function_python(self.area / ".python")
             return self._python
 
     # --- state ----------------------------------------------------------------------------

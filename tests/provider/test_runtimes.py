@@ -203,8 +203,9 @@ def function_python() -> str:
     """A Python the function's own user can run (as root, a function runs as a user of its
     own, who may not be able to read this interpreter, e.g. pyenv's under /root)."""
     if os.geteuid() == 0:
+        import tempfile
         from oscar_faas.provider.isolation import function_python as find
-        return find()[0]
+        return find(Path(tempfile.mkdtemp()))[0]
     return sys.executable
 
 
