@@ -20,6 +20,8 @@ import pytest
 
 from oscar_faas.contract import SUPERVISOR_PROCESS
 
+from tests.functionpython import function_python
+
 from .conftest import ProviderProcess
 from .test_watchdog import wait_dead
 
@@ -199,16 +201,6 @@ serve(handle, setup)
 
 
 @pytest.mark.timeout(120)
-def function_python() -> str:
-    """A Python the function's own user can run (as root, a function runs as a user of its
-    own, who may not be able to read this interpreter, e.g. pyenv's under /root)."""
-    if os.geteuid() == 0:
-        import tempfile
-        from oscar_faas.provider.isolation import function_python as find
-        return find(Path(tempfile.mkdtemp()))[0]
-    return sys.executable
-
-
 def test_a_warm_worker_stays_loaded_between_calls(shared_provider: ProviderProcess,
                                                    fn_name: str, tmp_path: Path) -> None:
     """OSCAR_WORKER through the provider: the same worker process answers both calls."""
