@@ -111,10 +111,14 @@ def _probe(python: str, pythonpath: str | None) -> bool:
 
 SITECUSTOMIZE = """\
 # Written by the oscar-faas provider: this Python's site folders are those of the
-# installation the provider runs from (its .pth files, editable installs included).
+# installation the provider runs from (its .pth files, editable installs included), ahead of
+# the system's own (as in a virtual environment).
 import site
+import sys
+before = list(sys.path)
 for folder in {folders!r}:
     site.addsitedir(folder)
+sys.path[:] = [p for p in sys.path if p not in before] + before
 """
 
 
