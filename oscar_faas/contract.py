@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from typing import Mapping
 
 # --------------------------------------------------------------------------- paths
 
@@ -165,3 +166,18 @@ def parse_duration(value: str | None) -> float | None:
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
     return total
+
+
+#: ``Server-Timing`` names, in the order a call goes through them, with their descriptions
+#: (no commas: naive parsers split the header on them). The runtime and the provider's
+#: per-call watchdog both answer with it; the gateway passes it on.
+TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
+                 ("setup", "configuration and input"),
+                 ("script", "the user script"),
+                 ("upload", "outputs to storage and the answer"))
+
+
+def server_timing(timings: Mapping[str, float]) -> str:
+    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
+    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
+                     for phase, desc in TIMING_PHASES if phase in timings)

@@ -49,6 +49,35 @@ class GatewayApplication(BaseApplication):
         return create_asgi_app(threads=self.threads)
 
 
+#: The file ``serve`` hands the provider its credentials in (0600, in the data dir).
+CREDENTIALS_FILE = "provider.credentials"
+#: Variables the provider is started with, besides :data:`PROVIDER_ENV_PREFIXES` and what
+#: functions inherit (``provider.launch.INHERITED_ENV``, ``LC_*``).
+PROVIDER_ENV = ("LD_PRELOAD", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "DOCKER_HOST",
+                "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "CONTAINER_HOST")
+PROVIDER_ENV_PREFIXES = ("PYTHON", "OSCAR_FAAS_", "COV_CORE_", "COVERAGE_")
+
+
+def provider_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment the embedded provider is started with: what it and its functions
+    need (paths, locale, proxies, CA files, its engine, its own ``OSCAR_FAAS_*``
+    settings), never a credential: ``/proc/<pid>/environ`` keeps a process's start-time
+    environment for its whole life, so removing them later would not hide them."""
+    from .provider.launch import inherited_env
+    picked = inherited_env(env)
+    picked.update({k: v for k, v in env.items()
+                   if k in PROVIDER_ENV or k.startswith(PROVIDER_ENV_PREFIXES)})
+    picked.pop(MULTIPROC_ENV, None)  # the provider is one process with its own metrics
+    return {k: v for k, v in picked.items()
+            if not any(word in k.upper() for word in ("PASSWORD", "SECRET", "TOKEN"))}
+
+
+def write_credentials(path: Path, username: str, password: str) -> None:
+    """The provider's credentials for ``--credentials-file``: 0600, never in an environment."""
+    from .provider.state import atomic_write
+    atomic_write(path, f"{username}\n{password}\n".encode(), 0o600)
+
+
 def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
                    port: int | None = None, runtime: str = "host"
                    ) -> tuple[subprocess.Popen, str]:
@@ -56,20 +85,24 @@ def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
 
     It logs to ``log_path``, rotated at 10 MiB with 3 old files kept; whatever it writes to
     stdout or stderr outside its log (a crash) goes to ``log_path`` with ``.out`` added.
+    Its credentials reach it in ``<data_dir>/provider.credentials`` (0600), and its
+    environment is :func:`provider_environment`: none of the gateway's secrets.
 
     :param runtime: its ``--runtime``: functions as ``host`` processes or ``container``s.
     :raises RuntimeError: it exited or did not answer within 20 s (see ``log_path``).
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, OPENFAAS_USERNAME=username, OPENFAAS_PASSWORD=password)
-    env.pop(MULTIPROC_ENV, None)  # the provider is one process with its own metrics
-    out = open(log_path.with_name(log_path.name + ".out"), "ab")
+    credentials = data_dir / CREDENTIALS_FILE
+    write_credentials(credentials, username, password)
+    fd = os.open(log_path.with_name(log_path.name + ".out"),
+                 os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = os.fdopen(fd, "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "oscar_faas.provider", "--host", "127.0.0.1", "--port",
          str(port), "--data-dir", str(data_dir), "--log-file", str(log_path),
-         "--runtime", runtime],
-        env=env, stdout=out, stderr=subprocess.STDOUT)
+         "--runtime", runtime, "--credentials-file", str(credentials)],
+        env=provider_environment(os.environ), stdout=out, stderr=subprocess.STDOUT)
     out.close()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -192,7 +225,7 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
     settings = Settings.from_env()  # fail early, with a clear message, on bad settings
     provider = None
     if not settings.openfaas_url:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         user, password = "admin", secrets.token_urlsafe(24)
         provider = ProviderSupervisor(data_dir, user, password, data_dir / "provider.log",
                                       runtime)
@@ -242,4 +275,5 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
             shutil.rmtree(metrics, ignore_errors=True)
         if provider is not None:
             provider.stop()
+            (data_dir / CREDENTIALS_FILE).unlink(missing_ok=True)
     return 0

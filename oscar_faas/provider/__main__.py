@@ -33,8 +33,16 @@ on this host as a process per call with classic-watchdog semantics (request body
 stdout as the answer, exec_timeout, max_inflight). SIGTERM or Ctrl-C stops the runtimes too.
 
 Deployments and secrets are stored under --data-dir and survive a restart.
-Basic auth on /system/* is enabled when OPENFAAS_USERNAME and OPENFAAS_PASSWORD are set.
+Basic auth on /system/* and /function/* is enabled when OPENFAAS_USERNAME and
+OPENFAAS_PASSWORD are set, or with --credentials-file (better: the environment a process
+was started with stays readable in /proc to processes of the same user). Run as root, each
+function runs as an unprivileged user of its own (OSCAR_FAAS_ISOLATION=off: not isolated).
 """
+
+#: Variables the provider removes from its environment at start: its own credentials and
+#: the gateway's secrets, which nothing started from here may inherit.
+SECRET_VARIABLES = ("OPENFAAS_USERNAME", "OPENFAAS_PASSWORD", "OSCAR_PASSWORD",
+                    "MINIO_SECRET_KEY", "MINIO_ACCESS_KEY")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="where deployments, secrets and secret files are kept "
                              "(default: %(default)s)")
+    parser.add_argument("--credentials-file", type=Path, default=None,
+                        help="read the basic-auth username (first line) and password (second "
+                             "line) from this file instead of OPENFAAS_USERNAME and "
+                             "OPENFAAS_PASSWORD (what `oscar-faas serve` does: 0600, in its "
+                             "data dir)")
     parser.add_argument("--runtime", choices=RUNTIMES, default=default_runtime(),
                         help="where functions run: 'host' processes, or 'container's of "
                              f"their images (default: ${ENV_RUNTIME}, else host)")
@@ -106,6 +119,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         logging.basicConfig(level=args.log_level, stream=sys.stderr, format=log_format)
     username = env.get("OPENFAAS_USERNAME") or None
     password = env.get("OPENFAAS_PASSWORD") or None
+    if env is os.environ:
+        for name in SECRET_VARIABLES:  # nothing started from here inherits them
+            os.environ.pop(name, None)
+    credentials_file = getattr(args, "credentials_file", None)
+    if credentials_file is not None:
+        try:
+            lines = credentials_file.expanduser().read_text().splitlines()
+        except OSError as err:
+            print(f"error: --credentials-file: {err}", file=sys.stderr)
+            return 2
+        username = (lines[0].strip() if lines else "") or None
+        password = (lines[1].strip() if len(lines) > 1 else "") or None
     if bool(username) != bool(password):
         print("error: set both OPENFAAS_USERNAME and OPENFAAS_PASSWORD, or neither",
               file=sys.stderr)

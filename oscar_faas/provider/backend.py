@@ -27,10 +27,11 @@ from typing import BinaryIO, Callable, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from .. import contract as c
-from ..contract import ENV_EXPOSE_PORT, ENV_SECRETS_DIR
+from ..contract import ENV_EXPOSE_PORT, ENV_SECRETS_DIR, server_timing
 from ..errors import ServiceNotFound, UpstreamNotReady
 from .cgi import cgi_env
 from .errors import ProviderError, TooManyRequests, Unsupported
+from .isolation import FunctionUser, Isolation
 from .launch import HostLauncher, Launcher, RuntimeSpec, inherited_env
 from .limits import Limiter, QueueFull, WatchdogConfig
 from .proxy import Answer, RuntimeUnreachable, forward
@@ -115,18 +116,24 @@ class FunctionEntry:
     config: WatchdogConfig
     limiter: Limiter
     spec: RuntimeSpec | None = None
+    #: who its per-call processes run as (:mod:`.isolation`); None: the provider's user
+    user: FunctionUser | None = None
 
 
 class LocalBackend:
     """A single-machine OpenFaaS provider. Thread-safe."""
 
     def __init__(self, data_dir: str | Path, env: Mapping[str, str] | None = None,
-                 max_inflight: int | None = None, launcher: Launcher | None = None) -> None:
-        self.store = Store(data_dir)
+                 max_inflight: int | None = None, launcher: Launcher | None = None,
+                 isolation: Isolation | None = None) -> None:
+        """:param isolation: run every function as a user of its own (:mod:`.isolation`;
+            the provider must be root); the host launcher made here uses it too."""
+        self.isolation = isolation
+        self.store = Store(data_dir, isolation)
         self.watchdog = Watchdog(logging.getLogger("oscar_faas.provider.watchdog"))
         host_env = os.environ if env is None else env
         self._base_env = inherited_env(host_env)
-        self.runtimes = RuntimeManager(launcher or HostLauncher(host_env))
+        self.runtimes = RuntimeManager(launcher or HostLauncher(host_env, isolation=isolation))
         self._max_inflight = max_inflight
         self._entries: dict[str, FunctionEntry] = {}
         self._counts: dict[str, int] = {}
@@ -145,6 +152,8 @@ class LocalBackend:
         """Stop every runtime and kill every per-call process still running."""
         self.runtimes.close()
         self.watchdog.close()
+        if self.isolation is not None:
+            self.isolation.close()
 
     # --- per-function data --------------------------------------------------------------------
 
@@ -157,6 +166,10 @@ class LocalBackend:
         env.update(fd.env_vars)
         env["fprocess"] = fd.env_process
         env[ENV_SECRETS_DIR] = str(secrets_dir)
+        user = None
+        if self.isolation is not None:
+            user = self.isolation.user(fd.service)
+            env.update(user.env(fd.service))
         same_limits = old is not None and (old.config.max_inflight, old.config.max_queue) == (
             config.max_inflight, config.max_queue)
         # keep the limiter across an update that does not change it: calls in flight hold it
@@ -170,7 +183,7 @@ class LocalBackend:
             kind = "process" if process else "none"
         return FunctionEntry(record=record, kind=kind,
                              argv=tuple(a for a in process.split(" ") if a), env=env,
-                             config=config, limiter=limiter, spec=spec)
+                             config=config, limiter=limiter, spec=spec, user=user)
 
     def _install(self, record: FunctionRecord) -> None:
         with self._lock:
@@ -360,7 +373,7 @@ class LocalBackend:
         timings = {"queue": time.monotonic() - queued}
         try:
             result = self.watchdog.run_process(name, list(entry.argv), env, call.body,
-                                               call.content_length, entry.config)
+                                               call.content_length, entry.config, entry.user)
         finally:
             entry.limiter.release()
         timings.update(result.timings)
@@ -380,17 +393,3 @@ def runtime_spec(fd: FunctionDeployment, secrets_dir: Path) -> RuntimeSpec:
     return RuntimeSpec(name=fd.service, image=fd.image, env=dict(fd.env_vars),
                        secrets_dir=secrets_dir, memory=limits.get("memory") or None,
                        cpu=limits.get("cpu") or None, gpu=gpu)
-
-
-#: Server-Timing names, in the order a call goes through them, with their descriptions.
-#: (No commas in descriptions: naive parsers split the header on them.)
-TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
-                 ("setup", "configuration and input"),
-                 ("script", "the user script"),
-                 ("upload", "outputs to storage and the answer"))
-
-
-def server_timing(timings: dict[str, float]) -> str:
-    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
-    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
-                     for phase, desc in TIMING_PHASES if phase in timings)

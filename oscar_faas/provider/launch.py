@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 from ..contract import ENV_RUNTIME_LIFELINE, ENV_SECRETS_DIR
+from ..errors import OscarFaasError
+from .isolation import Isolation
 from .logs import function_logger
 from .processes import kill_tree
 
@@ -275,19 +277,27 @@ class HostLauncher:
     """Runs each runtime as ``sys.executable -m oscar_faas.runtime --host 127.0.0.1 --port 0``
     in its own process group, with the provider's inherited host env (:data:`INHERITED_ENV`)
     + the function's env + ``OSCAR_SECRETS_DIR=<secrets dir>``; never the provider's own
-    credentials. ``image``, ``memory``, ``cpu`` and ``gpu`` are ignored (logged once)."""
+    credentials. ``image``, ``memory``, ``cpu`` and ``gpu`` are ignored (logged once).
+
+    With ``isolation`` (a provider running as root, :mod:`.isolation`) the runtime runs as
+    the function's own unprivileged user, with no supplementary groups, umask 077, and its
+    private folder as ``HOME``, ``TMPDIR`` and working directory."""
 
     kind = "host"
 
     def __init__(self, env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
-                 python: str | None = None, listen_timeout: float = LISTEN_TIMEOUT) -> None:
+                 python: str | None = None, listen_timeout: float = LISTEN_TIMEOUT,
+                 isolation: Isolation | None = None) -> None:
         self.base_env = inherited_env(os.environ if env is None else env)
         self.host = host
         self.python = python or sys.executable
         self.listen_timeout = listen_timeout
+        self.isolation = isolation
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "oscar_faas.runtime", "--host", self.host, "--port", "0"]
+        python = self.isolation.runtime_python()[0] if self.isolation is not None \
+            else self.python
+        return [python, "-m", "oscar_faas.runtime", "--host", self.host, "--port", "0"]
 
     def environment(self, spec: RuntimeSpec) -> dict[str, str]:
         env = dict(self.base_env)
@@ -295,17 +305,32 @@ class HostLauncher:
         env[ENV_SECRETS_DIR] = str(spec.secrets_dir)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env[ENV_RUNTIME_LIFELINE] = "stdin"
+        if self.isolation is not None:
+            env.update(self.isolation.user(spec.name).env(spec.name))
+            pythonpath = self.isolation.runtime_python()[1]
+            if pythonpath is not None:
+                env["PYTHONPATH"] = pythonpath
         return env
 
     def start(self, spec: RuntimeSpec) -> HostProcess:
         """:raises LaunchError: it cannot be started, or exits before listening."""
         try:
+            env = self.environment(spec)
+        except OscarFaasError as err:  # no Python its user can run
+            raise LaunchError(f"cannot start the runtime of {spec.name}: {err}") from None
+        extra: dict[str, object] = {}
+        if self.isolation is not None:
+            user = self.isolation.user(spec.name)
+            extra = {"user": user.uid, "group": user.gid, "extra_groups": [],
+                     "umask": 0o077, "cwd": str(user.home)}
+        try:
             # stdin is a lifeline: if the provider dies, even by SIGKILL, the pipe closes and
             # the runtime stops itself (OSCAR_RUNTIME_LIFELINE)
             proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    env=self.environment(spec), start_new_session=True)
-        except OSError as err:
+                                    env=env, start_new_session=True,
+                                    **extra)  # type: ignore[call-overload]
+        except (OSError, subprocess.SubprocessError) as err:
             raise LaunchError(f"cannot start the runtime of {spec.name}: {err}") from None
         handle = HostProcess(spec.name, proc, spec.fingerprint)
         if not handle.wait_listening(self.listen_timeout):
@@ -315,7 +340,8 @@ class HostLauncher:
                               + (f"exited with status {code}" if code is not None
                                  else f"did not listen within {self.listen_timeout:g}s")
                               + f" before listening:\n{handle.output_tail()}")
-        log.info("%s: runtime pid %d listening on %s", spec.name, handle.pid, handle.url)
+        log.info("%s: runtime pid %d listening on %s%s", spec.name, handle.pid, handle.url,
+                 f" as uid {extra['user']}" if extra else "")
         return handle
 
     def adopt(self) -> dict[str, RuntimeHandle]:

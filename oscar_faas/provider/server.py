@@ -23,6 +23,8 @@ from typing import Any
 from ..errors import ConfigError
 from .backend import LocalBackend
 from .http_handler import HttpLimits, ProviderRequestHandler
+from .isolation import Isolation
+from .isolation import wanted as isolation_wanted
 from .launch import HostLauncher, Launcher
 from .routes import App
 
@@ -149,9 +151,11 @@ def descriptor_cap(wanted: int) -> int:
     return max(1, min(wanted, soft - FD_RESERVE))
 
 
-def make_launcher(runtime: str, data_dir: str | Path) -> Launcher:
+def make_launcher(runtime: str, data_dir: str | Path,
+                  isolation: Isolation | None = None) -> Launcher:
     """The launcher of ``--runtime``: ``host`` or ``container``.
 
+    :param isolation: host runtimes run as their function's own user (:mod:`.isolation`).
     :raises EngineUnavailable: ``container``, and no engine answers at ``DOCKER_HOST``.
     """
     if runtime == "container":
@@ -159,7 +163,7 @@ def make_launcher(runtime: str, data_dir: str | Path) -> Launcher:
         return ContainerLauncher(data_dir)
     if runtime != "host":
         raise ConfigError(f"unknown runtime {runtime!r}: 'host' or 'container'")
-    return HostLauncher()
+    return HostLauncher(isolation=isolation)
 
 
 def make_server(host: str, port: int, data_dir: str | Path, username: str | None = None,
@@ -171,7 +175,12 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
     :raises ConfigError: the stored state cannot be read.
     :raises OSError: the address cannot be bound (or, ``container``, no engine answers).
     """
-    backend = LocalBackend(data_dir, launcher=make_launcher(runtime, data_dir))
+    # root: every function runs as a user of its own (its runtime and per-call processes)
+    isolation = Isolation(data_dir) if isolation_wanted() else None
+    if isolation is not None and runtime == "host":
+        isolation.runtime_python()  # none its users can run: refuse to start, saying why
+    backend = LocalBackend(data_dir, launcher=make_launcher(runtime, data_dir, isolation),
+                           isolation=isolation)
     # before load(): runtimes started (or adopted) there log into it at once
     backend.logs = _logs(Path(data_dir) / "logs")  # type: ignore[attr-defined]
     backend.load()

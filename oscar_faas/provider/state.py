@@ -10,7 +10,9 @@ the old one (``os.replace`` is atomic on POSIX). Layout::
 
 The per-function secrets folder plays the role of OpenFaaS' ``/var/openfaas/secrets`` mount:
 a function sees its own secrets and nothing else. It is rewritten whenever a secret or the
-function changes.
+function changes. With :mod:`.isolation` (a provider running as root), that folder is the
+function's own in the isolation area instead: root-owned, group = the function's gid, files
+0640, so only that function's user can read it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 from ..errors import ConfigError, InvalidService, ServiceNotFound
 from .errors import FunctionExists, SecretExists
+from .isolation import Isolation
 from .types import FunctionDeployment, Secret, format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -50,16 +53,21 @@ class FunctionRecord:
         return self.deployment.service
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes, mode: int = 0o644,
+                 owner: tuple[int, int, int] | None = None) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix.
 
     The temporary file is created with ``mode`` already set, so a secret is never readable by
-    others, not even for a moment.
+    others, not even for a moment. ``owner`` = ``(uid, gid, mode)`` is applied before the
+    file takes its name (only root may give a file away).
     """
     tmp = path.with_name(f".{path.name}.{pyrandom.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if owner is not None:
+                os.fchown(handle.fileno(), owner[0], owner[1])
+                os.fchmod(handle.fileno(), owner[2])
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -73,8 +81,9 @@ class Store:
     """The provider's durable state. Thread-safe; every mutation is persisted before it is
     visible, so a failed write leaves the previous state in place."""
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, isolation: "Isolation | None" = None) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.isolation = isolation
         self._lock = threading.RLock()
         self._functions: dict[str, FunctionRecord] = {}
         self._secrets: dict[str, bytes] = {}
@@ -154,6 +163,8 @@ class Store:
 
     def secrets_dir(self, name: str) -> Path:
         """The folder a function gets as ``OSCAR_SECRETS_DIR``."""
+        if self.isolation is not None:
+            return self.isolation.secrets_dir(name)
         return self.function_dir(name) / "secrets"
 
     def _sync_secret_files(self, name: str, wanted: list[str] | None = None) -> None:
@@ -161,10 +172,18 @@ class Store:
         if wanted is None:
             wanted = self._functions[name].deployment.secrets
         folder = self.secrets_dir(name)
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        owner = None
+        if self.isolation is not None:
+            self.isolation.user(name)  # its folders, with their owners
+            owner = self.isolation.secret_owner(name)
+        else:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         keep = {s for s in wanted if s in self._secrets}
         for secret in keep:
-            atomic_write(folder / secret, self._secrets[secret], 0o600)
+            if owner is None:
+                atomic_write(folder / secret, self._secrets[secret], 0o600)
+            else:
+                atomic_write(folder / secret, self._secrets[secret], 0o600, owner)
         for path in folder.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -228,6 +247,8 @@ class Store:
             self._save_functions(functions)
             self._functions = functions
             shutil.rmtree(self.function_dir(name), ignore_errors=True)
+            if self.isolation is not None:
+                self.isolation.remove(name)
             return record
 
     # --- secrets -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping
 
 from .. import contract as c
+from .isolation import FunctionUser
 from .limits import WatchdogConfig
 from .logs import function_logger
 from .processes import CHUNK, StderrLines, kill_tree, pump_body, wait_until, write_all
@@ -120,18 +121,28 @@ class Watchdog:
     # --- fork per call -------------------------------------------------------------------
 
     def run_process(self, name: str, argv: list[str], env: Mapping[str, str], body: BinaryIO,
-                    content_length: int | None, config: WatchdogConfig) -> Result:
-        """Run ``argv`` for one request. Never raises for the function's own failures."""
+                    content_length: int | None, config: WatchdogConfig,
+                    user: FunctionUser | None = None) -> Result:
+        """Run ``argv`` for one request. Never raises for the function's own failures.
+
+        :param user: run it as this function user (:mod:`.isolation`): its uid and gid, no
+            supplementary groups, umask 077, its private folder as working directory.
+        """
         start = time.monotonic()
         deadline = start + config.exec_timeout if config.exec_timeout > 0 else None
+        extra: dict[str, Any] = {}
+        if user is not None:
+            extra = {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077,
+                     "cwd": str(user.home)}
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if config.combine_output else subprocess.PIPE,
-                env=dict(env), bufsize=0, start_new_session=True)
-        except OSError as err:
+                env=dict(env), bufsize=0, start_new_session=True, **extra)
+        except (OSError, subprocess.SubprocessError) as err:
             self.log.warning("%s: cannot start %r: %s", name, argv, err)
-            return Result(500, prefix=f'exec: "{argv[0]}": {err.strerror or err}\n'.encode())
+            reason = getattr(err, "strerror", None) or err
+            return Result(500, prefix=f'exec: "{argv[0]}": {reason}\n'.encode())
         with self._active_lock:
             self._active.add(proc)
         spool: IO[bytes] = SpooledTemporaryFile(SPOOL_MEMORY)

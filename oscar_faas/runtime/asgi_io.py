@@ -13,6 +13,8 @@ import asyncio
 import time
 from typing import Any, Awaitable, Callable, Mapping
 
+from ..contract import server_timing
+
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -113,19 +115,6 @@ class Answer:
             raise TimeoutError(f"write_timeout ({self._timeout:g}s) reached while sending "
                                "the answer") from None
 
-
-#: ``Server-Timing`` names, in the order a call goes through them, with their descriptions
-#: (no commas: naive parsers split the header on them).
-TIMING_PHASES = (("queue", "waiting for a slot (max_inflight)"),
-                 ("setup", "configuration and input"),
-                 ("script", "the user script"),
-                 ("upload", "outputs to storage and the answer"))
-
-
-def server_timing(timings: Mapping[str, float]) -> str:
-    """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
-    return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
-                     for phase, desc in TIMING_PHASES if phase in timings)
 
 
 async def plain(send: Send, status: int, body: bytes, started: float,

@@ -6,7 +6,6 @@ a real HTTP + WebSocket server (tests/exposed_app.py), reached through
 from __future__ import annotations
 
 import asyncio
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from oscar_faas.serve import free_port
+from tests.functionpython import function_python
 from tests.livegateway import LiveGateway
 from tests.supervisor.conftest import REPO
 
@@ -36,7 +36,7 @@ def fdl(folder: Path, name: str, port: int, tag: str, script: str | None = None,
     (folder / f"{name}.sh").write_text(script or textwrap.dedent(f"""\
         #!/bin/sh
         echo "starting {name} on {port}"
-        exec "{sys.executable}" -m tests.exposed_app {port}
+        exec "{function_python()}" -m tests.exposed_app {port}
         """))
     extra = "".join(f"        {k}: {str(v).lower() if isinstance(v, bool) else v}\n"
                     for k, v in expose.items())
@@ -149,7 +149,7 @@ def test_a_service_that_never_gets_healthy_is_a_clear_503(gw: LiveGateway,
                                                           tmp_path: Path) -> None:
     client = gw.oscar_python_client()
     port = free_port()
-    sick = f'#!/bin/sh\nexport EXPOSED_SICK=1\nexec "{sys.executable}" -m tests.exposed_app {port}\n'
+    sick = f'#!/bin/sh\nexport EXPOSED_SICK=1\nexec "{function_python()}" -m tests.exposed_app {port}\n'
     assert client.create_service(fdl(tmp_path, "sick", port, "v1", script=sick,
                                      health_path="/health")).status_code == 201
     res = requests.get(f"{gw.url}/system/services/sick/exposed/info", timeout=120)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import stat
 import textwrap
 import time
 from pathlib import Path
@@ -38,6 +39,12 @@ def provider_of(gateway: LiveGateway) -> tuple[int, dict[str, str], str]:
     raise AssertionError(f"no embedded provider under {gateway.proc.pid}:\n{gateway.log()}")
 
 
+def provider_credentials(gateway: LiveGateway) -> tuple[str, str]:
+    """The credentials serve gave its provider (in a 0600 file, not in its environment)."""
+    user, password = (gateway.workdir / "data" / "provider.credentials").read_text().split()
+    return user, password
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -52,7 +59,12 @@ def test_the_embedded_provider_gets_random_credentials_it_enforces(tmp_path):
         (tmp_path / run).mkdir()
         with LiveGateway(tmp_path / run) as gw:
             _, env, url = provider_of(gw)
-            user, password = env["OPENFAAS_USERNAME"], env["OPENFAAS_PASSWORD"]
+            user, password = provider_credentials(gw)
+            # not in the environment it was started with (/proc/<pid>/environ)
+            assert "OPENFAAS_PASSWORD" not in env and password not in str(env)
+            assert "OSCAR_PASSWORD" not in env and gw.password not in str(env)
+            assert stat.S_IMODE((gw.workdir / "data" / "provider.credentials").stat()
+                                .st_mode) == 0o600
             passwords.append(password)
             assert len(password) >= 24 and password not in (gw.password, "oscar", user)
             assert requests.get(url + "/system/functions", timeout=10).status_code == 401
@@ -101,8 +113,9 @@ env > "$TMP_OUTPUT_DIR/env.txt"
 
 
 def test_functions_inherit_none_of_the_gateways_or_providers_secrets(tmp_path):
-    """Under serve the provider runs with the gateway's environment: OSCAR_PASSWORD,
-    MINIO_SECRET_KEY and its own OPENFAAS_PASSWORD. None of them reaches a function."""
+    """The gateway holds OSCAR_PASSWORD, MINIO_SECRET_KEY and the provider's OPENFAAS_PASSWORD;
+    the provider is started without them (its credentials come in a 0600 file). None of them
+    reaches a function's environment."""
     secrets = {"OSCAR_PASSWORD": "gateway-secret-pw", "MINIO_ACCESS_KEY": "minio-access-id",
                "MINIO_SECRET_KEY": "minio-secret-key-value",
                # Configured, never contacted: the service has no MinIO paths.
@@ -123,6 +136,8 @@ def test_functions_inherit_none_of_the_gateways_or_providers_secrets(tmp_path):
         """))
     with gw:
         _, provider_env, _ = provider_of(gw)
+        assert not {"OSCAR_PASSWORD", "MINIO_SECRET_KEY", "MINIO_ACCESS_KEY"} & set(provider_env)
+        _, provider_password = provider_credentials(gw)
         client = gw.oscar_python_client()
         assert client.create_service(str(fdl)).status_code == 201
         token = client.get_service("printenv").json()["token"]
@@ -135,7 +150,7 @@ def test_functions_inherit_none_of_the_gateways_or_providers_secrets(tmp_path):
     for name in ("OSCAR_PASSWORD", "MINIO_SECRET_KEY", "MINIO_ACCESS_KEY",
                  "OPENFAAS_PASSWORD", "OPENFAAS_USERNAME"):
         assert name not in names, name
-    for value in (*secrets.values(), provider_env["OPENFAAS_PASSWORD"]):
+    for value in (*secrets.values(), provider_password):
         if value.startswith("http"):
             continue
         assert value not in env_text, value

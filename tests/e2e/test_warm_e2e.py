@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.functionpython import function_python
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ serve(handle, setup)
 def worker_command(tmp_path: Path) -> str:
     path = tmp_path / "warm_worker.py"
     path.write_text(WORKER)
-    return f"{sys.executable} {path}"
+    return f"{function_python()} {path}"
 
 
 def answer(resp: requests.Response) -> dict:

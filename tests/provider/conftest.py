@@ -107,6 +107,15 @@ class ProviderProcess:
                                 **kwargs)
 
 
+def secrets_folder(data_dir: Path, name: str) -> Path:
+    """The folder a provider with ``data_dir`` keeps function ``name``'s secrets in: in the
+    data dir, or (a root provider, host mode isolation) in its isolation area."""
+    area = data_dir / "isolation-area"
+    if area.exists():
+        return Path(area.read_text().strip()) / name / "secrets"
+    return data_dir.resolve() / "functions" / name / "secrets"
+
+
 @pytest.fixture(scope="session")
 def shared_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderProcess]:
     """One provider for the tests that only need fresh function names."""

@@ -98,7 +98,8 @@ def test_many_concurrent_slow_calls(shared_provider: ProviderProcess, fn_name: s
     only happens if they really run at the same time (serialised, the first never ends)."""
     together = min(12, 4 * (os.cpu_count() or 1))
     room = tmp_path / "room"
-    room.mkdir()
+    room.mkdir(mode=0o1777)
+    room.chmod(0o1777)  # the function writes here (as root it runs as a user of its own)
     shared_provider.deploy(fn_name, script("rendezvous", f"""
         touch {room}/$$
         n=0

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import Callable
 
-from .conftest import ProviderProcess
+from .conftest import ProviderProcess, secrets_folder
 
 
 def test_restart_keeps_functions_and_secrets(make_provider: Callable[..., ProviderProcess],
@@ -43,9 +43,16 @@ def test_state_files_are_private_and_atomic(make_provider: Callable[..., Provide
     assert stat.S_IMODE((data / "secrets.json").stat().st_mode) == 0o600
     assert json.loads((data / "functions.json").read_text())["functions"][0][
         "deployment"]["service"] == "fn-a"
-    secret_file = data / "functions" / "fn-a" / "secrets" / "tok"
-    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE(secret_file.parent.stat().st_mode) == 0o700
+    secret_file = secrets_folder(data, "fn-a") / "tok"
+    if (data / "isolation-area").exists():  # root: readable by the function's group alone
+        uid = json.loads((data / "users.json").read_text())["uids"]["fn-a"]
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        for path, mode in ((secret_file, 0o640), (secret_file.parent, 0o750)):
+            info = path.stat()
+            assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (mode, 0, uid)
+    else:
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(secret_file.parent.stat().st_mode) == 0o700
     assert not [f for f in data.rglob("*.tmp")]
 
 

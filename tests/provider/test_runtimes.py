@@ -20,6 +20,8 @@ import pytest
 
 from oscar_faas.contract import SUPERVISOR_PROCESS
 
+from tests.functionpython import function_python
+
 from .conftest import ProviderProcess
 from .test_watchdog import wait_dead
 
@@ -206,7 +208,7 @@ def test_a_warm_worker_stays_loaded_between_calls(shared_provider: ProviderProce
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     deploy(p, fn_name, "echo the script is not used\n",
-           OSCAR_WORKER=f"{sys.executable} {worker}")
+           OSCAR_WORKER=f"{function_python()} {worker}")
     wait_ready(p, fn_name)
     answers = []
     for text in ("first", "second"):

@@ -7,7 +7,7 @@ from typing import Callable
 
 import pytest
 
-from .conftest import ProviderProcess
+from .conftest import ProviderProcess, secrets_folder
 
 
 def test_secret_crud(shared_provider: ProviderProcess) -> None:
@@ -61,7 +61,7 @@ def test_function_sees_only_its_secrets(shared_provider: ProviderProcess, fn_nam
     p.request("PUT", "/system/functions", json={
         "service": fn_name, "image": "x", "envProcess": binary, "secrets": [other]})
     assert p.invoke(fn_name).content == raw  # refreshed on function change; rawValue kept
-    folder = p.data_dir.resolve() / "functions" / fn_name / "secrets"
+    folder = secrets_folder(p.data_dir, fn_name)
     assert sorted(f.name for f in folder.iterdir()) == [other]
 
     p.request("DELETE", "/system/secrets", json={"name": other})

@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
-from .conftest import ProviderProcess
+from .conftest import ProviderProcess, secrets_folder
 
 
 def env_of(text: str) -> dict[str, str]:
@@ -136,8 +136,7 @@ def test_cgi_and_function_env(make_provider: Callable[..., ProviderProcess], fn_
     assert "Http_X_Start_Time" in env and env["Http_X_Forwarded_For"] == "127.0.0.1"
     assert env["MY_VAR"] == "my value"
     assert env["fprocess"].startswith("sh ") and env["PATH"]
-    assert env["OSCAR_SECRETS_DIR"] == str(p.data_dir.resolve() / "functions" / fn_name /
-                                           "secrets")
+    assert env["OSCAR_SECRETS_DIR"] == str(secrets_folder(p.data_dir, fn_name))
     # nothing of the provider's own secrets leaks into functions
     assert "provider-password" not in resp.text
     assert "OPENFAAS_PASSWORD" not in env
