@@ -98,6 +98,7 @@ def check_oscar_answers(url: str) -> None:
     answer = requests.post(url + "/", data=b64("hello"), timeout=60)
     assert answer.status_code == 200, answer.text
     assert "X-Duration-Seconds" in answer.headers
+    assert "script;dur=" in answer.headers.get("Server-Timing", ""), answer.headers
     # One output file: its content, base64-encoded; the script's stdout is not the body.
     import base64
 
