@@ -163,3 +163,21 @@ def test_cli_follow_prints_lines_as_they_come(gw, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_given_prometheus_multiproc_dir_is_used_and_kept(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR (README settings): the workers keep their values there, old
+    values are cleared at start, and the folder, not ours, stays when serve exits."""
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    (folder / "counter_999999.db").write_bytes(b"stale")  # a previous run's values
+    (tmp_path / "gw").mkdir()
+    with LiveGateway(tmp_path / "gw", env={"PROMETHEUS_MULTIPROC_DIR": str(folder)}) as gw:
+        token = create(gw, tmp_path, "multiproc", "cat \"$INPUT_FILE_PATH\"\n")
+        assert run(gw, "multiproc", token).status_code == 200
+        text = requests.get(f"{gw.url}/metrics", timeout=10).text
+        assert metric(text, "oscar_faas_run_requests_total", service="multiproc",
+                      code="200") == 1
+        assert not (folder / "counter_999999.db").exists()
+        assert list(folder.glob("*.db"))
+    assert folder.is_dir() and list(folder.glob("*.db"))

@@ -111,3 +111,17 @@ def test_a_websocket_upgrade_to_a_function_needs_the_credentials(
                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         head = sock.recv(4096)
     assert head.startswith(b"HTTP/1.1 401") or head.startswith(b"HTTP/1.0 401"), head
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="isolation by uid needs a provider run as root")
+def test_isolation_setting_decides_the_functions_user(
+        make_provider: Callable[..., ProviderProcess]) -> None:
+    """OSCAR_FAAS_ISOLATION (README settings): as root, functions run as a user of their own;
+    ``off`` runs them as root."""
+    isolated = make_provider()
+    isolated.deploy("who-fn", "id -u")
+    uid = isolated.invoke("who-fn", b"").text.strip()
+    assert uid.isdigit() and uid != "0"
+    shared = make_provider(env={"OSCAR_FAAS_ISOLATION": "off"})
+    shared.deploy("who-fn", "id -u")
+    assert shared.invoke("who-fn", b"").text.strip() == "0"
