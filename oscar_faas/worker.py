@@ -24,13 +24,13 @@ to do without (settings in :class:`~oscar_faas.config.Settings`):
 from __future__ import annotations
 
 import asyncio
-import resource
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from .config import Settings
+from .netutil import descriptor_cap
 
 #: Descriptors kept free for everything that is not a client connection.
 FD_RESERVE = 128
@@ -159,21 +159,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def descriptor_cap(wanted: int) -> int:
-    """Raise the soft descriptor limit to the hard one and return how many connections fit
-    in it with :data:`FD_RESERVE` to spare (at most ``wanted``)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    return max(1, min(wanted, soft - FD_RESERVE))
-
-
 class GatewayWorker(UvicornWorker):
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         "loop": "uvloop", "http": GatewayHttpProtocol, "lifespan": "on",
@@ -185,6 +170,7 @@ class GatewayWorker(UvicornWorker):
         GatewayHttpProtocol.max_header_size = settings.max_header_size
         GatewayHttpProtocol.header_timeout = settings.header_timeout
         GatewayHttpProtocol.body_timeout = settings.body_timeout
-        GatewayHttpProtocol.max_connections = descriptor_cap(settings.max_connections)
+        GatewayHttpProtocol.max_connections = descriptor_cap(settings.max_connections,
+                                                             FD_RESERVE)
         super().__init__(*args, **kwargs)
         self.config.timeout_keep_alive = settings.keepalive_timeout

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import socket
 import sys
 import threading
@@ -20,6 +19,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ..netutil import descriptor_cap
 from ..errors import ConfigError
 from .backend import LocalBackend
 from .http_handler import HttpLimits, ProviderRequestHandler
@@ -47,7 +47,7 @@ class ProviderServer(ThreadingHTTPServer):
                  limits: HttpLimits | None = None) -> None:
         self.app = app
         self.limits = limits or HttpLimits()
-        self.max_connections = descriptor_cap(self.limits.max_connections)
+        self.max_connections = descriptor_cap(self.limits.max_connections, FD_RESERVE)
         self._active = 0
         self._active_lock = threading.Lock()
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -134,21 +134,6 @@ def _metrics(backend: LocalBackend):
     from ..metrics import ProviderMetrics
     from .types import DEFAULT_NAMESPACE
     return ProviderMetrics(backend.function_load, DEFAULT_NAMESPACE)
-
-
-def descriptor_cap(wanted: int) -> int:
-    """Raise the soft descriptor limit to the hard one; how many connections fit with
-    :data:`FD_RESERVE` to spare (at most ``wanted``)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    return max(1, min(wanted, soft - FD_RESERVE))
 
 
 def make_launcher(runtime: str, data_dir: str | Path,
