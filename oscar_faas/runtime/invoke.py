@@ -22,9 +22,7 @@ worker that cannot start.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -36,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping, Protocol
 
+from ..provider.processes import wait_until
 from ..supervisor.config import FunctionConfig, load_config, load_script
 from ..supervisor.errors import FunctionConfigError, SupervisorError, UploadError
 from ..supervisor.logs import SupervisorLog
@@ -217,7 +216,7 @@ class Invoker:
             self._scripts.add(proc)
         try:
             timeout = self.settings.exec_timeout
-            if timeout > 0 and not _wait(proc, timeout):
+            if timeout > 0 and not wait_until(proc, time.monotonic() + timeout):
                 _kill_group(proc)
                 return None
             code = proc.wait()
@@ -266,24 +265,6 @@ def _fail(sink: Sink, status: int, body: bytes) -> int:
     sink.start(status)
     sink.write(body)
     return status
-
-
-def _wait(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Wait up to ``timeout`` s for the exit, woken by a pidfd (no polling sleeps)."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # Linux < 5.3: Popen's own (polling) wait
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(max(1, math.ceil(timeout * 1000))))
-    finally:
-        os.close(pidfd)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
