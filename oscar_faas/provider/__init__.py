@@ -1,9 +1,10 @@
 """The embedded OpenFaaS-compatible local provider.
 
 It speaks the faas-provider REST contract (``/system/*``, ``/function/*``, ``/healthz``) and
-runs functions on the host: an OSCAR service gets one long-lived runtime (:mod:`.runtimes`),
-any other ``fprocess`` a process per call with classic-watchdog semantics, so the gateway
-talks to it exactly as to an OpenFaaS cluster. ``image`` is ignored.
+runs functions on one machine: an OSCAR service gets one long-lived runtime
+(:mod:`.runtimes`), as a host process or a container of its ``image`` (``--runtime``), any
+other ``fprocess`` a host process per call with classic-watchdog semantics, so the gateway
+talks to it exactly as to an OpenFaaS cluster.
 
 Entry points: :func:`serve` (blocking) and ``python -m oscar_faas.provider`` (the same as
 ``oscar-faas provider``).
