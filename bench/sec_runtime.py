@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from benchlib import (NOOP_SCRIPT, REPO, KeepAlive, Table, _ChildServer, cpu_seconds, descendants,
+from benchlib import (NOOP_SCRIPT, KeepAlive, Table, _ChildServer, cpu_seconds, descendants,
                       free_port, ms, summary, verdict)
+from sec_classifier import EXAMPLE, _check, _fetch  # one way to find and feed the classifier
 
-EXAMPLE = REPO / "examples" / "image-classification-sync"
 FDL = EXAMPLE / "image-classification-sync.yaml"
 CAT_CLASSES = set(range(281, 286))
 PAYLOAD_B64 = base64.b64encode(b"hello from the oscar-faas benchmark\n")
@@ -225,20 +225,6 @@ def _classifier_env(classifier_python: str) -> dict[str, str]:
     variables = service["environment"]["variables"]
     return function_env((EXAMPLE / service["script"]).read_text(), variables,
                         path_first=os.path.dirname(classifier_python))
-
-
-def _check(python: str) -> str | None:
-    out = subprocess.run([python, "-c", "import oscar_classifier, torch, skimage"],
-                         capture_output=True, text=True, timeout=120)
-    return None if out.returncode == 0 else out.stderr.strip().splitlines()[-1]
-
-
-def _fetch(python: str, dest: Path) -> Path:
-    out = subprocess.run([python, str(EXAMPLE / "fetch_samples.py"), str(dest), "chelsea"],
-                         capture_output=True, text=True, timeout=60)
-    if out.returncode != 0:
-        raise RuntimeError(f"fetch_samples.py failed: {out.stderr}")
-    return Path(out.stdout.strip())
 
 
 def _script_once(photo: Path, env: dict[str, str], workdir: Path) -> float:
