@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 
 from .config import Settings
-from .contract import basic_credentials
+from .contract import basic_credentials, bearer_token
 from .errors import Unauthorized
 
 #: The realm gin's BasicAuth sends, which OSCAR clients have always seen.
@@ -34,13 +34,6 @@ def require_admin(header: str | None, settings: Settings) -> None:
     """:raises Unauthorized: the header does not carry the cluster's Basic credentials."""
     if not is_admin(header, settings):
         raise Unauthorized("")
-
-
-def bearer_token(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 def require_run_access(header: str | None, token: str, settings: Settings) -> None:

@@ -115,11 +115,6 @@ class Settings:
     openfaas_password: str | None = None
     #: Seconds to wait for OpenFaaS management calls (deploy, list, ...).
     openfaas_timeout: float = 30.0
-    #: Send the OpenFaaS credentials on ``/function/<name>`` calls from the start: the
-    #: embedded provider requires them there (``serve`` sets it). Off, they are sent only
-    #: after a platform 401 asking for Basic credentials (an OpenFaaS gateway never asks, and
-    #: would pass them on to the function).
-    openfaas_invoke_auth: bool = False
 
     minio_endpoint: str = ""
     minio_access_key: str = ""
@@ -199,8 +194,6 @@ class Settings:
             openfaas_username=of_user or None,
             openfaas_password=of_pass or None,
             openfaas_timeout=parse_float("OPENFAAS_TIMEOUT", get("OPENFAAS_TIMEOUT", "30")),
-            openfaas_invoke_auth=parse_bool(
-                "OPENFAAS_INVOKE_AUTH", get("OPENFAAS_INVOKE_AUTH", "false")),
             minio_endpoint=get("MINIO_ENDPOINT", "").strip().rstrip("/"),
             minio_access_key=get("MINIO_ACCESS_KEY", ""),
             minio_secret_key=get("MINIO_SECRET_KEY", ""),

@@ -40,8 +40,15 @@ STORAGE_SECRET_PREFIX = "oscar-storage-"
 
 
 def storage_secret_name(service_name: str) -> str:
-    """The OpenFaaS secret holding a service's storage credentials."""
+    """The OpenFaaS secret of an OSCAR service: its token, its storage credentials and its
+    environment secrets (one JSON object, docs/internals.md)."""
     return f"{STORAGE_SECRET_PREFIX}{service_name}"
+
+
+#: The key of the service's token in its secret: the function's runtime answers only calls
+#: that carry it (``Authorization: Bearer <token>``; Basic ``<name>:<token>`` for an exposed
+#: service with ``set_auth``), whichever hop they came through.
+SECRET_TOKEN_KEY = "token"
 
 
 # --------------------------------------------------------------------------- env names
@@ -103,12 +110,6 @@ _DNS1123_LABEL = re.compile(DNS1123_LABEL)
 #: Words a boolean setting reads as true (case-insensitive).
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
-#: Where the gateway puts the embedded provider's credentials on calls whose own
-#: ``Authorization`` belongs to the function (exposed services): the provider accepts its
-#: credentials here or in ``Authorization`` (faas-cli), and removes this header always and
-#: ``Authorization`` only when it carried them, so they never reach a function.
-PROVIDER_AUTH_HEADER = "X-Oscar-Faas-Provider-Authorization"
-
 #: Hop-by-hop headers (RFC 9110, 7.6.1), lower case: never forwarded either way.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
@@ -124,6 +125,14 @@ def is_dns1123_label(name: str, max_length: int = DNS1123_MAX_LENGTH) -> bool:
 def is_true(value: str | None) -> bool:
     """``value`` is one of :data:`TRUE_WORDS`."""
     return (value or "").strip().lower() in TRUE_WORDS
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, else ``None``."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:

@@ -18,7 +18,6 @@ from typing import Any, AsyncIterable, Mapping
 from urllib.parse import urlsplit
 
 from .config import Settings
-from .contract import PROVIDER_AUTH_HEADER
 from .errors import (ConfigError, UpstreamError, UpstreamNotReady, UpstreamTimeout,
                      UpstreamUnreachable)
 from .openfaas import system_tls_context
@@ -49,16 +48,6 @@ class FunctionInvoker:
         self._auth_headers = {"Authorization": "Basic " + base64.b64encode(
             f"{settings.openfaas_username}:{settings.openfaas_password or ''}".encode()
         ).decode()} if settings.openfaas_username else {}
-        self._invoke_auth = self._auth_headers if settings.openfaas_invoke_auth else {}
-
-    @property
-    def provider_auth(self) -> dict[str, str]:
-        """The provider's credentials for a call whose ``Authorization`` is the client's
-        (exposed services): in the header the embedded provider reads besides it; empty
-        when calls go unauthenticated (a real OpenFaaS gateway)."""
-        if not self._invoke_auth:
-            return {}
-        return {PROVIDER_AUTH_HEADER: self._invoke_auth["Authorization"]}
 
     async def close(self) -> None:
         self.upstream.close()
@@ -87,10 +76,6 @@ class FunctionInvoker:
         while True:
             sent = time.monotonic()
             resp = await self._post(name, path, body, headers, length)
-            if resp.status == 401 and self._asks_for_credentials(resp) and replayable:
-                resp.close()  # the embedded provider guards functions: send ours from now on
-                self._invoke_auth = self._auth_headers
-                resp = await self._post(name, path, body, headers, length)
             if resp.status == 502 and _is_bare_502(resp):
                 resp.close()
                 err = _bare_502_error(name, time.monotonic() - sent)
@@ -114,18 +99,8 @@ class FunctionInvoker:
         if self.metrics is not None:
             self.metrics.upstream_error(name, kind)
 
-    def _asks_for_credentials(self, resp: Response) -> bool:
-        """A 401 the platform made (no ``X-Duration-Seconds``: no function ran) asking for
-        Basic credentials we have and have not sent: the embedded provider with credentials.
-        A real OpenFaaS gateway never asks, so its functions never see our credentials."""
-        return (bool(self._auth_headers) and not self._invoke_auth
-                and resp.header(b"X-Duration-Seconds") is None
-                and (resp.header(b"WWW-Authenticate") or b"").startswith(b"Basic"))
-
     async def _post(self, name: str, path: str, body: bytes | AsyncIterable[bytes],
                     headers: Mapping[str, str], length: int | None) -> Response:
-        if self._invoke_auth:  # the client's own Authorization was never forwarded
-            headers = {**headers, **self._invoke_auth}
         try:
             return await self.upstream.request("POST", path, headers, body, length)
         except TimeoutError:

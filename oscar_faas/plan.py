@@ -13,7 +13,7 @@ from typing import Any
 
 from . import storage
 from .config import Settings
-from .contract import storage_secret_name
+from .contract import SECRET_TOKEN_KEY, storage_secret_name
 from .errors import InvalidService
 from .model import HIDDEN, Service, dumps
 from .service_parts import StorageIOConfig
@@ -73,16 +73,15 @@ def plan_deployment(service: Service, settings: Settings) -> DeploymentPlan:
 
 
 def secret_name(service: Service) -> str | None:
-    """The name of the storage secret the function needs, ``None`` when it needs none: it
-    needs one when it writes outputs, defines providers of its own or has environment
-    secrets."""
-    needed = bool(service.output or service.storage_credentials()
-                  or service.environment["secrets"])
-    return storage_secret_name(service.name) if needed else None
+    """The name of the service's secret. Every OSCAR service has one: it carries the token
+    its runtime checks callers against (:mod:`oscar_faas.runtime.caller`), besides any
+    storage credentials and environment secrets. (``None`` is kept in the signature for
+    services stored by an older gateway, which may have none.)"""
+    return storage_secret_name(service.name)
 
 
 def storage_secret_value(service: Service, settings: Settings) -> str:
-    """The JSON the function reads its credentials from (docs/internals.md).
+    """The JSON the function reads its token and credentials from (docs/internals.md).
 
     :raises InvalidService: a user provider's credential reads ``hidden`` (a client sent
         back what GET showed); the real value is needed, since OpenFaaS never returns it.
@@ -104,6 +103,7 @@ def storage_secret_value(service: Service, settings: Settings) -> str:
             "secret_key": settings.minio_secret_key,
         }
     secret: dict[str, Any] = dict(providers)
+    secret[SECRET_TOKEN_KEY] = service.token
     if service.environment["secrets"]:
         secret["environment"] = dict(service.environment["secrets"])
     return dumps(secret)

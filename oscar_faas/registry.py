@@ -67,15 +67,21 @@ class ServiceRegistry:
 
     def get(self, name: str) -> Service:
         """:raises ServiceNotFound: no function, or one that is not an OSCAR service."""
+        return self._get_with_status(name)[0]
+
+    def _get_with_status(self, name: str) -> tuple[Service, dict[str, Any]]:
+        """The service and its function's FunctionStatus.
+
+        :raises ServiceNotFound: no function, or one that is not an OSCAR service."""
         try:
             status = self.client.get_function(name) if _valid_name(name) else None
         except ServiceNotFound:
             status = None
         service = status_to_service(status) if status else None
-        if service is None or service.name != name:
+        if service is None or service.name != name or not isinstance(status, dict):
             raise ServiceNotFound("")
         self.cache.put(service)
-        return service
+        return service, status
 
     def get_cached(self, name: str) -> Service:
         """Like :meth:`get`, served from the cache when fresh (the ``/run`` hot path)."""
@@ -131,9 +137,13 @@ class ServiceRegistry:
         if not name:
             raise InvalidService(
                 "The service specification is not valid: field 'name' is required")
-        current = self.get(name)
+        current, status = self._get_with_status(name)
         plan = self.prepare(body, token=current.token)
+        # the secret the function reads now, as OpenFaaS says (a gateway before issue 21 gave
+        # secrets to some services only)
         old_secret = secret_name(current)
+        if old_secret not in (status.get("secrets") or []):
+            old_secret = None
         self._ensure_storage(plan)  # idempotent: buckets are never taken away again
         if plan.secret and not old_secret:
             # a new secret, which nothing uses yet: write it first, forget it on failure

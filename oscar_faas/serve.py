@@ -231,7 +231,7 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
                                       runtime)
         url = provider.url
         os.environ.update(OPENFAAS_URL=url, OPENFAAS_USERNAME=user, OPENFAAS_PASSWORD=password,
-                          OPENFAAS_INVOKE_AUTH="true", OSCAR_EMBEDDED_PROVIDER="true")
+                          OSCAR_EMBEDDED_PROVIDER="true")
         settings = Settings.from_env()
         where = "containers of their images" if runtime == "container" else "host processes"
         backend = f"embedded local provider at {url}, functions as {where} (state in " \

@@ -32,7 +32,6 @@ from typing import Any
 
 from ..auth import REALM
 from ..contract import basic_credentials, exposed_prefix
-from ..contract import PROVIDER_AUTH_HEADER
 from ..errors import (OscarFaasError, ServiceNotFound, Unauthorized, UpstreamNotReady,
                       UpstreamTimeout, UpstreamUnreachable)
 from ..invoker import FunctionInvoker, _is_not_ready
@@ -132,8 +131,6 @@ class ExposedEndpoint:
             forward.setdefault("x-forwarded-host", forward["host"])
         if not service.expose["rewrite_target"]:
             forward["x-forwarded-prefix"] = exposed_prefix(service.name)
-        forward.pop(PROVIDER_AUTH_HEADER.lower(), None)  # only ours may carry it
-        forward.update(self.invoker.provider_auth)
         return authorization, length, chunked, forward
 
     def _target(self, scope: Scope, service: Service, rest: str) -> str:

@@ -209,6 +209,9 @@ class RunEndpoint:
                 None, gw.registry.get, name)
         authorization, length, headers = read_headers(scope["headers"])
         require_run_access(authorization, service.token, gw.settings)
+        # The function checks its own caller (oscar_faas.runtime.caller): prove the call with
+        # the service's token, whatever the client sent (never its own credentials).
+        headers["Authorization"] = f"Bearer {service.token}"
         if service.exposed:
             raise NotInvocable(
                 f"service {name} is an exposed service: its own server answers at "

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from .. import __version__
-from ..contract import HOP_BY_HOP, PROVIDER_AUTH_HEADER, basic_credentials
+from ..contract import HOP_BY_HOP, basic_credentials
 from ..errors import OscarFaasError, ServiceNotFound
 from .backend import Backend, Call
 from .httpio import Request, Response, empty_response, json_response, text_response
@@ -269,11 +269,11 @@ def _known(backend: Backend, name: str) -> bool:
 
 
 def _guarded(path: str) -> bool:
-    """Paths that need the credentials when the provider has them: the REST API and, unlike
-    an OpenFaaS gateway, functions too (this port is reachable by every local user; the
-    gateway sends the credentials, see ``OPENFAAS_INVOKE_AUTH``). ``/healthz`` stays open."""
-    return (path in ("/system", "/function") or path.startswith("/system/")
-            or path.startswith("/function/"))
+    """Paths that need the credentials when the provider has them: the REST API, as in
+    faas-provider. ``/function/*`` stays open as there (the real OpenFaaS gateway sends no
+    credentials on calls): an OSCAR service's runtime checks its own caller's token
+    (:mod:`oscar_faas.runtime.caller`); ``/healthz`` stays open too."""
+    return path == "/system" or path.startswith("/system/")
 
 
 def check_basic_auth(header: str, username: str, password: str) -> bool:
@@ -320,43 +320,11 @@ class App:
         self.metrics.observe(name, resp.status, time.monotonic() - started)
         return resp
 
-    def guard_upgrade(self, headers: Any) -> bool:
-        """A protocol upgrade to a function (a WebSocket tunnel) passes the same credential
-        check as any call; the provider's credentials are then removed from ``headers`` (an
-        ``email.message.Message``), so they never reach the function."""
-        if not self.credentials:
-            return True
-        carrier = self._credential_header(headers.get(PROVIDER_AUTH_HEADER, ""),
-                                          headers.get("Authorization", ""))
-        if carrier is None:
-            return False
-        del headers[PROVIDER_AUTH_HEADER]
-        if carrier == "authorization":
-            del headers["Authorization"]
-        return True
-
-    def _credential_header(self, dedicated: str, authorization: str) -> str | None:
-        """Which header carries the provider's credentials: the dedicated one (the gateway,
-        for calls whose Authorization is the function's), ``authorization`` (faas-cli), or
-        None when neither does."""
-        assert self.credentials is not None
-        if dedicated and check_basic_auth(dedicated, *self.credentials):
-            return "dedicated"
-        if check_basic_auth(authorization, *self.credentials):
-            return "authorization"
-        return None
-
     def _handle(self, req: Request) -> Response:
         if self.credentials and _guarded(req.path):
-            carrier = self._credential_header(req.header(PROVIDER_AUTH_HEADER),
-                                              req.header("Authorization"))
-            if carrier is None:
+            if not check_basic_auth(req.header("Authorization"), *self.credentials):
                 return text_response("invalid credentials", 401,
                                      {"WWW-Authenticate": 'Basic realm="Restricted"'})
-            # the provider's own credentials never reach a function
-            drop = {PROVIDER_AUTH_HEADER.lower()} | (
-                {"authorization"} if carrier == "authorization" else set())
-            req.headers = [(k, v) for k, v in req.headers if k.lower() not in drop]
         allowed = False
         for route in self.routes:
             match = route.pattern.fullmatch(req.path)

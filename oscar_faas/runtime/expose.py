@@ -33,6 +33,7 @@ from typing import Any, Mapping
 from ..contract import HOP_BY_HOP
 from ..supervisor.logs import SupervisorLog
 from .asgi_io import plain
+from .caller import CallerCheck, authorization_of, refuse_stranger
 from .expose_settings import ExposeSettings
 from .server_keeper import ServerKeeper
 
@@ -53,6 +54,8 @@ class ExposeApp:
         self.settings = settings
         self.log = log
         self.keeper = ServerKeeper(settings, env, log, workdir)
+        #: set_auth as OSCAR applies it, here too (:mod:`.caller`)
+        self.caller = CallerCheck(env, exposed=True)
         self.upstream = Upstream("127.0.0.1", settings.port, CONNECT_TIMEOUT, None)
 
     def start(self) -> None:
@@ -96,6 +99,8 @@ class ExposeApp:
             await plain(send, 200, json.dumps(doc).encode() + b"\n", started,
                         b"application/json")
             return
+        if not await refuse_stranger(self.caller, scope, send, started, self.log):
+            return
         if not await self._wait_ready():
             await plain(send, 503, self.not_ready_message().encode(), started)
             return
@@ -115,6 +120,17 @@ class ExposeApp:
     async def _websocket(self, scope: Any, receive: Any, send: Any) -> None:
         from ..wsproxy import bridge, client_headers, deny
 
+        try:
+            allowed = self.caller.allows(authorization_of(scope["headers"]))
+        except PermissionError as err:
+            await receive()  # websocket.connect
+            await deny(send, scope, 503, f"{err}\n".encode())
+            return
+        if not allowed:
+            await receive()  # websocket.connect
+            await deny(send, scope, 401, self.caller.denied,
+                       [(b"www-authenticate", self.caller.realm)])
+            return
         if not await self._wait_ready():
             await receive()  # websocket.connect
             await deny(send, scope, 503, self.not_ready_message().encode())

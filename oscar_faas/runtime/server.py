@@ -31,6 +31,7 @@ from ..contract import ENV_RUNTIME_LIFELINE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send, plain
+from .caller import CallerCheck, refuse_stranger
 from .cgi import cgi_env
 from .expose import ExposeApp
 from .expose_settings import ExposeSettings
@@ -56,6 +57,7 @@ class RuntimeApp:
                 log.error("%s", err)
             self.pool = WorkerPool(settings.worker, worker_env, settings.slots, log, workdir)
         self.invoker = Invoker(env, settings, log, workdir, self.pool)
+        self.caller = CallerCheck(env)
         self.limiter = Limiter(settings.slots, settings.max_queue)
         self.executor = ThreadPoolExecutor(settings.slots, thread_name_prefix="call")
 
@@ -88,6 +90,8 @@ class RuntimeApp:
                    "max_queue": self.limiter.max_queue}
             await plain(send, 200, json.dumps(doc).encode() + b"\n", started,
                         b"application/json")
+            return
+        if not await refuse_stranger(self.caller, scope, send, started, self.log):
             return
         try:
             await self.limiter.acquire()

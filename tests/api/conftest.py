@@ -42,6 +42,8 @@ def function_status(service: dict, **extra) -> dict:
     stored = Service.from_dict(service).normalized(token=service.get("token")).to_dict()
     return {"name": service["name"], "image": service.get("image", "alpine"),
             "annotations": {SERVICE_ANNOTATION: json.dumps(stored)},
+            # every service this gateway deploys reads its secret (token, credentials)
+            "secrets": [f"oscar-storage-{service['name']}"],
             "replicas": 1, "availableReplicas": 1, **extra}
 
 

@@ -115,7 +115,8 @@ def test_body_headers_and_answer_pass_through(gw, deployed):
     assert req.headers["Content-Type"] == "application/octet-stream"
     assert req.headers["Content-Length"] == "8"
     assert req.headers["X-Custom"] == "yes" and req.headers["X-Call-Id"] == "call-1"
-    assert "Authorization" not in req.headers  # neither the token nor our OpenFaaS creds
+    # the service's token, which its runtime checks; never our OpenFaaS credentials
+    assert req.headers["Authorization"] == f"Bearer {TOKEN}"
     assert "Expect" not in req.headers
 
 

@@ -25,6 +25,7 @@ COWSAY = {"name": "cowsay", "image": "ghcr.io/grycap/cowsay", "script": "echo mo
 def stored(client, httpserver, body=COWSAY) -> dict:
     """Create ``body`` against the fake OpenFaaS; return the FunctionDeployment sent."""
     httpserver.expect_request(f"/system/function/{body['name']}").respond_with_data("", 404)
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
     httpserver.expect_request("/system/functions", method="POST").respond_with_data("", 202)
     resp = client.post("/system/services", json=body, headers=ADMIN)
     assert resp.status_code == 201, resp.text
@@ -53,7 +54,13 @@ def test_system_routes_need_basic_auth(client, headers, httpserver):
 def test_create_sends_the_exact_function_deployment(client, httpserver):
     fd = stored(client, httpserver)
     assert set(fd) == {"service", "image", "envProcess", "envVars", "labels", "annotations",
-                       "limits", "requests"}
+                       "limits", "requests", "secrets"}
+    # every service reads its secret: its token, checked by its runtime (issue 21)
+    assert fd["secrets"] == ["oscar-storage-cowsay"]
+    assert fd["envVars"]["OSCAR_STORAGE_SECRET"] == "oscar-storage-cowsay"
+    (secret,) = sent(httpserver, "PUT", "/system/secrets")
+    service = json.loads(fd["annotations"][SERVICE_ANNOTATION])
+    assert json.loads(secret.get_json()["value"]) == {"token": service["token"]}
     assert fd["service"] == "cowsay" and fd["image"] == "ghcr.io/grycap/cowsay"
     assert fd["envProcess"] == SUPERVISOR_PROCESS
     env = fd["envVars"]
@@ -141,8 +148,9 @@ def test_update_keeps_the_token_and_sends_put(client, httpserver):
     token = json.loads(fd["annotations"][SERVICE_ANNOTATION])["token"]
     httpserver.clear()
     httpserver.expect_request("/system/function/cowsay").respond_with_json(
-        {"name": "cowsay", "annotations": fd["annotations"]})
+        {"name": "cowsay", "annotations": fd["annotations"], "secrets": fd["secrets"]})
     httpserver.expect_request("/system/functions", method="PUT").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
     resp = client.put("/system/services", json={**COWSAY, "image": "alpine:3",
                                                 "token": "f" * 64}, headers=ADMIN)
     assert resp.status_code == 204, resp.text
@@ -163,10 +171,13 @@ def test_delete_sends_function_name_in_body(client, httpserver):
     httpserver.expect_request("/system/function/cowsay").respond_with_json(
         function_status({**COWSAY, "token": "t" * 64}))
     httpserver.expect_request("/system/functions", method="DELETE").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets", method="DELETE").respond_with_data("", 202)
     resp = client.delete("/system/services/cowsay", headers=ADMIN)
     assert resp.status_code == 204
     (req,) = sent(httpserver, "DELETE", "/system/functions")
     assert req.get_json() == {"functionName": "cowsay"}
+    (secret,) = sent(httpserver, "DELETE", "/system/secrets")
+    assert secret.get_json() == {"name": "oscar-storage-cowsay"}
 
 
 def test_delete_unknown_is_404(client, httpserver):
@@ -177,6 +188,8 @@ def test_delete_unknown_is_404(client, httpserver):
 
 def test_openfaas_4xx_is_passed_on(client, httpserver):
     httpserver.expect_request("/system/function/cowsay").respond_with_data("", 404)
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets", method="DELETE").respond_with_data("", 202)
     httpserver.expect_request("/system/functions", method="POST").respond_with_data(
         "validation failed: image is required", 400)
     resp = client.post("/system/services", json=COWSAY, headers=ADMIN)
@@ -280,22 +293,24 @@ WITH_S3 = {**COWSAY, "storage_providers": {"s3": {"aws": {
            "output": [{"storage_provider": "s3.aws", "path": "results/out"}]}
 
 
-def test_update_that_no_longer_needs_the_storage_secret_removes_it(client, httpserver):
+def test_update_that_no_longer_needs_credentials_keeps_the_secret_for_the_token(
+        client, httpserver):
     httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
     fd = stored(client, httpserver, WITH_S3)
     assert fd["secrets"] == ["oscar-storage-cowsay"]
     httpserver.clear()
     httpserver.expect_request("/system/function/cowsay").respond_with_json(
-        {"name": "cowsay", "annotations": fd["annotations"]})
+        {"name": "cowsay", "annotations": fd["annotations"], "secrets": fd["secrets"]})
     httpserver.expect_request("/system/functions", method="PUT").respond_with_data("", 202)
-    httpserver.expect_request("/system/secrets", method="DELETE").respond_with_data("", 202)
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
     resp = client.put("/system/services", json=COWSAY, headers=ADMIN)  # no outputs now
     assert resp.status_code == 204, resp.text
     (update,) = sent(httpserver, "PUT", "/system/functions")
-    assert "secrets" not in update.get_json()
-    assert "OSCAR_STORAGE_SECRET" not in update.get_json()["envVars"]
-    (deleted,) = sent(httpserver, "DELETE", "/system/secrets")
-    assert deleted.get_json() == {"name": "oscar-storage-cowsay"}
+    assert update.get_json()["secrets"] == ["oscar-storage-cowsay"]
+    (secret,) = sent(httpserver, "PUT", "/system/secrets")
+    value = json.loads(secret.get_json()["value"])
+    assert set(value) == {"token"} and "SECRET456" not in secret.get_data(as_text=True)
+    assert sent(httpserver, "DELETE", "/system/secrets") == []
 
 
 def test_update_that_still_needs_the_storage_secret_keeps_it(client, httpserver):

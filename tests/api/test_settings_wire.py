@@ -144,6 +144,7 @@ def test_openfaas_timeout_bounds_management_calls(httpserver):
 
 def deployment_for(httpserver, env: dict[str, str], body: dict) -> dict:
     httpserver.expect_request(f"/system/function/{body['name']}").respond_with_data("", 404)
+    httpserver.expect_request("/system/secrets", method="PUT").respond_with_data("", 202)
     httpserver.expect_request("/system/functions", method="POST").respond_with_data("", 202)
     client = create_app(Settings.from_env(env)).test_client()
     resp = client.post("/system/services", json=body, headers=ADMIN)
