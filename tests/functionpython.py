@@ -1,23 +1,16 @@
-"""The Python a test hands to its functions (worker and server commands).
+"""The Python a test hands to its functions (worker and server commands): this one.
 
 As root, the embedded provider runs each function as an unprivileged user of its own
-(host mode isolation), who may not be able to run this interpreter (pyenv's under a 0700
-``/root``): the provider then gives functions the system's Python of the same version, with
-this installation's packages; tests use the same one. Otherwise it is ``sys.executable``.
+(host mode isolation); wherever this interpreter and the project are installed, the
+provider shows them to the function (read-only, at their own paths, in a mount namespace
+of its own when a folder on the way is closed to other users: oscar_faas/provider/
+install_view.py), so the obvious command, the venv's own ``python``, works (issue 21).
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import tempfile
-from pathlib import Path
 
 
-@functools.lru_cache(maxsize=None)
 def function_python() -> str:
-    if os.geteuid() != 0:
-        return sys.executable
-    from oscar_faas.provider.isolation import function_python as find
-    return find(Path(tempfile.mkdtemp(prefix="oscar-faas-test-python-")))[0]
+    return sys.executable

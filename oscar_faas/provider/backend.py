@@ -130,7 +130,7 @@ class LocalBackend:
             the provider must be root); the host launcher made here uses it too."""
         self.isolation = isolation
         self.store = Store(data_dir, isolation)
-        self.watchdog = Watchdog(logging.getLogger("oscar_faas.provider.watchdog"))
+        self.watchdog = Watchdog(logging.getLogger("oscar_faas.provider.watchdog"), isolation)
         host_env = os.environ if env is None else env
         self._base_env = inherited_env(host_env)
         self.runtimes = RuntimeManager(launcher or HostLauncher(host_env, isolation=isolation))

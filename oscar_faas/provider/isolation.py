@@ -39,6 +39,9 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
+
+from .install_view import InstallView, namespaces_work
 
 log = logging.getLogger("oscar_faas.provider.isolation")
 
@@ -95,16 +98,20 @@ def _package_paths() -> list[str]:
     return seen
 
 
-def _probe(python: str, pythonpath: str | None) -> bool:
-    """An unprivileged user can run ``python`` and import the runtime with ``pythonpath``."""
+def _probe(python: str, pythonpath: str | None, view: InstallView | None = None) -> bool:
+    """An unprivileged user can run ``python`` and import the runtime with ``pythonpath``
+    (inside ``view``, when there is one)."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
+    argv = [python, "-c", "import oscar_faas.runtime.server"]
+    as_user: dict[str, Any] = {"user": PROBE_UID, "group": PROBE_UID, "extra_groups": []}
+    if view is not None and view.needed:
+        argv, as_user = view.command(argv, PROBE_UID, PROBE_UID), {}
     try:
         return subprocess.run(
-            [python, "-c", "import oscar_faas.runtime.server"], env=env, cwd="/",
-            user=PROBE_UID, group=PROBE_UID, extra_groups=[], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60).returncode == 0
+            argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, timeout=60, **as_user).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -123,13 +130,13 @@ sys.path[:] = [p for p in sys.path if p not in before] + before
 
 
 def function_python(helper_dir: Path,
-                    env: "os._Environ[str] | dict[str, str] | None" = None
-                    ) -> tuple[str, str | None]:
+                    env: "os._Environ[str] | dict[str, str] | None" = None,
+                    view: InstallView | None = None) -> tuple[str, str | None]:
     """A Python a function user can run the runtime with, and the ``PYTHONPATH`` it needs
     (None: the inherited one).
 
-    The provider's own interpreter when others can run it; else (a Python under a root-only
-    home, as pyenv's in ``/root``) the system's ``python3`` of the same version, with this
+    The provider's own interpreter when others can run it (in the :class:`InstallView`, if
+    the installation needs one); else (no mount namespaces here) the system's ``python3`` of the same version, with this
     installation's package folders added as site folders by a ``sitecustomize`` written in
     ``helper_dir`` (so their ``.pth`` files count, editable installs included): the runtime
     and the workers it starts with ``python3`` both see them.
@@ -138,7 +145,7 @@ def function_python(helper_dir: Path,
     """
     env = os.environ if env is None else env
     inherited = env.get("PYTHONPATH") or None
-    if _probe(sys.executable, inherited):
+    if _probe(sys.executable, inherited, view):
         return sys.executable, None
     helper_dir.mkdir(mode=0o755, exist_ok=True)
     os.chmod(helper_dir, 0o755)
@@ -155,10 +162,11 @@ def function_python(helper_dir: Path,
     from ..errors import ConfigError
     raise ConfigError(
         f"functions run as unprivileged users of their own when the provider runs as root, "
-        f"but such a user cannot run {sys.executable} with oscar_faas (a folder on the way "
-        f"is not readable by others?), and no python{version} of the system can either. "
-        f"Install oscar-faas where every user can read it, run the provider as another "
-        f"user, or set {ENV_ISOLATION}=off to run functions as root (not isolated)")
+        f"but such a user cannot run {sys.executable} with oscar_faas (its files are not "
+        f"readable by others{', even in a mount namespace' if view and view.needed else ''}"
+        f"?), and no python{version} of the system can either. Make the installation's "
+        f"files readable by others (chmod -R o+rX), run the provider as another user, or "
+        f"set {ENV_ISOLATION}=off to run functions as root (not isolated)")
 
 
 def _traversable(path: Path) -> bool:
@@ -196,6 +204,34 @@ class Isolation:
         self._python: tuple[str, str | None] | None = None
         log.info("functions run as users of their own (uids from %d); their folders are in %s",
                  UID_BASE, self.area)
+        self.view = self._view()
+
+    def _view(self) -> InstallView:
+        """The installation as function users will see it (:mod:`.install_view`)."""
+        view = InstallView.of_this_installation(self.area)
+        if not view.needed:
+            return view
+        problem = namespaces_work()
+        if problem is not None:
+            log.warning("the installation is in folders function users cannot enter (%s), "
+                        "and private mount namespaces cannot be made here: %s; functions "
+                        "get only what they can read", view.describe(), problem)
+            return InstallView()
+        log.info("the installation is in folders function users cannot enter: each "
+                 "function sees it read-only, at its own paths, in a mount namespace of its "
+                 "own; covered: %s", view.describe())
+        return view
+
+    def popen_args(self, user: FunctionUser, argv: Sequence[str]
+                   ) -> tuple[list[str], dict[str, Any]]:
+        """The command line and ``subprocess.Popen`` keywords that run ``argv`` as the
+        function's user: no supplementary groups, umask 077, its private folder as working
+        directory, and the installation in view."""
+        extra: dict[str, Any] = {"umask": 0o077, "cwd": str(user.home)}
+        if self.view.needed:  # started as root; the view's shell drops to the user
+            return self.view.command(argv, user.uid, user.gid), extra
+        extra.update(user=user.uid, group=user.gid, extra_groups=[])
+        return list(argv), extra
 
     def runtime_python(self) -> tuple[str, str | None]:
         """The interpreter function users run the runtime with, and the ``PYTHONPATH`` it
@@ -205,7 +241,7 @@ class Isolation:
         """
         with self._lock:
             if self._python is None:
-                self._python = function_python(self.area / ".python")
+                self._python = function_python(self.area / ".python", view=self.view)
             return self._python
 
     # --- state ----------------------------------------------------------------------------

@@ -318,15 +318,16 @@ class HostLauncher:
             env = self.environment(spec)
         except OscarFaasError as err:  # no Python its user can run
             raise LaunchError(f"cannot start the runtime of {spec.name}: {err}") from None
-        extra: dict[str, object] = {}
+        argv, extra = self.command(), {}
+        uid = None
         if self.isolation is not None:
             user = self.isolation.user(spec.name)
-            extra = {"user": user.uid, "group": user.gid, "extra_groups": [],
-                     "umask": 0o077, "cwd": str(user.home)}
+            argv, extra = self.isolation.popen_args(user, argv)
+            uid = user.uid
         try:
             # stdin is a lifeline: if the provider dies, even by SIGKILL, the pipe closes and
             # the runtime stops itself (OSCAR_RUNTIME_LIFELINE)
-            proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE,
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     env=env, start_new_session=True,
                                     **extra)  # type: ignore[call-overload]
@@ -341,7 +342,7 @@ class HostLauncher:
                                  else f"did not listen within {self.listen_timeout:g}s")
                               + f" before listening:\n{handle.output_tail()}")
         log.info("%s: runtime pid %d listening on %s%s", spec.name, handle.pid, handle.url,
-                 f" as uid {extra['user']}" if extra else "")
+                 f" as uid {uid}" if uid is not None else "")
         return handle
 
     def adopt(self) -> dict[str, RuntimeHandle]:

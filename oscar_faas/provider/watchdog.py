@@ -38,7 +38,7 @@ from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping
 
 from .. import contract as c
-from .isolation import FunctionUser
+from .isolation import FunctionUser, Isolation
 from .limits import WatchdogConfig
 from .logs import function_logger
 from .processes import CHUNK, StderrLines, kill_tree, pump_body, wait_until, write_all
@@ -105,8 +105,11 @@ class Watchdog:
     """Runs invocations and remembers the live ones, so that shutting the provider down does
     not leave orphaned function processes behind."""
 
-    def __init__(self, log: logging.Logger | None = None) -> None:
+    def __init__(self, log: logging.Logger | None = None,
+                 isolation: Isolation | None = None) -> None:
         self.log = log or logging.getLogger("oscar_faas.provider.watchdog")
+        #: how a per-call process runs as its function's user (:mod:`.isolation`)
+        self.isolation = isolation
         self._active: set[subprocess.Popen[bytes]] = set()
         self._active_lock = threading.Lock()
 
@@ -131,12 +134,15 @@ class Watchdog:
         start = time.monotonic()
         deadline = start + config.exec_timeout if config.exec_timeout > 0 else None
         extra: dict[str, Any] = {}
-        if user is not None:
+        command = list(argv)
+        if user is not None and self.isolation is not None:
+            command, extra = self.isolation.popen_args(user, argv)
+        elif user is not None:
             extra = {"user": user.uid, "group": user.gid, "extra_groups": [], "umask": 0o077,
                      "cwd": str(user.home)}
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT if config.combine_output else subprocess.PIPE,
                 env=dict(env), bufsize=0, start_new_session=True, **extra)
         except (OSError, subprocess.SubprocessError) as err:

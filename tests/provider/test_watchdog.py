@@ -140,7 +140,7 @@ def test_cgi_and_function_env(make_provider: Callable[..., ProviderProcess], fn_
     # nothing of the provider's own secrets leaks into functions
     assert "provider-password" not in resp.text
     assert "OPENFAAS_PASSWORD" not in env
-    assert "Http_Authorization" not in env  # the credentials the provider checked
+    assert "Http_Authorization" not in env  # none sent: the call was made as OpenFaaS does
     assert resp.headers["X-Call-Id"] == "call-123"
 
     bare = env_of(p.invoke(fn_name, method="GET").text)
