@@ -73,6 +73,9 @@ WATCHDOG_COMBINE_OUTPUT = "combine_output"
 #: Set to ``stdin`` by a parent that holds the other end of a runtime's stdin (the embedded
 #: provider): the runtime stops when that pipe closes, however the parent ended.
 ENV_RUNTIME_LIFELINE = "OSCAR_RUNTIME_LIFELINE"
+#: Set to ``1`` by the embedded provider for a function that runs as a user of its own (as
+#: root, host mode isolation): its runtime then explains files it cannot see.
+ENV_ISOLATED = "OSCAR_FUNCTION_ISOLATED"
 #: The embedded provider's bound on calls waiting for a ``max_inflight`` slot.
 WATCHDOG_MAX_QUEUE = "max_queue"
 

@@ -26,8 +26,11 @@ class LiveGateway:
     password = "test-password"
 
     def __init__(self, workdir: Path, env: Mapping[str, str] | None = None,
-                 args: list[str] | None = None, host: str = "127.0.0.1") -> None:
+                 args: list[str] | None = None, host: str = "127.0.0.1",
+                 python: str | None = None, cwd: Path | None = None) -> None:
         self.workdir = workdir
+        #: the interpreter (so the installation) it runs from, and its working directory
+        self.python, self.cwd = python or sys.executable, cwd
         self.port = free_port()
         self.host = host
         self.args = list(args or [])
@@ -42,9 +45,10 @@ class LiveGateway:
         env.update(self.extra_env)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oscar_faas.cli", "serve", "--port", str(self.port),
+                [self.python, "-m", "oscar_faas.cli", "serve", "--port", str(self.port),
                  "--data-dir", str(self.workdir / "data"), "--workers", "2", *self.args],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=self.cwd)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..contract import ENV_ISOLATED
 from .install_view import InstallView, namespaces_work
 
 log = logging.getLogger("oscar_faas.provider.isolation")
@@ -68,7 +69,7 @@ class FunctionUser:
         """Variables that point the function at its own folder."""
         login = f"oscar-fn-{self.uid}"
         return {"HOME": str(self.home), "TMPDIR": str(self.home), "USER": login,
-                "LOGNAME": login}
+                "LOGNAME": login, ENV_ISOLATED: "1"}
 
 
 #: ``off`` runs functions as the provider's own user even as root (not isolated).

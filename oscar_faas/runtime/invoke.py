@@ -41,6 +41,7 @@ from ..supervisor.logs import SupervisorLog
 from ..supervisor.outputs import list_output_files, write_response
 from ..supervisor.runner import DEBUG_ECHO_LIMIT
 from ..supervisor.upload import resolve_targets, secret_environment, upload_outputs
+from .hints import isolation_hint
 from .settings import RuntimeSettings
 from .workers import WorkerError, WorkerPool
 
@@ -194,7 +195,8 @@ class Invoker:
         worker = self.pool.acquire()
         try:
             if not worker.ready:
-                raise WorkerError(503, worker.error or f"worker {worker.index} is not ready\n")
+                raise WorkerError(503, worker.error + isolation_hint(self.env) if worker.error
+                                  else f"worker {worker.index} is not ready\n")
             return worker.call(call_id, call_env, self.settings.exec_timeout)
         finally:
             self.pool.release(worker)
