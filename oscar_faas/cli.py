@@ -171,16 +171,28 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
     # The stack builds function images *from* the FDL images: deploy those as the base.
     settings = dataclasses.replace(Settings.from_env(), function_image="")
-    deployments = [plan.deployment for plan in stack_plans(args.fdl, settings)]
+    plans = stack_plans(args.fdl, settings)
+    deployments = [plan.deployment for plan in plans]
     text = stack_yaml(deployments, gateway=args.gateway, registry=args.registry, tag=args.tag)
     if not args.output and not args.shrinkwrap:
         sys.stdout.write(text)
+        print("note: each service reads its secret (its token, checked by the function; "
+              "storage credentials): with -o FILE the secrets are written beside the stack, "
+              "with the faas-cli commands that create them", file=sys.stderr)
         return 0
     from .stack import prepare_template, shrinkwrap
     base = Path(args.output).resolve().parent if args.output else Path.cwd()
     template = prepare_template(base / "template")  # faas-cli reads ./template/<lang>
     if args.output:
         Path(args.output).write_text(text)
+        for plan in plans:
+            if plan.secret is not None:  # the token in the annotation is the one in here
+                path = base / "secrets" / f"{plan.secret.name}.json"
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                path.touch(mode=0o600)
+                path.write_text(plan.secret.value)
+                print(f"wrote {path} (keep it secret); create it first: faas-cli secret "
+                      f"create {plan.secret.name} --from-file {path}", file=sys.stderr)
         print(f"wrote {args.output} and {template}; build, push and deploy with: "
               f"faas-cli up -f {args.output}", file=sys.stderr)
     if args.shrinkwrap:

@@ -38,6 +38,7 @@ from tempfile import SpooledTemporaryFile
 from typing import IO, Any, BinaryIO, Callable, Iterator, Mapping
 
 from .. import contract as c
+from .install_view import EXEC_FAILURE_SCAN, exec_failure
 from .isolation import FunctionUser, Isolation
 from .limits import WatchdogConfig
 from .logs import function_logger
@@ -97,6 +98,11 @@ def _finish(code: int, spool: IO[bytes]) -> Result:
             reason = f"signal {-code}"
         prefix = f"signal: {reason[:1].lower()}{reason[1:]}\n"
     else:
+        failed = exec_failure(spool.read(EXEC_FAILURE_SCAN)) if code in (126, 127) else None
+        if failed is not None:  # through the install view: say it as the exec would
+            spool.close()
+            return Result(500, prefix=failed.encode())
+        spool.seek(0)
         prefix = f"exit status {code}\n"
     return Result(500, prefix=prefix.encode(), output=spool, output_length=length)
 

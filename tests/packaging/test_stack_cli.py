@@ -139,6 +139,12 @@ def test_stack_output_writes_the_template_and_buildable_contexts(tmp_path):
     assert yaml.safe_load((template / "template.yml").read_text())["language"] == "oscar"
     assert (template / "oscar_faas" / "supervisor" / "core.py").is_file()
     (fd,) = stack_to_deployments(out.read_text(), env={}, templates_dir=out.parent / "template")
+    # the function's secret, with the token the stored service carries (issue 21)
+    secret = out.parent / "secrets" / "oscar-storage-hello.json"
+    assert fd["secrets"] == ["oscar-storage-hello"] and secret.stat().st_mode & 0o777 == 0o600
+    stored = json.loads(fd["annotations"]["com.oscar-faas.service"])
+    assert json.loads(secret.read_text())["token"] == stored["token"]
+    assert f"faas-cli secret create oscar-storage-hello --from-file {secret}" in done.stderr
     context = tmp_path / "build" / "hello"
     dockerfile = (context / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=alpine:3.20\n" in dockerfile
