@@ -162,3 +162,57 @@ def test_exposed_services_keep_set_auth_on_every_hop(gw: LiveGateway, tmp_path: 
     opened = until_ok(lambda: requests.get(f"{provider}/function/open-api/info", timeout=60),
                       "the open server")
     assert opened.json()["tag"] == "open-api"
+
+
+HUNTER = r'''
+import base64, json, os, urllib.request
+ports = set()
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        lines = open(table).read().splitlines()[1:]
+    except OSError:
+        continue
+    for line in lines:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A":  # LISTEN
+            ports.add(int(local.rsplit(":", 1)[1], 16))
+report = {}
+for port in sorted(ports):
+    for path in ("/", "/function/victim"):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST",
+                                     data=base64.b64encode(b"steal"))
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                report[f"{port}{path}"] = [resp.status, resp.read(4096).decode("latin-1")]
+        except urllib.error.HTTPError as err:
+            report[f"{port}{path}"] = [err.code, ""]
+        except Exception as err:
+            report[f"{port}{path}"] = [0, type(err).__name__]
+open(os.environ["TMP_OUTPUT_DIR"] + "/report.json", "w").write(json.dumps(report))
+'''
+
+
+def test_a_hostile_service_cannot_run_another_through_its_port(gw: LiveGateway) -> None:
+    """What the attack round did: list the listening ports, call each (the runtimes, the
+    provider), hoping to run the victim with its secrets. Every call without the victim's
+    token is refused; its script never runs."""
+    import base64
+    import json
+
+    marker = "victim-secret-output"
+    victim = create(gw, {"name": "victim", "image": "busybox",
+                         "script": f'echo {marker} > "$TMP_OUTPUT_DIR/out.txt"\n'})
+    until_ok(lambda: requests.post(f"{gw.url}/run/victim", data=b"aGk=", timeout=60,
+                                   headers={"Authorization": f"Bearer {victim}"}), "victim")
+    runtime = runtime_url(gw, "victim")
+    hunter = create(gw, {"name": "hunter", "image": "python",
+                         "script": f'"{function_python()}" - <<\'EOF\'\n{HUNTER}\nEOF\n'})
+    resp = until_ok(lambda: requests.post(f"{gw.url}/run/hunter", data=b"aGk=", timeout=120,
+                                          headers={"Authorization": f"Bearer {hunter}"}),
+                    "hunter")
+    report = json.loads(base64.b64decode(resp.text))
+    port = runtime.rsplit(":", 1)[1]
+    assert report[f"{port}/"][0] == 401, report  # found it, and was refused
+    assert marker not in json.dumps(report)
+    assert not any(status == 200 and base64.b64encode(marker.encode()).decode()[:12] in body
+                   for status, body in report.values())
