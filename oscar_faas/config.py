@@ -169,6 +169,8 @@ class Settings:
     #: The SQLite file of request counts behind ``/system/metrics`` (``serve``: in its data
     #: dir); empty: counts in memory only, lost on restart.
     usage_db: str = ""
+    #: Log streams (``follow=true``) one gateway worker serves at once (429 above).
+    max_log_followers: int = 256
     #: At start, delete ``oscar-storage-*`` secrets whose service does not exist (turn off
     #: when several gateways share one OpenFaaS: one starting could race another's create).
     clean_orphan_secrets: bool = True
@@ -236,6 +238,8 @@ class Settings:
             clean_orphan_secrets=parse_bool(
                 "CLEAN_ORPHAN_SECRETS", get("CLEAN_ORPHAN_SECRETS", "true")),
             usage_db=get("USAGE_DB", "").strip(),
+            max_log_followers=_positive("MAX_LOG_FOLLOWERS", parse_int(
+                "MAX_LOG_FOLLOWERS", get("MAX_LOG_FOLLOWERS", "256"))),
             max_api_body_size=_positive("MAX_API_BODY_SIZE", parse_int(
                 "MAX_API_BODY_SIZE", get("MAX_API_BODY_SIZE", str(8 * 1024 * 1024)))),
         )

@@ -6,8 +6,8 @@ drops writes to a closed connection without telling the app), so 32 abandoned
 ``oscar-faas logs --follow`` locked every management call out for minutes (issue 23.1).
 Here a stream costs a task and a socket: it relays the provider's NDJSON chunks as they
 come, and ends as soon as the client disconnects (a task waits for ``http.disconnect``),
-closing the upstream stream too. At most :data:`MAX_FOLLOWERS` run at once per worker; one
-more is a 429 that says so. Logs read without ``follow`` stay in Flask.
+closing the upstream stream too. At most ``MAX_LOG_FOLLOWERS`` (default 256) run at once
+per worker; one more is a 429 that says so. Logs read without ``follow`` stay in Flask.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from .run import Receive, Scope, Send, _disconnect, error_response
 
 PREFIX = "/system/services/"
 SUFFIX = "/logs"
-#: Followed log streams served at once by one gateway worker.
-MAX_FOLLOWERS = 256
 
 
 class TooManyFollowers(OscarFaasError):
@@ -51,9 +49,9 @@ def match(scope: Scope) -> str | None:
 class LogFollower:
     """Serves followed log streams for one worker (one event loop)."""
 
-    def __init__(self, gateway: Gateway, limit: int = MAX_FOLLOWERS) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.limit = limit
+        self.limit = gateway.settings.max_log_followers
         self.active = 0
         settings = gateway.settings
         parts = urlsplit(settings.openfaas_url or "")
