@@ -215,6 +215,7 @@ class BucketStore:
         if not _s3(f"bucket '{bucket}'", lambda: self.client.bucket_exists(bucket)):
             raise BucketNotFound(f"The bucket '{bucket}' does not exist")
         info = self.describe(bucket, self.service_buckets())
+        info["metadata"]["owner"] = info["owner"]  # OSCAR's get keeps it there (list drops it)
 
         def page_of_objects() -> list[Any]:
             found = []

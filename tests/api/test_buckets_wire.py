@@ -72,6 +72,7 @@ def test_create_list_get_delete(api, s3):
     assert got["objects"][0]["object_name"] == "in/sub/" and got["objects"][0]["size_bytes"] == 0
     assert got["objects"][0]["last_modified"].endswith("+0000 UTC")
     assert got["is_truncated"] is False and got["returned_items"] == 1
+    assert got["metadata"] == {"owner": "oscar", "owner_name": "oscar"}  # as OSCAR's get
     assert "next_page" not in got
     assert api.delete("/system/buckets/data1", headers=ADMIN).status_code == 204
     assert not s3.client().bucket_exists("data1")
