@@ -181,3 +181,21 @@ def test_without_a_counts_file_the_source_says_so(client, httpserver):
     got = client.get("/system/metrics", headers=ADMIN).get_json()
     source = {s["name"]: s for s in got["sources"]}["request-logs"]
     assert source["status"] == "partial" and "USAGE_DB" in source["notes"]
+
+
+def test_an_accepted_job_counts_as_async(httpserver, tmp_path):
+    """``/job`` answers 501 today; when a job is accepted (201), the hook counts it. The view
+    is swapped for one that accepts, to exercise the hook on the real app."""
+    from flask import Response
+
+    httpserver.expect_request("/system/functions").respond_with_json([function_status(SERVICE)])
+    app = create_app(_settings(httpserver, tmp_path))
+    app.view_functions["jobs.job"] = lambda name: Response(status=201)
+    client = app.test_client()
+    assert client.post("/job/cowsay", data=b"aGk=", headers=BEARER).status_code == 201
+    assert client.post("/job/cowsay", data=b"aGk=", headers=ADMIN).status_code == 201
+    totals = client.get("/system/metrics", headers=ADMIN).get_json()["totals"]
+    assert totals["requests_count_async"] == 2 and totals["requests_count_total"] == 2
+    assert totals["users"] == ["oscar"]  # a token is OSCAR's "oscar", Basic its user (oscar)
+    by_user = client.get("/system/metrics/breakdown?group_by=user", headers=ADMIN).get_json()
+    assert by_user["items"][0]["executions_count"] == 2
