@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.wsgi import ClosingIterator
 
 from ..errors import InvalidService, OscarFaasError
 from ..hoststatus import CpuSampler, cluster, machine_node, pod_states
@@ -154,12 +155,12 @@ def service_logs(name: str) -> Response:
         if follow:
             slots.release()
         raise
-    resp = Response(upstream.iter_content(chunk_size=None), status=200,
-                    mimetype="application/x-ndjson", direct_passthrough=True)
-    resp.call_on_close(upstream.close)
-    if follow:
-        resp.call_on_close(slots.release)
-    return resp
+    # werkzeug hands a direct_passthrough body to the server as it is (its own close hooks
+    # never run), so the body itself closes the upstream stream and frees the slot
+    closers = [upstream.close, slots.release] if follow else [upstream.close]
+    body = ClosingIterator(upstream.iter_content(chunk_size=None), closers)
+    return Response(body, status=200, mimetype="application/x-ndjson",
+                    direct_passthrough=True)
 
 
 def too_many_followers(limit: int) -> Response:

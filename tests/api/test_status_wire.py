@@ -129,3 +129,35 @@ def test_v4_routes_are_clear_404s_or_empty(client, httpserver):
     assert client.get("/system/services/nope/deployment", headers=ADMIN).status_code == 404
     volumes = client.get("/system/volumes", headers=ADMIN)
     assert volumes.status_code == 200 and volumes.get_json() == []
+
+
+def test_plain_wsgi_caps_followed_log_streams(app, httpserver):
+    """Without the ASGI front (``oscar-faas serve`` answers follow streams on its event loop,
+    tests/e2e/test_dashboard_e2e.py), each followed stream holds a WSGI thread: only
+    FLASK_FOLLOWERS at once, then a 429 naming the limit; a stream the server closes frees
+    its slot. (Called as a WSGI server calls the app: the test client never closes.)"""
+    from werkzeug.test import EnvironBuilder
+
+    from oscar_faas.api.status import FLASK_FOLLOWERS
+
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    httpserver.expect_request("/system/logs").respond_with_data(
+        '{"text":"moo"}\n', content_type="application/x-ndjson")
+
+    def follow(**query):
+        environ = EnvironBuilder(path="/system/services/cowsay/logs", headers=ADMIN,
+                                 query_string={"follow": "true", **query}).get_environ()
+        status: list[str] = []
+        body = app(environ, lambda s, h, e=None: status.append(s))
+        return status[0], body
+
+    held = [follow() for _ in range(FLASK_FOLLOWERS)]
+    assert [status for status, _ in held] == ["200 OK"] * FLASK_FOLLOWERS
+    status, body = follow()
+    assert status.startswith("429") and b"too many log streams" in b"".join(body)
+    held.pop()[1].close()
+    status, body = follow()
+    assert status == "200 OK"
+    for _, stream in [(status, body), *held]:
+        stream.close()
