@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..auth import is_admin
-from ..contract import is_true
 from ..errors import OscarFaasError, Unauthorized, UpstreamError
 from ..openfaas import system_tls_context
 from ..upstream import Upstream
@@ -28,6 +27,11 @@ from .run import Receive, Scope, Send, _disconnect, error_response
 
 PREFIX = "/system/services/"
 SUFFIX = "/logs"
+
+
+def wants_follow(value: str | None) -> bool:
+    """The ``follow`` query as the logs route reads it (Go's ``strconv.ParseBool`` trues)."""
+    return (value or "").strip().lower() in ("1", "t", "true")
 
 
 class TooManyFollowers(OscarFaasError):
@@ -43,7 +47,7 @@ def match(scope: Scope) -> str | None:
     if not name or "/" in name:
         return None
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return name if is_true((query.get("follow") or [""])[-1]) else None
+    return name if wants_follow((query.get("follow") or [""])[-1]) else None
 
 
 class LogFollower:

@@ -28,6 +28,7 @@ from ..model import Service
 from ..provider.quantities import parse_quantity
 from ..translate import is_oscar_function, status_to_service
 from .context import gateway
+from .logstream import wants_follow
 from .system import json_response
 
 bp = Blueprint("status", __name__)
@@ -142,7 +143,7 @@ def service_logs(name: str) -> Response:
     tail = request.args.get("tail", "")
     if tail and not tail.lstrip("-").isdigit():
         return Response("tail must be a whole number\n", status=422, mimetype="text/plain")
-    follow = request.args.get("follow", "").lower() in ("1", "t", "true")
+    follow = wants_follow(request.args.get("follow"))
     # ``oscar-faas serve`` answers follow streams on the event loop (:mod:`.logstream`);
     # here (plain WSGI) each holds a thread, so only a few may run at once.
     slots: threading.BoundedSemaphore = current_app.extensions[_FOLLOWERS]
