@@ -161,6 +161,11 @@ class Settings:
     max_api_body_size: int = 8 * 1024 * 1024
     #: ``serve`` started the provider (and restarts it): ``/health`` checks it.
     embedded_provider: bool = False
+    #: The SQLite file of request counts behind ``/system/metrics`` (``serve``: in its data
+    #: dir); empty: counts in memory only, lost on restart.
+    usage_db: str = ""
+    #: Log streams (``follow=true``) one gateway worker serves at once (429 above).
+    max_log_followers: int = 256
     #: At start, delete ``oscar-storage-*`` secrets whose service does not exist (turn off
     #: when several gateways share one OpenFaaS: one starting could race another's create).
     clean_orphan_secrets: bool = True
@@ -225,6 +230,9 @@ class Settings:
                 "OSCAR_EMBEDDED_PROVIDER", get("OSCAR_EMBEDDED_PROVIDER", "false")),
             clean_orphan_secrets=parse_bool(
                 "CLEAN_ORPHAN_SECRETS", get("CLEAN_ORPHAN_SECRETS", "true")),
+            usage_db=get("USAGE_DB", "").strip(),
+            max_log_followers=_positive("MAX_LOG_FOLLOWERS", parse_int(
+                "MAX_LOG_FOLLOWERS", get("MAX_LOG_FOLLOWERS", "256"))),
             max_api_body_size=_positive("MAX_API_BODY_SIZE", parse_int(
                 "MAX_API_BODY_SIZE", get("MAX_API_BODY_SIZE", str(8 * 1024 * 1024)))),
         )

@@ -249,6 +249,7 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
     if default_password and host not in ("127.0.0.1", "localhost", "::1"):
         print(f"  WARNING: {host} is reachable from other machines and the password is the "
               f"default one: set OSCAR_PASSWORD", file=sys.stderr, flush=True)
+    os.environ.setdefault("USAGE_DB", str(data_dir / "usage.sqlite3"))  # /system/metrics
     metrics, own_metrics_dir = metrics_dir()
     os.environ[MULTIPROC_ENV] = str(metrics)  # before any worker imports prometheus_client
     if settings.clean_orphan_secrets:

@@ -14,7 +14,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..openfaas import OpenFaaSClient
 from ..registry import ServiceRegistry
-from . import errors, jobs, services, status, system
+from . import buckets, errors, jobs, services, status, system, usage
 from .context import EXTENSION, Gateway, gateway
 
 __all__ = ["create_app", "create_asgi_app", "gateway", "Gateway"]
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_api_body_size
     client = OpenFaaSClient(settings)
     app.extensions[EXTENSION] = Gateway(settings, client, ServiceRegistry(settings, client))
-    for blueprint in (system.bp, services.bp, jobs.bp, status.bp):
+    for blueprint in (system.bp, services.bp, jobs.bp, status.bp, usage.bp, buckets.bp):
         app.register_blueprint(blueprint)
     errors.init_app(app)
     return app

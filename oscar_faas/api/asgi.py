@@ -18,7 +18,9 @@ from ..invoker import FunctionInvoker
 from ..metrics import run_metrics
 from .context import EXTENSION
 from .exposed import ExposedEndpoint, match as match_exposed
+from .logstream import LogFollower, match as match_follow
 from .run import Receive, RunEndpoint, Scope, Send
+from .usage import USAGE
 
 RUN_PREFIX = "/run/"
 
@@ -34,7 +36,8 @@ def _terminated_input(app: Callable[..., Any]) -> Callable[..., Any]:
 
 class GatewayASGI:
     """Routes ``POST /run/<name>`` to the fast path, exposed services' paths (HTTP and
-    WebSocket) to their proxy (:mod:`.exposed`), and the rest to Flask."""
+    WebSocket) to their proxy (:mod:`.exposed`), followed log streams to
+    :mod:`.logstream`, and the rest to Flask."""
 
     def __init__(self, flask_app: Flask, threads: int = 32) -> None:
         self.flask_app = flask_app
@@ -43,6 +46,9 @@ class GatewayASGI:
         self.run = RunEndpoint(gateway, self.invoker)
         self.exposed = ExposedEndpoint(gateway, self.invoker)
         self.metrics = self.invoker.metrics = self.run.metrics = run_metrics()
+        self.metrics.usage = flask_app.extensions[USAGE]
+        self.metrics.basic_user = gateway.settings.oscar_username
+        self.follower = LogFollower(gateway)
         self._cache = gateway.registry.cache
         self.wsgi = WSGIMiddleware(_terminated_input(flask_app), workers=threads)
 
@@ -57,12 +63,18 @@ class GatewayASGI:
                     return
             exposed = match_exposed(scope)
             if exposed is not None:
-                await self.exposed(scope, receive, send, *exposed)
+                await self.metrics.track_exposed(self.exposed, scope, receive, send,
+                                                 exposed, self._known)
+                return
+            followed = match_follow(scope)
+            if followed is not None:
+                await self.follower(scope, receive, send, followed)
                 return
             await self.wsgi(scope, receive, send)
         elif scope["type"] == "websocket":
             exposed = match_exposed(scope)
             if exposed is not None:
+                self.metrics.count_exposed(exposed[0], self._known)
                 await self.exposed.websocket(scope, receive, send, *exposed)
             # anything else: returning without accepting makes the server answer 403
         elif scope["type"] == "lifespan":
@@ -78,5 +90,7 @@ class GatewayASGI:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.invoker.close()  # return the pooled connections cleanly
+                self.follower.close()
+                self.metrics.usage.close()  # the last counts to the file
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -1,28 +1,34 @@
-"""``/system/status``, ``/system/metrics`` and the OSCAR v4 routes oscar-faas has no use for.
+"""``/system/status``, ``/system/quotas``, service logs, ``/metrics`` and the OSCAR v4 routes
+oscar-faas has no use for.
 
-``GET /system/status`` answers OSCAR's ``GeneralInfo`` (oscar-cli ``cluster status``, the
-dashboard, OSCAR's resource manager on a peer cluster). The node part describes the machine
-the functions run on when that is this machine (``OPENFAAS_URL`` on a loopback address: the
-embedded provider, or a faasd next to the gateway); OpenFaaS' REST API says nothing about a
-cluster's nodes, so against a remote OpenFaaS the node list is empty. The ``OSCAR`` part lists
-the OSCAR services' functions with their readiness, as OpenFaaS reports it.
+``GET /system/status`` answers OSCAR v4's ``StatusInfo`` (the dashboard's status page,
+OSCAR's federation). The node part describes the machine the functions run on when that is
+this machine (``OPENFAAS_URL`` on a loopback address: the embedded provider, or a faasd next to
+the gateway; :mod:`oscar_faas.hoststatus`); OpenFaaS' REST API says nothing about a cluster's
+nodes, so against a remote OpenFaaS the node list is empty. The ``oscar`` part counts the OSCAR
+services' functions as pods, with their readiness as OpenFaaS reports it; ``minio`` counts the
+gateway's buckets and objects.
 """
 
 from __future__ import annotations
 
-import os
-import platform
-from datetime import datetime, timedelta, timezone
+import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
+from werkzeug.wsgi import ClosingIterator
 
-from ..errors import OscarFaasError
+from ..errors import InvalidService, OscarFaasError
+from ..hoststatus import CpuSampler, cluster, machine_node, pod_states
 from ..metrics import exposition
-from ..translate import is_oscar_function
+from ..model import Service
+from ..provider.quantities import parse_quantity
+from ..translate import is_oscar_function, status_to_service
 from .context import gateway
+from .logstream import wants_follow
 from .system import json_response
 
 bp = Blueprint("status", __name__)
@@ -31,109 +37,98 @@ bp = Blueprint("status", __name__)
 OPENAPI = Path(__file__).resolve().parent.parent / "openapi.json"
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0:0:0:0:0:0:0:1"}
+_SAMPLER = "oscar_faas.cpu_sampler"
+_STARTED = "oscar_faas.started"
+_FOLLOWERS = "oscar_faas.log_followers"
+#: Followed log streams the Flask route serves at once (each holds one of its threads).
+FLASK_FOLLOWERS = 4
 
 
-def _meminfo() -> dict[str, int]:
-    """``/proc/meminfo`` in bytes (empty where there is none)."""
-    values: dict[str, int] = {}
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                values[key] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
-    except OSError:
-        pass
-    return values
-
-
-def machine_node() -> dict[str, Any]:
-    """This machine as one OSCAR ``NodeInfo``: CPU in millicores (use = 1-minute load
-    average, capped), memory in bytes (use = total - available)."""
-    cpus = os.cpu_count() or 1
-    capacity = cpus * 1000
-    try:
-        used = min(capacity, int(os.getloadavg()[0] * 1000))
-    except OSError:
-        used = 0
-    mem = _meminfo()
-    mem_total = mem.get("MemTotal", 0)
-    mem_used = max(0, mem_total - mem.get("MemAvailable", mem.get("MemFree", 0)))
-    gpus = len(list(Path("/dev").glob("nvidia[0-9]*")))
-    return {
-        "nodeName": platform.node() or "localhost",
-        "cpuCapacity": str(capacity), "cpuUsage": str(used),
-        "cpuPercentage": f"{100 * used / capacity:.2f}",
-        "memoryCapacity": str(mem_total), "memoryUsage": str(mem_used),
-        "memoryPercentage": f"{100 * mem_used / mem_total:.2f}" if mem_total else "0.00",
-        "isInterLink": False, "hasGPU": gpus > 0, "gpus": gpus,
-        "conditions": [{"type": "Ready", "status": "True"}],
-    }
+@bp.record_once
+def _remember_start(state: Any) -> None:
+    """The gateway's start, shown as its "deployment" creation time."""
+    state.app.extensions[_STARTED] = datetime.now(timezone.utc)
+    state.app.extensions[_SAMPLER] = CpuSampler()
+    state.app.extensions[_FOLLOWERS] = threading.BoundedSemaphore(FLASK_FOLLOWERS)
 
 
 def _functions_here(openfaas_url: str | None) -> bool:
     return (urlsplit(openfaas_url or "").hostname or "") in _LOOPBACK
 
 
-def _pods(functions: list[dict[str, Any]]) -> dict[str, Any]:
-    pods = [{"name": f.get("name", ""),
-             "state": "Running" if (f.get("availableReplicas") or 0) > 0 else "Pending"}
-            for f in functions if is_oscar_function(f)]
-    states: dict[str, int] = {}
-    for pod in pods:
-        states[pod["state"]] = states.get(pod["state"], 0) + 1
-    return {"pods": pods, "total": len(pods), "states": states}
+def _requested(services: list[Service]) -> tuple[int, int]:
+    """``(millicores, bytes)`` the services ask for (their ``cpu`` and ``memory``)."""
+    cpu = mem = 0
+    for service in services:
+        try:
+            cpu += int(parse_quantity(service.cpu) * 1000)
+            mem += int(parse_quantity(service.memory))
+        except InvalidService:
+            continue
+    return cpu, mem
+
+
+def _minio_counts() -> dict[str, int]:
+    """Buckets and objects of the gateway's MinIO (zeros without one, or when it fails)."""
+    if not gateway().settings.minio_configured:
+        return {"buckets_count": 0, "total_objects": 0}
+    from .buckets import store
+    try:
+        buckets, objects = store().counts()
+    except OscarFaasError as exc:
+        current_app.logger.warning("status: MinIO counts unavailable: %s", exc)
+        return {"buckets_count": 0, "total_objects": 0}
+    return {"buckets_count": buckets, "total_objects": objects}
 
 
 @bp.get("/system/status")
 def status() -> Response:
+    """OSCAR's current ``StatusInfo`` (``cluster``, ``oscar``, ``minio``), as the dashboard's
+    status page and OSCAR's federation read it; OSCAR 3.6's camelCase shape is gone (no
+    current client reads it: see README "Dashboard-facing API")."""
     gw = gateway()
     try:
         functions = gw.openfaas.list_functions()
         ready = True
     except OscarFaasError:  # the page still shows, saying the backend is not ready
         functions, ready = [], False
-    nodes = [machine_node()] if _functions_here(gw.settings.openfaas_url) else []
-    free_cpu = [int(n["cpuCapacity"]) - int(n["cpuUsage"]) for n in nodes]
-    free_mem = [int(n["memoryCapacity"]) - int(n["memoryUsage"]) for n in nodes]
-    gpus = sum(n.pop("gpus") for n in nodes)
+    oscar_functions = [f for f in functions if is_oscar_function(f)]
+    services = [s for s in map(status_to_service, oscar_functions) if s]
+    app = current_app
+    nodes = ([machine_node(app.extensions[_SAMPLER], _requested(services))]
+             if _functions_here(gw.settings.openfaas_url) else [])
+    started = app.extensions[_STARTED]
+    pods = pod_states((f.get("availableReplicas") or 0) > 0 for f in oscar_functions)
     return json_response({
-        "numberNodes": len(nodes),
-        "cpuFreeTotal": sum(free_cpu), "cpuMaxFree": max(free_cpu, default=0),
-        "memoryFreeTotal": sum(free_mem), "memoryMaxFree": max(free_mem, default=0),
-        "hasGPU": gpus > 0, "gpusTotal": gpus,
-        "detail": nodes,
-        "OSCAR": {
-            "deploymentName": "oscar-faas", "deploymentReady": ready,
-            "deploymentInfo": {}, "jobsCount": {},
-            "podsInfo": _pods(functions),
-            "OIDC": {"enabled": False, "issuers": [], "groups": []},
+        "cluster": cluster(nodes),
+        "oscar": {
+            "deployment_name": "oscar-faas", "ready": ready,
+            "deployment": {"available_replicas": int(ready), "ready_replicas": int(ready),
+                           "replicas": 1,
+                           "creation_timestamp": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                           "strategy": "none", "labels": {"app": "oscar-faas"}},
+            "jobs_count": 0,  # no asynchronous jobs (/job answers 501)
+            "pods": pods,
+            "oidc": {"enabled": False, "issuers": [], "groups": []},
         },
-        "MinIO": {"buckets": []},
+        "minio": _minio_counts(),
     })
 
 
-def _rfc3339(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+@bp.get("/system/quotas/user")
+@bp.get("/system/quotas/user/<user>")
+def quota(user: str | None = None) -> Response:
+    """OSCAR's ``QuotaResponse`` saying "no quota": oscar-faas sets none (no Kueue cluster
+    queue, no MinIO quotas), so only ``user_id`` is given, as OSCAR answers for a user
+    without any (every other field is ``omitempty``). Without a user: the caller's own,
+    i.e. the Basic user."""
+    return json_response({"user_id": user or gateway().settings.oscar_username})
 
 
-@bp.get("/system/metrics")
-def metrics() -> Response:
-    """Per service, the synchronous calls OpenFaaS has counted (``invocationCount``: since
-    the provider started, or what the OpenFaaS gateway's Prometheus holds), in the item shape
-    of OSCAR v4's service breakdown. Prometheus figures are at ``GET /metrics``."""
-    end = datetime.now(timezone.utc)
-    items = []
-    for f in gateway().openfaas.list_functions():
-        if not is_oscar_function(f):
-            continue
-        count = int(f.get("invocationCount") or 0)
-        items.append({"key": f.get("name", ""), "requests_count_total": count,
-                      "requests_count_sync": count, "requests_count_async": 0,
-                      "requests_count_exposed": 0, "unique_users_count": 0,
-                      "countries": []})
-    return json_response({"start": _rfc3339(end - timedelta(hours=24)),
-                          "end": _rfc3339(end), "group_by": "service", "items": items})
+@bp.put("/system/quotas/user/<user>")
+def set_quota(user: str) -> Response:
+    return Response(f"quotas are not available in oscar-faas: it has no per-user limits to "
+                    f"set for '{user}'\n", status=501, mimetype="text/plain")
 
 
 @bp.get("/system/services/<name>/logs")
@@ -148,12 +143,31 @@ def service_logs(name: str) -> Response:
     tail = request.args.get("tail", "")
     if tail and not tail.lstrip("-").isdigit():
         return Response("tail must be a whole number\n", status=422, mimetype="text/plain")
-    follow = request.args.get("follow", "").lower() in ("1", "t", "true")
-    upstream = gw.openfaas.logs(name, request.args.get("since", ""), int(tail or 0), follow)
-    resp = Response(upstream.iter_content(chunk_size=None), status=200,
-                    mimetype="application/x-ndjson", direct_passthrough=True)
-    resp.call_on_close(upstream.close)
-    return resp
+    follow = wants_follow(request.args.get("follow"))
+    # ``oscar-faas serve`` answers follow streams on the event loop (:mod:`.logstream`);
+    # here (plain WSGI) each holds a thread, so only a few may run at once.
+    slots: threading.BoundedSemaphore = current_app.extensions[_FOLLOWERS]
+    if follow and not slots.acquire(blocking=False):
+        return too_many_followers(FLASK_FOLLOWERS)
+    try:
+        upstream = gw.openfaas.logs(name, request.args.get("since", ""), int(tail or 0),
+                                    follow)
+    except BaseException:
+        if follow:
+            slots.release()
+        raise
+    # werkzeug hands a direct_passthrough body to the server as it is (its own close hooks
+    # never run), so the body itself closes the upstream stream and frees the slot
+    closers = [upstream.close, slots.release] if follow else [upstream.close]
+    body = ClosingIterator(upstream.iter_content(chunk_size=None), closers)
+    return Response(body, status=200, mimetype="application/x-ndjson",
+                    direct_passthrough=True)
+
+
+def too_many_followers(limit: int) -> Response:
+    return Response(f"too many log streams followed at once (at most {limit} per gateway "
+                    f"worker): stop one, or read without follow\n", status=429,
+                    mimetype="text/plain", headers={"Retry-After": "10"})
 
 
 def _not_here(what: str) -> Response:
@@ -177,8 +191,14 @@ def deployment_logs(name: str) -> Response:
 @bp.get("/metrics")
 def prometheus() -> Response:
     """The gateway's Prometheus metrics (every worker's, see :mod:`oscar_faas.metrics`); no
-    credentials, as OpenFaaS' own ``/metrics``: labels hold service names and codes only."""
-    body, content_type = exposition()
+    credentials, as OpenFaaS' own ``/metrics``: labels hold service names and codes only.
+    Series of services that no longer exist are left out (and dropped where the process
+    can drop them), so deleted services do not grow the answer."""
+    try:
+        live = {s.name for s in gateway().registry.all()}
+    except OscarFaasError:  # OpenFaaS unreachable: show everything rather than nothing
+        live = None
+    body, content_type = exposition(live_services=live)
     return Response(body, content_type=content_type)
 
 

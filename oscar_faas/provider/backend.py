@@ -238,6 +238,7 @@ class LocalBackend:
             self._entries.pop(name, None)
             self._counts.pop(name, None)
         self.runtimes.remove(name)
+        getattr(self, "logs", None) and self.logs.forget(name)  # type: ignore[attr-defined]
         log.info("function %s deleted", name)
 
     def scale(self, name: str, request: ScaleServiceRequest) -> None:

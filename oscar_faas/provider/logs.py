@@ -119,6 +119,14 @@ class FunctionLogs:
         except OSError:
             pass  # a full disk must not fail the call; the ring still has the line
 
+    def forget(self, name: str) -> None:
+        """Drop a deleted function's lines: its ring and its files (issue 23.3)."""
+        with self._changed:
+            self._rings.pop(name, None)
+        if self.folder is not None:
+            for path in (self.folder / f"{name}.log", self.folder / f"{name}.log.1"):
+                path.unlink(missing_ok=True)
+
     def attach(self, logger: logging.Logger) -> None:
         """Feed these logs from ``logger``'s ``<FUNCTION_LOGGER>.<name>`` children (until
         :meth:`detach`)."""
