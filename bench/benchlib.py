@@ -348,13 +348,21 @@ def service_body(name: str, script: str, variables: Mapping[str, str] | None = N
 
 def deployment(name: str, script: str, variables: Mapping[str, str] | None = None) -> dict:
     """The OpenFaaS FunctionDeployment the gateway would send for :func:`service_body`,
-    built by the gateway's own translation code."""
+    built by the gateway's own translation code, as an *open* function: without the
+    service's secret, whose only content here would be the token its runtime checks callers
+    against (issue 21). Sections that start a runtime or the supervisor themselves, or deploy
+    on the provider directly, measure the function alone; the token check (a ``stat`` and a
+    constant-time compare per call) is measured where calls go through the gateway."""
     from oscar_faas.config import Settings
+    from oscar_faas.contract import ENV_STORAGE_SECRET
     from oscar_faas.model import Service
     from oscar_faas.plan import plan_deployment, prepare_service
     settings = Settings.from_env({})
     service = prepare_service(Service.from_dict(service_body(name, script, variables)), settings)
-    return plan_deployment(service, settings).deployment
+    fd = plan_deployment(service, settings).deployment
+    fd.pop("secrets", None)
+    fd["envVars"].pop(ENV_STORAGE_SECRET, None)
+    return fd
 
 
 # --- live processes --------------------------------------------------------------------------

@@ -52,7 +52,8 @@ def latency(serve: Serve, token: str, pairs: int,
     direct = KeepAlive(serve.provider_url)
     health = KeepAlive(serve.url)
     run_headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
-    plain = {"Content-Type": "text/plain"}
+    # the provider hop is open (issue 21); the function checks the service token itself
+    plain = {"Content-Type": "text/plain", "Authorization": f"Bearer {token}"}
 
     def one_run() -> float:
         t, status, data = gw.call("POST", f"/run/{NOOP}", BODY, run_headers)

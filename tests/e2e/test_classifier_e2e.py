@@ -128,25 +128,31 @@ def _workers_under(root: int) -> list[int]:
 # --- through the function runtime: warm worker and script give the same answer -------------
 
 
-def _fdl_env(**changes: str | None) -> dict[str, str]:
+def _fdl_env(secrets_dir: Path, **changes: str | None) -> tuple[dict[str, str], str]:
     """The function env the gateway deploys for the FDL as it is (SCRIPT, FUNCTION_CONFIG,
-    its variables), with this venv first on PATH; ``changes`` set or (None) drop variables."""
+    its variables), with this venv first on PATH, and the service's token; its secret (the
+    token the runtime checks) is written in ``secrets_dir``, as a provider does; ``changes``
+    set or (None) drop variables."""
     from oscar_faas.config import Settings
     from oscar_faas.fdl import load_fdl
     from oscar_faas.plan import plan_deployment, prepare_service
 
     (service,) = load_fdl(FDL).services
     settings = Settings.from_env({})
-    deployment = plan_deployment(prepare_service(service, settings), settings).deployment
+    plan = plan_deployment(prepare_service(service, settings), settings)
+    assert plan.secret is not None
+    secrets_dir.mkdir(exist_ok=True)
+    (secrets_dir / plan.secret.name).write_text(plan.secret.value)
     env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable),
-                                    os.environ.get("PATH", "/usr/bin:/bin")])}
-    env.update(deployment["envVars"])
+                                    os.environ.get("PATH", "/usr/bin:/bin")]),
+           "OSCAR_SECRETS_DIR": str(secrets_dir)}
+    env.update(plan.deployment["envVars"])
     for key, value in changes.items():
         if value is None:
             env.pop(key, None)
         else:
             env[key] = value
-    return env
+    return env, plan.service.token
 
 
 @pytest.mark.timeout(600)  # two runtimes, torch loaded three times
@@ -159,19 +165,22 @@ def test_the_runtime_answers_the_same_with_the_warm_worker_as_with_the_script(ph
 
     body = base64.b64encode(photo.read_bytes())
     junk = base64.b64encode(b"this is not an image\n" * 10)
-    warm_env = _fdl_env()
+    warm_env, warm_token = _fdl_env(tmp_path / "secrets-warm")
     assert warm_env["OSCAR_WORKER"] == "python3 -m oscar_classifier.worker"
     answers = {}
-    for label, env in (("worker", warm_env), ("script", _fdl_env(OSCAR_WORKER=None))):
+    for label, (env, token) in (("worker", (warm_env, warm_token)),
+                                ("script", _fdl_env(tmp_path / "secrets-script",
+                                                    OSCAR_WORKER=None))):
         runtime = Runtime(env, tmp_path / f"runtime-{label}.log")
+        headers = {"Content-Type": "text/plain", "Authorization": f"Bearer {token}"}
         try:
             runtime.wait_ready()
-            first = runtime.post(body, headers={"Content-Type": "text/plain"})
+            first = runtime.post(body, headers=headers)
             assert first.status_code == 200, (first.text, runtime.log())
-            failed = runtime.post(junk, headers={"Content-Type": "text/plain"})
+            failed = runtime.post(junk, headers=headers)
             assert failed.status_code == 500, failed.text
             assert "cannot read an image" in failed.text
-            again = runtime.post(body, headers={"Content-Type": "text/plain"})
+            again = runtime.post(body, headers=headers)
             assert again.status_code == 200 and again.content == first.content
             answers[label] = first.content
             if label == "worker":  # the worker served the calls and survived the bad one

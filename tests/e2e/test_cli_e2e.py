@@ -117,12 +117,16 @@ def test_serve_with_openfaas_url_uses_that_gateway(standalone_provider, tmp_path
                           auth=("admin", "pw-123"), timeout=10).json()
         assert fn["envProcess"] == "/oscar/bin/supervisor"
         assert not (tmp_path / "gw" / "data").exists()  # no embedded provider was started
+        token = json.loads(cli(gateway, "get", "hello", "--json").stdout)["token"]
     payload = base64.b64encode(b"direct")
-    # issue 15: the provider's credentials guard its functions too
+    # issue 21: /function is open, as in faas-provider; the function checks its token
     assert requests.post(f"{standalone_provider}/function/hello", data=payload,
                          timeout=30).status_code == 401
     assert requests.post(f"{standalone_provider}/function/hello", data=payload,
-                         auth=("admin", "pw-123"), timeout=30).status_code == 200
+                         auth=("admin", "pw-123"), timeout=30).status_code == 401
+    resp = requests.post(f"{standalone_provider}/function/hello", data=payload, timeout=30,
+                         headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200 and resp.content == b"Hello, direct!\n"
 
 
 def hello_named(tmp_path, name: str) -> Path:
