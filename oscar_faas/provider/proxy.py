@@ -6,8 +6,9 @@ headers are dropped both ways, the request body is sent with the client's framin
 piece by piece, and connections are kept alive in a small pool per runtime.
 
 Memory stays bounded: a body of at most :data:`INLINE_BODY` bytes is read whole and sent with
-the headers in one write (and may be sent again on a fresh connection when a pooled one turns
-out to be closed); a larger one is pumped by a helper thread while this thread waits for the
+the headers in one write (and sent again, whole, on a fresh connection when a pooled one turns
+out to be closed before the request left: :func:`forward` says when a call may be retried);
+a larger one is pumped by a helper thread while this thread waits for the
 answer, so a runtime that answers early (429, 400) is heard at once.
 """
 
@@ -73,6 +74,13 @@ class ConnectionPool:
             if now - since < IDLE_LIMIT and _still_open(conn):
                 return conn, True
             conn.close()
+        return self.fresh(), False
+
+    def fresh(self) -> http.client.HTTPConnection:
+        """A new connection, never a pooled one.
+
+        :raises RuntimeUnreachable: it was refused.
+        """
         conn = http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT)
         try:
             conn.connect()
@@ -82,7 +90,7 @@ class ConnectionPool:
                 from None
         assert conn.sock is not None
         conn.sock.settimeout(None)  # a call may run as long as the function allows
-        return conn, False
+        return conn
 
     def put(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -128,37 +136,47 @@ def forward(pool: ConnectionPool, method: str, target: str, headers: list[tuple[
             name: str = "") -> Answer:
     """Send one call to the runtime behind ``pool`` and return its answer, unread.
 
-    :raises RuntimeUnreachable: no connection could be made (nothing was sent: retry).
-    :raises ConnectionError: the runtime went away before answering.
+    A call is delivered at most once and never with part of its body missing: the client's
+    body is read only once a connection is at hand, so :class:`RuntimeUnreachable` (retry
+    at will) means nothing of the call was consumed. A pooled connection the runtime had
+    closed fails while the request is being written, before the runtime can have all of it:
+    the call is then written again, whole, on a fresh connection (what was read of the body
+    is still in memory). Once a request has been written whole it is never sent again: the
+    runtime may have started the script, so a connection lost after that is an error.
+
+    :raises RuntimeUnreachable: no connection could be made (nothing was read or sent).
+    :raises ConnectionError: the runtime went away before answering, or before the call
+        could be delivered whole (never retried: the caller answers 502).
     """
     head = [(k, v) for k, v in headers if k.lower() not in _NOT_FORWARD]
-    # read a small body whole: it is then sent in one write, and can be re-sent
-    prefix, ended = _read_up_to(body, INLINE_BODY, content_length)
-    if ended:
-        payload = _frame(prefix, chunked, last=True)
-        for attempt in (0, 1):
-            conn, reused = pool.get()
-            try:
-                _send_head(conn, method, target, head, len(prefix), chunked, payload)
-                resp = conn.getresponse()
-                break
-            except (ConnectionError, http.client.HTTPException, OSError) as err:
-                conn.close()
-                if not reused or attempt:
-                    raise ConnectionError(f"the runtime closed the connection: {err}") \
-                        from None
-        return _answer(pool, conn, resp, None)
-    conn, _ = pool.get()
+    conn, reused = pool.get()
     try:
-        _send_head(conn, method, target, head, content_length, chunked, b"")
+        # a small body is read whole: sent with the head in one write, and re-sendable
+        prefix, ended = _read_up_to(body, INLINE_BODY, content_length)
+    except BaseException:
+        pool.put(conn)  # nothing was sent on it
+        raise
+    payload = _frame(prefix, chunked, last=True) if ended else b""
+    length = len(prefix) if ended else content_length
+    try:
+        _send_head(conn, method, target, head, length, chunked, payload)
     except (OSError, http.client.HTTPException) as err:
         conn.close()
-        raise ConnectionError(f"the runtime closed the connection: {err}") from None
-    pump = _Pump(conn, body, prefix, chunked, name)
+        if not reused:
+            raise ConnectionError(f"the runtime closed the connection: {err}") from None
+        try:  # a stale pooled connection: the request did not leave whole, send it again
+            conn = pool.fresh()
+            _send_head(conn, method, target, head, length, chunked, payload)
+        except (OSError, http.client.HTTPException) as again:
+            conn.close()
+            raise ConnectionError(f"the call could not be delivered to the runtime: "
+                                  f"{again}") from None
+    pump = None if ended else _Pump(conn, body, prefix, chunked, name)
     try:
         resp = conn.getresponse()
     except (OSError, http.client.HTTPException) as err:
-        pump.abort()
+        if pump is not None:
+            pump.abort()
         conn.close()
         raise ConnectionError(f"the runtime closed the connection: {err}") from None
     return _answer(pool, conn, resp, pump)
