@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlsplit
 
-from ..contract import HOP_BY_HOP
+from ..contract import HOP_BY_HOP, POOL_REUSE_IDLE
 
 log = logging.getLogger("oscar_faas.provider.proxy")
 
@@ -35,8 +35,8 @@ INLINE_BODY = 64 * 1024
 CHUNK = 64 * 1024
 #: Idle connections kept per runtime.
 MAX_IDLE = 32
-#: A pooled connection idle for longer is not reused (uvicorn closes them after 5 s).
-IDLE_LIMIT = 4.0
+#: A pooled connection idle for longer is not reused (the runtime's uvicorn closes them).
+IDLE_LIMIT = POOL_REUSE_IDLE
 CONNECT_TIMEOUT = 5.0
 
 #: Headers that are never copied from the runtime's answer (the provider sets its own).
