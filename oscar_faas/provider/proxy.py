@@ -136,17 +136,20 @@ def forward(pool: ConnectionPool, method: str, target: str, headers: list[tuple[
             name: str = "") -> Answer:
     """Send one call to the runtime behind ``pool`` and return its answer, unread.
 
-    A call is delivered at most once and never with part of its body missing: the client's
-    body is read only once a connection is at hand, so :class:`RuntimeUnreachable` (retry
-    at will) means nothing of the call was consumed. A pooled connection the runtime had
-    closed fails while the request is being written, before the runtime can have all of it:
-    the call is then written again, whole, on a fresh connection (what was read of the body
-    is still in memory). Once a request has been written whole it is never sent again: the
-    runtime may have started the script, so a connection lost after that is an error.
+    A call is delivered at most once and never with part of its body missing. The client's
+    body is read only once a connection is at hand. A pooled connection the runtime had
+    closed fails while the request is written, or with a reset (the runtime's socket was
+    gone: it never read the call): the call is sent again, whole, on a fresh connection
+    (what was read of the body is still in memory); if none can be made, that much is put
+    back into ``body`` (when it can take it: ``unread``) and :class:`RuntimeUnreachable`
+    lets the caller wait for the runtime to come back. A request the runtime may have
+    taken (it was written whole and the connection then ended) is never sent again: the
+    script may have started, so that is an error.
 
-    :raises RuntimeUnreachable: no connection could be made (nothing was read or sent).
+    :raises RuntimeUnreachable: no connection could be made, and nothing of the call is
+        lost (retry at will).
     :raises ConnectionError: the runtime went away before answering, or before the call
-        could be delivered whole (never retried: the caller answers 502).
+        could be delivered whole (the caller answers 502).
     """
     head = [(k, v) for k, v in headers if k.lower() not in _NOT_FORWARD]
     conn, reused = pool.get()
@@ -158,28 +161,69 @@ def forward(pool: ConnectionPool, method: str, target: str, headers: list[tuple[
         raise
     payload = _frame(prefix, chunked, last=True) if ended else b""
     length = len(prefix) if ended else content_length
-    try:
-        _send_head(conn, method, target, head, length, chunked, payload)
-    except (OSError, http.client.HTTPException) as err:
-        conn.close()
-        if not reused:
-            raise ConnectionError(f"the runtime closed the connection: {err}") from None
-        try:  # a stale pooled connection: the request did not leave whole, send it again
-            conn = pool.fresh()
+
+    def deliver(conn: http.client.HTTPConnection) -> http.client.HTTPResponse | None:
+        """Write the request (all of it, or its head and ``prefix``'s worth for a pump);
+        the answer's head when the body went whole. Raises :class:`_NotTaken` when the
+        runtime cannot have taken the call."""
+        try:
             _send_head(conn, method, target, head, length, chunked, payload)
-        except (OSError, http.client.HTTPException) as again:
+        except (OSError, http.client.HTTPException) as err:
+            raise _NotTaken(err) from None
+        if not ended:
+            return None
+        try:
+            return conn.getresponse()
+        except http.client.RemoteDisconnected:
+            raise  # an orderly close after it read the request: it may have run it
+        except (ConnectionResetError, BrokenPipeError) as err:
+            raise _NotTaken(err) from None  # its socket was gone: the call was never read
+
+    resp: http.client.HTTPResponse | None = None
+    for attempt in (0, 1):
+        try:
+            resp = deliver(conn)
+            break
+        except _NotTaken as err:
             conn.close()
-            raise ConnectionError(f"the call could not be delivered to the runtime: "
-                                  f"{again}") from None
-    pump = None if ended else _Pump(conn, body, prefix, chunked, name)
+            if attempt == 0 and reused:  # a stale pooled connection: again on a new one
+                try:
+                    conn = pool.fresh()
+                    continue
+                except RuntimeUnreachable:
+                    pass
+            _put_back(body, prefix, err)
+        except (OSError, http.client.HTTPException) as err:
+            conn.close()
+            raise ConnectionError(f"the runtime closed the connection: {err}") from None
+    if resp is not None:
+        return _answer(pool, conn, resp, None)
+    pump = _Pump(conn, body, prefix, chunked, name)
     try:
         resp = conn.getresponse()
     except (OSError, http.client.HTTPException) as err:
-        if pump is not None:
-            pump.abort()
+        pump.abort()
         conn.close()
         raise ConnectionError(f"the runtime closed the connection: {err}") from None
     return _answer(pool, conn, resp, pump)
+
+
+class _NotTaken(Exception):
+    """The runtime cannot have taken the call (it was not written whole, or was reset)."""
+
+
+def _put_back(body: BinaryIO, prefix: bytes, err: _NotTaken) -> None:
+    """The call never reached the runtime: give its body back for another try.
+
+    :raises RuntimeUnreachable: the body is whole again (or nothing was read of it).
+    :raises ConnectionError: what was read cannot be put back: the call is lost.
+    """
+    if prefix:
+        unread = getattr(body, "unread", None)
+        if unread is None:
+            raise ConnectionError(f"the call could not be delivered to the runtime: {err}")
+        unread(prefix)
+    raise RuntimeUnreachable(f"the runtime did not take the call: {err}")
 
 
 def _read_up_to(body: BinaryIO, limit: int, content_length: int | None) -> tuple[bytes, bool]:
