@@ -16,8 +16,8 @@ to do without (settings in :class:`~oscar_faas.config.Settings`):
   opening (or of its first byte after a keep-alive pause) gets 408 and is closed; a request
   body that stays silent for ``BODY_TIMEOUT`` seconds closes the connection; idle keep-alive
   connections close after ``KEEPALIVE_TIMEOUT`` (uvicorn's own timer);
-* a new connection that sends nothing for ``FIRST_BYTE_TIMEOUT`` seconds
-  (:mod:`~oscar_faas.contract`) is closed quietly; the head deadline starts at its first byte;
+* a new connection that sends nothing for ``FIRST_BYTE_TIMEOUT`` seconds is closed quietly;
+  the head deadline starts at its first byte;
 * at most ``MAX_CONNECTIONS`` connections per worker, and never more than the descriptors the
   worker may open minus :data:`FD_RESERVE` (files, upstream and OpenFaaS connections): over
   the cap, the connection that has waited longest for a request (one that never sent a byte,
@@ -34,7 +34,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from .config import Settings
-from .contract import FIRST_BYTE_TIMEOUT
 from .netutil import descriptor_cap
 
 #: Descriptors kept free for everything that is not a client connection.
@@ -59,7 +58,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     header_timeout: ClassVar[float] = Settings.header_timeout
     body_timeout: ClassVar[float] = Settings.body_timeout
     max_connections: ClassVar[int] = Settings.max_connections
-    first_byte_timeout: ClassVar[float] = FIRST_BYTE_TIMEOUT
+    first_byte_timeout: ClassVar[float] = Settings.first_byte_timeout
     #: this worker's connections waiting for a request (new, or kept alive between two),
     #: oldest first: the ones closed to make room
     waiting: ClassVar[dict[GatewayHttpProtocol, None]] = {}
@@ -202,6 +201,7 @@ class GatewayWorker(UvicornWorker):
         settings = Settings.from_env()
         GatewayHttpProtocol.max_header_size = settings.max_header_size
         GatewayHttpProtocol.header_timeout = settings.header_timeout
+        GatewayHttpProtocol.first_byte_timeout = settings.first_byte_timeout
         GatewayHttpProtocol.body_timeout = settings.body_timeout
         GatewayHttpProtocol.max_connections = descriptor_cap(settings.max_connections,
                                                              FD_RESERVE)
