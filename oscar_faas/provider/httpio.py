@@ -77,15 +77,13 @@ class BodyReader:
         self._again = data + self._again
 
     def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
         if self._again:
-            if size is None or size < 0:
-                size = len(self._again)
             data, self._again = self._again[:size], self._again[size:]
             return data
         if self._done:
             return b""
-        if size is None or size < 0:
-            return b"".join(iter(lambda: self.read(1 << 20), b""))
         if self.chunked and self._left == 0 and not self._next_chunk():
             return b""
         data = self._rfile.read(min(size, self._left))
