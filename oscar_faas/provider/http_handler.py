@@ -29,7 +29,7 @@ access_log = logging.getLogger("oscar_faas.provider.access")
 
 #: Unread request body we are willing to read and drop to keep a connection alive.
 DRAIN_LIMIT = 4 * 1024 * 1024
-#: Idle keep-alive connections (and stalled uploads) are closed after this many seconds.
+#: A read or write of a request under way (a stalled upload or reader) may wait this long.
 SOCKET_TIMEOUT = 300.0
 WRITE_CHUNK = 256 * 1024
 
