@@ -12,12 +12,11 @@ to do without (settings in :class:`~oscar_faas.config.Settings`):
 * a request line plus headers larger than ``MAX_HEADER_SIZE`` is answered 431 and closed,
   before the parser has buffered more than that (httptools joins header pieces by
   concatenation, so an unbounded header costs quadratic time on the event loop);
-* a connection that has not sent a whole request head within ``HEADER_TIMEOUT`` seconds of
-  opening (or of its first byte after a keep-alive pause) gets 408 and is closed; a request
-  body that stays silent for ``BODY_TIMEOUT`` seconds closes the connection; idle keep-alive
-  connections close after ``KEEPALIVE_TIMEOUT`` (uvicorn's own timer);
-* a new connection that sends nothing for ``FIRST_BYTE_TIMEOUT`` seconds is closed quietly;
-  the head deadline starts at its first byte;
+* a request whose head is not whole within ``HEADER_TIMEOUT`` seconds of its first byte gets
+  408 and the connection is closed; a request body that stays silent for ``BODY_TIMEOUT``
+  seconds closes the connection; idle keep-alive connections close quietly after
+  ``KEEPALIVE_TIMEOUT`` (uvicorn's own timer), and a new connection that sends nothing after
+  ``FIRST_BYTE_TIMEOUT``: time spent idle never counts against a request;
 * at most ``MAX_CONNECTIONS`` connections per worker, and never more than the descriptors the
   worker may open minus :data:`FD_RESERVE` (files, upstream and OpenFaaS connections): over
   the cap, the connection that has waited longest for a request (one that never sent a byte,
