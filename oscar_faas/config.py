@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .contract import OPENFAAS_SECRETS_DIR, TRUE_WORDS
+from .contract import FIRST_BYTE_TIMEOUT, OPENFAAS_SECRETS_DIR, TRUE_WORDS
 from .errors import ConfigError
 
 #: Where ``oscar-faas serve`` and the provider keep their state (relative to the cwd).
@@ -149,8 +149,10 @@ class Settings:
     cors_allowed_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     #: Largest request line plus headers, in bytes (431 above).
     max_header_size: int = 64 * 1024
-    #: Seconds a client has to send a whole request head once it connects or resumes (408).
+    #: Seconds a client has to send a whole request head, from its first byte (408).
     header_timeout: float = 30.0
+    #: Seconds a new connection may stay silent before it is closed (quietly).
+    first_byte_timeout: float = FIRST_BYTE_TIMEOUT
     #: Seconds a request body may stay silent before the connection is closed.
     body_timeout: float = 60.0
     #: Seconds an idle keep-alive connection stays open.
@@ -222,6 +224,8 @@ class Settings:
             max_header_size=_positive(
                 "MAX_HEADER_SIZE", parse_int("MAX_HEADER_SIZE", get("MAX_HEADER_SIZE", "65536"))),
             header_timeout=parse_float("HEADER_TIMEOUT", get("HEADER_TIMEOUT", "30")),
+            first_byte_timeout=parse_float("FIRST_BYTE_TIMEOUT", get(
+                "FIRST_BYTE_TIMEOUT", str(FIRST_BYTE_TIMEOUT))),
             body_timeout=parse_float("BODY_TIMEOUT", get("BODY_TIMEOUT", "60")),
             keepalive_timeout=parse_float("KEEPALIVE_TIMEOUT", get("KEEPALIVE_TIMEOUT", "75")),
             max_connections=_positive("MAX_CONNECTIONS", parse_int(

@@ -102,6 +102,33 @@ def exposed_prefix(service_name: str) -> str:
     """The public path of an exposed service (OSCAR's ``getAPIPath``)."""
     return f"/system/services/{service_name}/exposed"
 
+# --------------------------------------------------------------------------- connection timeouts
+# One place for the idle limits of every hop, ordered so that no hop reuses a connection its
+# server may be closing at that moment: each client stops reusing an idle keep-alive connection
+# well before the server behind it closes it.
+#
+#   gateway's pool to the provider      reuses up to POOL_REUSE_IDLE (4 s)
+#   provider                            closes idle ones after KEEPALIVE_IDLE (15 s)
+#   provider's pool to each runtime     reuses up to POOL_REUSE_IDLE (4 s)
+#   runtime (uvicorn)                   closes idle ones after RUNTIME_KEEPALIVE (5 s)
+#
+# An idle connection is closed quietly, never answered (a 408 would be taken for the answer
+# to the client's next request); a request's own deadlines start with its first byte: the
+# head (HEADER_TIMEOUT, 30 s) and each read or write once it is under way (300 s provider,
+# BODY_TIMEOUT gateway), so the time a connection spent idle never counts against a request.
+# FIRST_BYTE_TIMEOUT bounds a new connection that has sent nothing (no thread, nor a slot of
+# the connection cap, is spent on it meanwhile; a full server closes the oldest such first).
+
+#: A pooled keep-alive connection idle for longer is not reused (by the gateway, the provider).
+POOL_REUSE_IDLE = 4.0
+#: uvicorn's default ``timeout_keep_alive``, which the runtimes keep.
+RUNTIME_KEEPALIVE = 5.0
+#: The provider closes a keep-alive connection idle for this long (quietly).
+KEEPALIVE_IDLE = 15.0
+#: A new connection that has sent nothing within this many seconds is closed (quietly), by
+#: the provider and by the gateway's workers.
+FIRST_BYTE_TIMEOUT = 5.0
+
 # --------------------------------------------------------------------------- rules
 
 #: The longest DNS-1123 label (Kubernetes object names, faas-netes function names).

@@ -21,6 +21,8 @@ from typing import AsyncIterable, AsyncIterator, Mapping
 
 import httptools
 
+from .contract import POOL_REUSE_IDLE
+
 #: Idle connections kept per upstream.
 POOL_SIZE = 64
 #: A streamed (not re-sendable) body reuses only a connection idle for less than this.
@@ -28,6 +30,10 @@ STREAM_MAX_IDLE = 1.0
 #: Response bytes buffered before the socket stops being read (the client is slower than
 #: the function); reading resumes below half of it.
 HIGH_WATER = 4 * 1024 * 1024
+
+
+class _NotSent(ConnectionError):
+    """The connection was found closed before any byte of the request was written."""
 
 
 class _Connection(asyncio.Protocol):
@@ -263,7 +269,9 @@ class Upstream:
         while self._idle:
             conn = self._idle[-1]
             if max_idle is not None and time.monotonic() - conn.idle_since > max_idle:
-                return None  # the rest of the stack is older still
+                if max_idle >= POOL_REUSE_IDLE:  # the rest is older still: never reusable
+                    self.close()
+                return None
             self._idle.pop()
             if not conn.closed:
                 return conn
@@ -303,17 +311,20 @@ class Upstream:
                       length: int | None = None) -> Response:
         """Send one request and wait for the answer's status and headers.
 
-        ``body`` as bytes is sent with its length (and re-sent once on a fresh connection
-        when a pooled one turns out to be closed); a stream is sent with ``length`` when
-        known, chunked otherwise, and never re-sent.
+        ``body`` as bytes is sent with its length (and sent again on a fresh connection when
+        a pooled one turns out to be closed before any of the request was written); a stream
+        is sent with ``length`` when known, chunked otherwise, and never re-sent. A request
+        once written is never sent again: the server may have run it (a call must not run
+        twice), so a connection lost after that is an error.
 
         :raises ConnectionError: no connection, or it broke before the answer's headers.
         :raises TimeoutError: no answer within ``read_timeout`` after the request was sent.
         """
         replayable = isinstance(body, (bytes, bytearray))
         for attempt in (0, 1):
-            # A stream cannot be re-sent, so it only takes a connection used just now.
-            conn = (self._pooled(None if replayable else STREAM_MAX_IDLE)
+            # Only a connection the server cannot be closing yet (it closes idle ones after
+            # a few seconds); a stream, which cannot be re-sent, only one used just now.
+            conn = (self._pooled(POOL_REUSE_IDLE if replayable else STREAM_MAX_IDLE)
                     if attempt == 0 else None)
             reused = conn is not None
             if conn is None:
@@ -328,10 +339,10 @@ class Upstream:
                     conn.abandon()
                     raise TimeoutError("no answer within the read timeout")
                 status = head.result()
-            except ConnectionError:
+            except _NotSent:
                 conn.abandon()
-                if reused and replayable and not conn._headers:
-                    continue  # the server closed it as it was being reused: a new one
+                if reused and replayable:
+                    continue  # the server had closed it: nothing left, send on a new one
                 raise
             except BaseException:
                 conn.abandon()
@@ -343,8 +354,8 @@ class Upstream:
                     headers: Mapping[str, str], body: bytes | AsyncIterable[bytes],
                     length: int | None) -> None:
         transport = conn.transport
-        if transport is None or conn.closed:
-            raise ConnectionError("the upstream closed the connection")
+        if transport is None or conn.closed or transport.is_closing():
+            raise _NotSent("the upstream closed the connection")
         if isinstance(body, (bytes, bytearray)):
             framing = b"Content-Length: %d\r\n" % len(body)
             transport.writelines((self._head(method, path, headers, framing), body))

@@ -12,13 +12,16 @@ to do without (settings in :class:`~oscar_faas.config.Settings`):
 * a request line plus headers larger than ``MAX_HEADER_SIZE`` is answered 431 and closed,
   before the parser has buffered more than that (httptools joins header pieces by
   concatenation, so an unbounded header costs quadratic time on the event loop);
-* a connection that has not sent a whole request head within ``HEADER_TIMEOUT`` seconds of
-  opening (or of its first byte after a keep-alive pause) gets 408 and is closed; a request
-  body that stays silent for ``BODY_TIMEOUT`` seconds closes the connection; idle keep-alive
-  connections close after ``KEEPALIVE_TIMEOUT`` (uvicorn's own timer);
+* a request whose head is not whole within ``HEADER_TIMEOUT`` seconds of its first byte gets
+  408 and the connection is closed; a request body that stays silent for ``BODY_TIMEOUT``
+  seconds closes the connection; idle keep-alive connections close quietly after
+  ``KEEPALIVE_TIMEOUT`` (uvicorn's own timer), and a new connection that sends nothing after
+  ``FIRST_BYTE_TIMEOUT``: time spent idle never counts against a request;
 * at most ``MAX_CONNECTIONS`` connections per worker, and never more than the descriptors the
-  worker may open minus :data:`FD_RESERVE` (files, upstream and OpenFaaS connections): a
-  connection over the cap is answered 503 and closed at once.
+  worker may open minus :data:`FD_RESERVE` (files, upstream and OpenFaaS connections): over
+  the cap, the connection that has waited longest for a request (one that never sent a byte,
+  or a kept-alive one between requests) is closed to make room, so idle sockets cannot lock
+  callers out; only when every connection is busy with a request is the new one answered 503.
 """
 
 from __future__ import annotations
@@ -54,29 +57,57 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     header_timeout: ClassVar[float] = Settings.header_timeout
     body_timeout: ClassVar[float] = Settings.body_timeout
     max_connections: ClassVar[int] = Settings.max_connections
+    first_byte_timeout: ClassVar[float] = Settings.first_byte_timeout
+    #: this worker's connections waiting for a request (new, or kept alive between two),
+    #: oldest first: the ones closed to make room
+    waiting: ClassVar[dict[GatewayHttpProtocol, None]] = {}
 
     _head_seen = 0
     _in_body = False
     _head_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
+    _silent_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
-            self.logger.warning("more than %d connections on this worker: refusing one "
+        if len(self.connections) > self.max_connections and not self._make_room():
+            self.logger.warning("more than %d connections busy on this worker: refusing one "
                                 "(MAX_CONNECTIONS)", self.max_connections)
             _close_with(transport, 503, "Service Unavailable",
                         "too many connections: try again later")
             return
-        self._arm_head_timer()
+        self.waiting[self] = None
+        if self.first_byte_timeout > 0:
+            self._silent_timer = self.loop.call_later(self.first_byte_timeout,
+                                                      self.transport.close)
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for a request (never one with a
+        request under way: those leave :attr:`waiting` with their first byte)."""
+        for other in list(self.waiting):
+            del self.waiting[other]
+            if other is not self and not other.transport.is_closing():
+                other.transport.close()
+                return True
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.waiting.pop(self, None)
         self._cancel_timers()
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # idle until the next request
+            self.waiting[self] = None
 
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
+        self.waiting.pop(self, None)
+        if self._silent_timer is not None:
+            self._silent_timer.cancel()
+            self._silent_timer = None
         while data:
             if self._in_body:
                 self._arm_body_timer()
@@ -118,10 +149,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # --- timers --------------------------------------------------------------------------
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer):
+        for timer in (self._head_timer, self._body_timer, self._silent_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = None
+        self._head_timer = self._body_timer = self._silent_timer = None
 
     def _arm_head_timer(self) -> None:
         if self.header_timeout > 0:
@@ -169,6 +200,7 @@ class GatewayWorker(UvicornWorker):
         settings = Settings.from_env()
         GatewayHttpProtocol.max_header_size = settings.max_header_size
         GatewayHttpProtocol.header_timeout = settings.header_timeout
+        GatewayHttpProtocol.first_byte_timeout = settings.first_byte_timeout
         GatewayHttpProtocol.body_timeout = settings.body_timeout
         GatewayHttpProtocol.max_connections = descriptor_cap(settings.max_connections,
                                                              FD_RESERVE)

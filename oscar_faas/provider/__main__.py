@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Mapping, Sequence
 
 from ..config import DEFAULT_DATA_DIR
+from ..contract import FIRST_BYTE_TIMEOUT, KEEPALIVE_IDLE
 from ..errors import ConfigError, OscarFaasError
 
 #: Where each OSCAR function's runtime runs: a host process, or a container of its image.
@@ -83,8 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request line plus headers in bytes, 431 above "
                              "(default: %(default)s)")
     parser.add_argument("--header-timeout", type=float, default=30.0,
-                        help="seconds a client has to send a request head; idle keep-alive "
-                             "connections close after it too (default: %(default)s)")
+                        help="seconds a client has to send a request head, from its first "
+                             "byte (408 after; default: %(default)s)")
+    parser.add_argument("--keepalive-timeout", type=float, default=KEEPALIVE_IDLE,
+                        help="seconds an idle keep-alive connection stays open; then it is "
+                             "closed quietly (default: %(default)s)")
+    parser.add_argument("--first-byte-timeout", type=float, default=FIRST_BYTE_TIMEOUT,
+                        help="seconds a new connection may stay silent; then it is closed "
+                             "quietly (default: %(default)s)")
     parser.add_argument("--socket-timeout", type=float, default=300.0,
                         help="seconds a read or write may stall during a request "
                              "(default: %(default)s)")
@@ -144,6 +151,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     limits = HttpLimits(max_header_size=max(1024, args.max_header_size),
                         header_timeout=args.header_timeout,
+                        keepalive_timeout=args.keepalive_timeout,
+                        first_byte_timeout=args.first_byte_timeout,
                         socket_timeout=args.socket_timeout,
                         max_connections=max(1, args.max_connections))
     signal.signal(signal.SIGTERM, _stop)

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 from .. import __version__
+from ..contract import FIRST_BYTE_TIMEOUT, KEEPALIVE_IDLE
 from .httpio import BodyReader, FramingError, Request, Response, parse_framing, text_response
 from .runtimes import START_WAIT
 
@@ -28,7 +29,7 @@ access_log = logging.getLogger("oscar_faas.provider.access")
 
 #: Unread request body we are willing to read and drop to keep a connection alive.
 DRAIN_LIMIT = 4 * 1024 * 1024
-#: Idle keep-alive connections (and stalled uploads) are closed after this many seconds.
+#: A read or write of a request under way (a stalled upload or reader) may wait this long.
 SOCKET_TIMEOUT = 300.0
 WRITE_CHUNK = 256 * 1024
 
@@ -40,12 +41,17 @@ class HttpLimits:
     #: Request line plus headers, in bytes (431 above; the request line alone: 414 above
     #: 64 KiB, the standard library's limit).
     max_header_size: int = 64 * 1024
-    #: Seconds to send a whole request head, counted from the connection's first byte or
-    #: from the end of the previous answer (a silent or dribbling client is closed).
+    #: Seconds to send a whole request head, counted from its first byte (408 after).
     header_timeout: float = 30.0
+    #: Seconds a keep-alive connection may wait for its next request (then closed quietly).
+    keepalive_timeout: float = KEEPALIVE_IDLE
+    #: Seconds a new connection may wait before its first byte (then closed quietly).
+    first_byte_timeout: float = FIRST_BYTE_TIMEOUT
     #: Seconds a socket read or write may wait once a request is under way.
     socket_timeout: float = SOCKET_TIMEOUT
-    #: Connections served at once (one thread each); more are answered 503 and closed.
+    #: Connections served at once (one thread each); past it, a connection waiting for its
+    #: next request is closed to make room, else the newest is answered 503 and closed.
+    #: Connections that have sent nothing yet wait apart, as many more, without a thread.
     max_connections: int = 1000
 
 
@@ -77,7 +83,10 @@ class LimitedReader:
         if time.monotonic() > self._deadline:
             raise HeadTimeout("request head too slow")
         want = self._budget + 1 if size is None or size < 0 else min(size, self._budget + 1)
-        line = self._raw.readline(want)
+        try:
+            line = self._raw.readline(want)
+        except TimeoutError:  # a head begun, then silence: answered, unlike an idle wait
+            raise HeadTimeout("request head too slow") from None
         self._budget -= len(line)
         if self._budget < 0:
             raise HeadTooLarge()
@@ -108,9 +117,13 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
         self.rfile = LimitedReader(self.rfile)  # type: ignore[assignment]
 
     def handle_one_request(self) -> None:
-        # Waiting for the next request and reading its head: HEADER_TIMEOUT per read, and in
-        # total (checked per header line); the request itself then gets the socket timeout.
+        # Wait for the next request's first byte: an idle connection is closed quietly (time
+        # spent idle is never held against a request); then its head must come within the
+        # header timeout (408), checked per line; the request itself gets the socket timeout.
         limits = self.server.limits
+        if not self._next_request(limits.keepalive_timeout):
+            self.close_connection = True
+            return
         self.connection.settimeout(limits.header_timeout or None)
         self.rfile.limit_head(limits.max_header_size, time.monotonic() + limits.header_timeout)
         try:
@@ -122,6 +135,20 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
             self._refuse(self._too_large())
         finally:
             self.rfile.unlimit()
+
+    def _next_request(self, idle_timeout: float) -> bool:
+        """Wait up to ``idle_timeout`` s for a byte of the next request; False: the client
+        closed, stayed idle, or the server closed this idle connection to make room."""
+        got = False
+        self.server.idle_enter(self)
+        try:
+            self.connection.settimeout(idle_timeout or None)
+            got = bool(self.rfile.peek(1))
+        except (OSError, ValueError):  # a timeout, a reset, or shut down to make room
+            pass
+        finally:
+            kept = self.server.idle_leave(self)
+        return got and kept
 
     def parse_request(self) -> bool:
         try:

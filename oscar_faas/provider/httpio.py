@@ -64,16 +64,26 @@ class BodyReader:
         self._done = not chunked and not self._left
         #: The framing broke mid-body: the connection must not be reused.
         self.broken = False
+        self._again = b""
 
     @property
     def done(self) -> bool:
+        """The whole body has been read from the connection (whatever was put back)."""
         return self._done
 
+    def unread(self, data: bytes) -> None:
+        """Put back the first bytes of the body, read but never delivered: they are read
+        again first (the proxy sends a call again whole; nothing else is ever replayed)."""
+        self._again = data + self._again
+
     def read(self, size: int = -1) -> bytes:
-        if self._done:
-            return b""
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(1 << 20), b""))
+        if self._again:
+            data, self._again = self._again[:size], self._again[size:]
+            return data
+        if self._done:
+            return b""
         if self.chunked and self._left == 0 and not self._next_chunk():
             return b""
         data = self._rfile.read(min(size, self._left))

@@ -6,8 +6,9 @@ headers are dropped both ways, the request body is sent with the client's framin
 piece by piece, and connections are kept alive in a small pool per runtime.
 
 Memory stays bounded: a body of at most :data:`INLINE_BODY` bytes is read whole and sent with
-the headers in one write (and may be sent again on a fresh connection when a pooled one turns
-out to be closed); a larger one is pumped by a helper thread while this thread waits for the
+the headers in one write (and sent again, whole, on a fresh connection when a pooled one turns
+out to be closed before the request left: :func:`forward` says when a call may be retried);
+a larger one is pumped by a helper thread while this thread waits for the
 answer, so a runtime that answers early (429, 400) is heard at once.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlsplit
 
-from ..contract import HOP_BY_HOP
+from ..contract import HOP_BY_HOP, POOL_REUSE_IDLE
 
 log = logging.getLogger("oscar_faas.provider.proxy")
 
@@ -34,8 +35,8 @@ INLINE_BODY = 64 * 1024
 CHUNK = 64 * 1024
 #: Idle connections kept per runtime.
 MAX_IDLE = 32
-#: A pooled connection idle for longer is not reused (uvicorn closes them after 5 s).
-IDLE_LIMIT = 4.0
+#: A pooled connection idle for longer is not reused (the runtime's uvicorn closes them).
+IDLE_LIMIT = POOL_REUSE_IDLE
 CONNECT_TIMEOUT = 5.0
 
 #: Headers that are never copied from the runtime's answer (the provider sets its own).
@@ -73,6 +74,13 @@ class ConnectionPool:
             if now - since < IDLE_LIMIT and _still_open(conn):
                 return conn, True
             conn.close()
+        return self.fresh(), False
+
+    def fresh(self) -> http.client.HTTPConnection:
+        """A new connection, never a pooled one.
+
+        :raises RuntimeUnreachable: it was refused.
+        """
         conn = http.client.HTTPConnection(self.host, self.port, timeout=CONNECT_TIMEOUT)
         try:
             conn.connect()
@@ -82,7 +90,7 @@ class ConnectionPool:
                 from None
         assert conn.sock is not None
         conn.sock.settimeout(None)  # a call may run as long as the function allows
-        return conn, False
+        return conn
 
     def put(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -128,32 +136,68 @@ def forward(pool: ConnectionPool, method: str, target: str, headers: list[tuple[
             name: str = "") -> Answer:
     """Send one call to the runtime behind ``pool`` and return its answer, unread.
 
-    :raises RuntimeUnreachable: no connection could be made (nothing was sent: retry).
-    :raises ConnectionError: the runtime went away before answering.
+    A call is delivered at most once and never with part of its body missing. The client's
+    body is read only once a connection is at hand. A pooled connection the runtime had
+    closed fails while the request is written, or with a reset (the runtime's socket was
+    gone: it never read the call): the call is sent again, whole, on a fresh connection
+    (what was read of the body is still in memory); if none can be made, that much is put
+    back into ``body`` (when it can take it: ``unread``) and :class:`RuntimeUnreachable`
+    lets the caller wait for the runtime to come back. A request the runtime may have
+    taken (it was written whole and the connection then ended) is never sent again: the
+    script may have started, so that is an error.
+
+    :raises RuntimeUnreachable: no connection could be made, and nothing of the call is
+        lost (retry at will).
+    :raises ConnectionError: the runtime went away before answering, or before the call
+        could be delivered whole (the caller answers 502).
     """
     head = [(k, v) for k, v in headers if k.lower() not in _NOT_FORWARD]
-    # read a small body whole: it is then sent in one write, and can be re-sent
-    prefix, ended = _read_up_to(body, INLINE_BODY, content_length)
-    if ended:
-        payload = _frame(prefix, chunked, last=True)
-        for attempt in (0, 1):
-            conn, reused = pool.get()
-            try:
-                _send_head(conn, method, target, head, len(prefix), chunked, payload)
-                resp = conn.getresponse()
-                break
-            except (ConnectionError, http.client.HTTPException, OSError) as err:
-                conn.close()
-                if not reused or attempt:
-                    raise ConnectionError(f"the runtime closed the connection: {err}") \
-                        from None
-        return _answer(pool, conn, resp, None)
-    conn, _ = pool.get()
+    conn, reused = pool.get()
     try:
-        _send_head(conn, method, target, head, content_length, chunked, b"")
-    except (OSError, http.client.HTTPException) as err:
-        conn.close()
-        raise ConnectionError(f"the runtime closed the connection: {err}") from None
+        # a small body is read whole: sent with the head in one write, and re-sendable
+        prefix, ended = _read_up_to(body, INLINE_BODY, content_length)
+    except BaseException:
+        pool.put(conn)  # nothing was sent on it
+        raise
+    payload = _frame(prefix, chunked, last=True) if ended else b""
+    length = len(prefix) if ended else content_length
+
+    def deliver(conn: http.client.HTTPConnection) -> http.client.HTTPResponse | None:
+        """Write the request (all of it, or its head and ``prefix``'s worth for a pump);
+        the answer's head when the body went whole. Raises :class:`_NotTaken` when the
+        runtime cannot have taken the call."""
+        try:
+            _send_head(conn, method, target, head, length, chunked, payload)
+        except (OSError, http.client.HTTPException) as err:
+            raise _NotTaken(err) from None
+        if not ended:
+            return None
+        try:
+            return conn.getresponse()
+        except http.client.RemoteDisconnected:
+            raise  # an orderly close after it read the request: it may have run it
+        except (ConnectionResetError, BrokenPipeError) as err:
+            raise _NotTaken(err) from None  # its socket was gone: the call was never read
+
+    resp: http.client.HTTPResponse | None = None
+    for attempt in (0, 1):
+        try:
+            resp = deliver(conn)
+            break
+        except _NotTaken as err:
+            conn.close()
+            if attempt == 0 and reused:  # a stale pooled connection: again on a new one
+                try:
+                    conn = pool.fresh()
+                    continue
+                except RuntimeUnreachable:
+                    pass
+            _put_back(body, prefix, err)
+        except (OSError, http.client.HTTPException) as err:
+            conn.close()
+            raise ConnectionError(f"the runtime closed the connection: {err}") from None
+    if resp is not None:
+        return _answer(pool, conn, resp, None)
     pump = _Pump(conn, body, prefix, chunked, name)
     try:
         resp = conn.getresponse()
@@ -162,6 +206,24 @@ def forward(pool: ConnectionPool, method: str, target: str, headers: list[tuple[
         conn.close()
         raise ConnectionError(f"the runtime closed the connection: {err}") from None
     return _answer(pool, conn, resp, pump)
+
+
+class _NotTaken(Exception):
+    """The runtime cannot have taken the call (it was not written whole, or was reset)."""
+
+
+def _put_back(body: BinaryIO, prefix: bytes, err: _NotTaken) -> None:
+    """The call never reached the runtime: give its body back for another try.
+
+    :raises RuntimeUnreachable: the body is whole again (or nothing was read of it).
+    :raises ConnectionError: what was read cannot be put back: the call is lost.
+    """
+    if prefix:
+        unread = getattr(body, "unread", None)
+        if unread is None:
+            raise ConnectionError(f"the call could not be delivered to the runtime: {err}")
+        unread(prefix)
+    raise RuntimeUnreachable(f"the runtime did not take the call: {err}")
 
 
 def _read_up_to(body: BinaryIO, limit: int, content_length: int | None) -> tuple[bytes, bool]:

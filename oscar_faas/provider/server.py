@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
 import sys
 import threading
@@ -27,6 +28,7 @@ from .isolation import Isolation
 from .isolation import wanted as isolation_wanted
 from .launch import HostLauncher, Launcher
 from .routes import App
+from .waiting import WaitingRoom
 
 log = logging.getLogger("oscar_faas.provider")
 
@@ -47,21 +49,36 @@ class ProviderServer(ThreadingHTTPServer):
                  limits: HttpLimits | None = None) -> None:
         self.app = app
         self.limits = limits or HttpLimits()
-        self.max_connections = descriptor_cap(self.limits.max_connections, FD_RESERVE)
+        # as many connections again may wait for their first byte (a descriptor each)
+        cap = descriptor_cap(2 * self.limits.max_connections, FD_RESERVE)
+        self.max_connections = max(1, cap // 2)
         self._active = 0
         self._active_lock = threading.Lock()
+        #: handlers waiting for their connection's next request, oldest first
+        self._idle: dict[ProviderRequestHandler, None] = {}
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, ProviderRequestHandler)
+        self.waiting_room = WaitingRoom(self._admit, self.limits.first_byte_timeout,
+                                        self.max_connections)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        """A new connection waits for its first byte apart (:mod:`.waiting`)."""
+        self.waiting_room.add(request, client_address)
+
+    def _admit(self, request: Any, client_address: Any) -> None:
+        """A connection with a request coming: a thread, if a slot is free or can be freed."""
         with self._active_lock:
-            refuse = self._active >= self.max_connections
+            refuse = self._active >= self.max_connections and not self._make_room()
             if not refuse:
                 self._active += 1
         if refuse:
-            log.warning("%d connections open: refusing one from %s (--max-connections)",
+            log.warning("%d connections busy: refusing one from %s (--max-connections)",
                         self.max_connections, client_address[0])
             body = b"too many connections: try again later\n"
+            try:  # read the head that came (unread bytes would turn the close into a reset)
+                request.recv(65536, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
             try:
                 request.settimeout(1)
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
@@ -72,6 +89,29 @@ class ProviderServer(ThreadingHTTPServer):
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
+
+    def _make_room(self) -> bool:
+        """Close the connection idle the longest between two requests (HTTP lets a server
+        close an idle keep-alive connection at any time); under ``_active_lock``."""
+        for handler in list(self._idle):
+            del self._idle[handler]
+            if _readable(handler.connection):
+                continue  # its next request is arriving: leave it be
+            try:
+                handler.connection.shutdown(socket.SHUT_RDWR)  # wakes its wait, quietly
+            except OSError:
+                pass
+            return True
+        return False
+
+    def idle_enter(self, handler: ProviderRequestHandler) -> None:
+        with self._active_lock:
+            self._idle[handler] = None
+
+    def idle_leave(self, handler: ProviderRequestHandler) -> bool:
+        """False: the connection was closed to make room while it waited."""
+        with self._active_lock:
+            return self._idle.pop(handler, False) is None
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -103,6 +143,10 @@ class ProviderServer(ThreadingHTTPServer):
         self.server_address = self.socket.getsockname()
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
+    def server_close(self) -> None:
+        super().server_close()
+        self.waiting_room.close()
+
     def close(self) -> None:
         """Stop listening and kill any function process still running."""
         self.server_close()
@@ -110,6 +154,12 @@ class ProviderServer(ThreadingHTTPServer):
         logs = getattr(self.app.backend, "logs", None)
         if logs is not None:
             logs.detach()
+
+
+def _readable(sock: socket.socket) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _logs(folder: Path):

@@ -40,8 +40,9 @@ def _status(answer: bytes) -> int:
 @pytest.fixture
 def cat_provider(make_provider: Callable[..., ProviderProcess]) -> ProviderProcess:
     p = make_provider(extra_args=["--header-timeout", "1", "--max-header-size", "8192",
-                                  "--max-connections", "8"])
+                                  "--max-connections", "8", "--first-byte-timeout", "1"])
     p.deploy("echo", "cat")
+    p.deploy("slow", "sleep 3")
     return p
 
 
@@ -91,7 +92,7 @@ def test_huge_head_is_431(cat_provider: ProviderProcess) -> None:
 
 def test_silent_and_slow_clients_are_closed(cat_provider: ProviderProcess) -> None:
     with socket.create_connection(("127.0.0.1", cat_provider.port), timeout=PATIENCE) as s:
-        assert s.recv(100) == b""  # never sent anything: closed after --header-timeout
+        assert s.recv(100) == b""  # never sent anything: closed after --first-byte-timeout
     with socket.create_connection(("127.0.0.1", cat_provider.port), timeout=PATIENCE) as s:
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         data = b""
@@ -104,16 +105,21 @@ def test_silent_and_slow_clients_are_closed(cat_provider: ProviderProcess) -> No
 
 def test_connections_over_the_cap_are_refused_not_queued(cat_provider: ProviderProcess
                                                          ) -> None:
-    socks = [socket.create_connection(("127.0.0.1", cat_provider.port), timeout=PATIENCE)
-             for _ in range(20)]
+    """Eight calls running fill the cap: the ones after them are answered 503 at once."""
+    socks = []
     try:
+        for _ in range(20):
+            socks.append(socket.create_connection(("127.0.0.1", cat_provider.port),
+                                                  timeout=PATIENCE))
+            socks[-1].sendall(_post(b"Content-Length: 0\r\n").replace(b"echo", b"slow"))
         answers = []
         for sock in socks:
             data = b""
-            while chunk := sock.recv(1000):
+            while b"\r\n\r\n" not in data and (chunk := sock.recv(1000)):
                 data += chunk
             answers.append(data)
         assert sum(a.startswith(b"HTTP/1.1 503 ") for a in answers) >= 12
+        assert sum(a.startswith(b"HTTP/1.1 200 ") for a in answers) >= 1
     finally:
         for sock in socks:
             sock.close()

@@ -73,10 +73,11 @@ def test_keep_alive_reuses_one_connection_and_frames_bodies():
     run(main())
 
 
-def test_a_pooled_connection_the_server_closed_is_replaced_for_a_replayable_body():
-    """The race the re-send exists for: the server takes the next request on a kept-alive
-    connection, then closes it without answering (its idle timeout fired as the request
-    came). The client only learns when it sends, so the body must go again on a new one."""
+def test_a_request_the_server_took_is_never_sent_again():
+    """The server reads a whole request on a kept-alive connection, then closes it without
+    answering (it died, or its idle timeout fired as the request came). It may have run the
+    call: sending the body again would run a script twice (issue 22), so the caller gets an
+    error, and the next call goes out on a fresh connection."""
     async def main():
         seen = []
         connections = []
@@ -96,14 +97,49 @@ def test_a_pooled_connection_the_server_closed_is_replaced_for_a_replayable_body
 
         server, port = await scripted_server(handler)
         up = Upstream("127.0.0.1", port, 5, 5)
-        for i in range(3):
-            resp = await up.request("POST", "/f", {}, b"call%d" % i)
+        resp = await up.request("POST", "/f", {}, b"call0")
+        assert await resp.read() == b"ok"
+        resp.release()
+        with pytest.raises(ConnectionError):
+            await up.request("POST", "/f", {}, b"call1")
+        resp = await up.request("POST", "/f", {}, b"call2")
+        assert await resp.read() == b"ok"
+        resp.release()
+        assert seen == [b"call0", b"dropped call1", b"call2"]  # each call once
+        assert len(connections) == 2
+        up.close()
+        server.close()
+
+    run(main())
+
+
+def test_a_pooled_connection_idle_past_the_reuse_limit_is_not_reused(monkeypatch):
+    """The pool stops reusing a connection before the server behind it would close it
+    (contract.POOL_REUSE_IDLE), so a close never races a request."""
+    import oscar_faas.upstream as upstream
+
+    monkeypatch.setattr(upstream, "POOL_REUSE_IDLE", 0.2)
+
+    async def main():
+        connections = []
+
+        async def handler(reader, writer):
+            connections.append(writer)
+            while True:
+                try:
+                    await read_request(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        server, port = await scripted_server(handler)
+        up = Upstream("127.0.0.1", port, 5, 5)
+        for pause in (0, 0.05, 0.3):
+            await asyncio.sleep(pause)
+            resp = await up.request("POST", "/f", {}, b"x")
             assert await resp.read() == b"ok"
             resp.release()
-        # call1 and call2 each went out on the pooled connection, were dropped, and were
-        # re-sent on a fresh one.
-        assert seen == [b"call0", b"dropped call1", b"call1", b"dropped call2", b"call2"]
-        assert len(connections) == 3
+        assert len(connections) == 2  # reused after 0.05 s, not after 0.3 s
         up.close()
         server.close()
 
