@@ -30,6 +30,7 @@ from typing import Mapping
 from ..contract import ENV_RUNTIME_LIFELINE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
+from ..wsproxy import SERVER_OPTIONS as WEBSOCKET_OPTIONS
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send, plain
 from .cgi import cgi_env
 from .expose import ExposeApp
@@ -193,7 +194,7 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
         config = uvicorn.Config(app, loop="asyncio", http="httptools", ws=ws,  # type: ignore[arg-type]
                                 lifespan="off", access_log=False, log_config=None,
                                 log_level="warning", server_header=False, date_header=False,
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, **WEBSOCKET_OPTIONS)
         server = uvicorn.Server(config)
         # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the
         # previous handler: make that an exit that runs the clean-up below.
