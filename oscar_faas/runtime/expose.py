@@ -6,8 +6,9 @@ server (a DEEPaaS API, Jupyter, nginx). When ``OSCAR_EXPOSE_PORT`` is set, the r
 * starts the server once: the user script run by ``/bin/sh`` (``default_command: false``, as
   OSCAR runs ``/bin/sh -c script.sh``), or the image's own command from
   ``OSCAR_EXPOSE_COMMAND`` (``default_command: true``), with the function's env plus its
-  ``environment.secrets``, in a session of its own, its output going line by line (prefixed
-  ``server: ``) to the runtime's stderr;
+  ``environment.secrets``, in a process group of its own (dying with the runtime:
+  :mod:`.guardian`), its output going line by line (prefixed ``server: ``) to the
+  runtime's stderr;
 * probes it every :data:`~.server_keeper.PROBE_INTERVAL` seconds: ``GET
   OSCAR_EXPOSE_HEALTH_PATH`` answering 200-399 (Kubernetes' rule), or, without a health path,
   the port accepting a connection;

@@ -41,6 +41,7 @@ from ..supervisor.logs import SupervisorLog
 from ..supervisor.outputs import list_output_files, write_response
 from ..supervisor.runner import DEBUG_ECHO_LIMIT
 from ..supervisor.upload import resolve_targets, secret_environment, upload_outputs
+from .guardian import own_group
 from .settings import RuntimeSettings
 from .workers import WorkerError, WorkerPool
 
@@ -211,7 +212,7 @@ class Invoker:
         with open(output, "wb") as sink:
             proc = subprocess.Popen(["/bin/sh", str(self.script_path)], stdin=subprocess.DEVNULL,
                                     stdout=sink, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
+                                    **own_group())  # its tree: killpg, and the guardian
         with self._lock:
             self._scripts.add(proc)
         try:

@@ -31,6 +31,7 @@ from ..contract import ENV_RUNTIME_LIFELINE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
 from ..wsproxy import SERVER_OPTIONS as WEBSOCKET_OPTIONS
+from . import guardian
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send, plain
 from .cgi import cgi_env
 from .expose import ExposeApp
@@ -150,6 +151,7 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     """
     import uvicorn
 
+    guardian.start()  # first, before any thread: scripts die with the runtime, even on SIGKILL
     env = dict(os.environ if env is None else env)
     log = SupervisorLog(stderr_logger())
     if env.pop(LIFELINE_ENV, "") == "stdin":
