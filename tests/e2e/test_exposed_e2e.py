@@ -86,6 +86,15 @@ def test_exposed_service_lifecycle(gw: LiveGateway, tmp_path: Path) -> None:
     assert (head.status_code, head.content) == (200, b"")
     options = requests.options(base + "/echo", timeout=60)
     assert options.status_code == 200
+    for method in ("PROPFIND", "TRACE", "MKCOL", "LOCK", "M-SEARCH", "QUERY"):  # WebDAV & co.
+        res = requests.request(method, base + "/info", timeout=60)
+        assert (res.status_code, res.json()["method"]) == (200, method), res.text
+    xml = b'<?xml version="1.0"?><propfind xmlns="DAV:"><allprop/></propfind>'
+    dav = requests.request("PROPFIND", base + "/echo", data=xml, timeout=60,
+                           headers={"Content-Type": "application/xml", "Depth": "1"})
+    assert (dav.status_code, dav.content) == (200, xml)
+    tunnel = requests.request("CONNECT", base + "/info", timeout=60)  # a proxy's method
+    assert tunnel.status_code == 501 and "CONNECT is not passed" in tunnel.text
 
     async def talk() -> tuple[Any, ...]:
         async with connect(base.replace("http://", "ws://") + "/ws",
