@@ -16,11 +16,12 @@ So:
 * the runtime leads a session (the embedded provider starts it with a session of its own);
   each process it starts gets a process group of its own *inside* that session
   (:func:`own_group`), which a process can leave only by calling ``setsid`` itself;
-* at start, the runtime forks a guardian (:func:`start`): a small child, in a group of its
+* at start, the runtime starts a guardian (:func:`start`): a few lines of ``/bin/sh``
+  (:data:`GUARDIAN`, under 1 MB; a forked Python kept 5 MB of its own), in a group of its
   own, blocked reading a pipe whose write end only the runtime holds. When the runtime ends,
   however it ends, the kernel closes that end: the guardian reads EOF, SIGKILLs every process
-  still in the runtime's session (a few rounds, for a script that forks meanwhile), says so on
-  the runtime's stderr (the function's log) and exits.
+  still in the runtime's session and their groups (a few rounds, for a script that forks
+  meanwhile), says so on the runtime's stderr (the function's log) and exits.
 
 A runtime that does not lead its session (started by hand from a shell) starts no guardian:
 its session is the shell's.
@@ -29,19 +30,43 @@ its session is the shell's.
 from __future__ import annotations
 
 import os
-import signal
+import subprocess
 import sys
-import time
 from typing import Any, Callable
 
-#: Sweeps of the session after the runtime died (a forking script may add processes while
-#: one sweep kills).
-SWEEPS = 20
-#: Seconds between two sweeps that still found processes.
-SWEEP_PAUSE = 0.02
+#: The guardian: ``$1`` is the runtime's session, stdin the pipe from the runtime. POSIX
+#: sh (dash, busybox), builtins only but ``sleep`` between rounds: for every process of
+#: the session but itself, ``/proc/<pid>/stat`` after the last ``) `` is ``state ppid pgrp
+#: session ...`` (the command name before it may hold spaces and parentheses).
+GUARDIAN = r"""
+trap '' INT TERM HUP
+while read -r _; do :; done
+sid=$1 killed=0 round=0
+while [ $round -lt 20 ]; do
+    found=0
+    for dir in /proc/[0-9]*; do
+        pid=${dir#/proc/}
+        [ "$pid" = $$ ] && continue
+        read -r line 2>/dev/null <"$dir/stat" || continue
+        set -f; set -- ${line##*) }; set +f
+        [ "$4" = "$sid" ] || continue
+        case $1 in Z|X) continue ;; esac
+        [ "$3" = $$ ] || kill -s KILL -- "-$3" 2>/dev/null
+        kill -s KILL "$pid" 2>/dev/null
+        found=$((found + 1))
+    done
+    [ $found -eq 0 ] && break
+    [ $round -eq 0 ] && killed=$found
+    round=$((round + 1))
+    sleep 0.02 2>/dev/null || sleep 1
+done
+[ $killed -eq 0 ] || echo "guardian: the runtime (session $sid) is gone; killed the $killed" \
+    "process(es) it left" >&2
+"""
 
 #: The pipe's write end: held (never written) for the life of the runtime.
 _lifeline: list[int] = []
+_guardian: list[subprocess.Popen[bytes]] = []
 
 
 def own_group(preexec: Callable[[], object] | None = None) -> dict[str, Any]:
@@ -58,80 +83,23 @@ def own_group(preexec: Callable[[], object] | None = None) -> dict[str, Any]:
 
 
 def start() -> int | None:
-    """Fork the guardian when this process leads its session; its pid, else None.
-
-    Call it before any thread starts: the child runs Python after ``fork``.
-    """
+    """Start the guardian when this process leads its session; its pid, else None (also
+    when there is no ``/bin/sh``: a runtime in a container, where the container's end is
+    the end of all its processes anyway). Only the first call starts one."""
     session = os.getpid()
-    if os.getsid(0) != session:
+    if _lifeline or os.getsid(0) != session:
         return None
-    read_end, write_end = os.pipe()  # not inherited by exec'd children (O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # the guardian
-        code = 1
-        try:
-            os.close(write_end)
-            _guard(read_end, session)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(read_end)
+    read_end, write_end = os.pipe()  # not inherited by other children (O_CLOEXEC)
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", GUARDIAN, "oscar-runtime-guardian",
+                                 str(session)], stdin=read_end, stdout=subprocess.DEVNULL,
+                                **own_group())  # out of the group its launcher signals
+    except OSError:
+        os.close(write_end)
+        return None
+    finally:
+        os.close(read_end)
     _lifeline.append(write_end)
-    return pid
+    _guardian.append(proc)
+    return proc.pid
 
-
-def _guard(read_end: int, session: int) -> None:
-    os.setpgid(0, 0)  # out of the runtime's group, which its launcher signals to stop it
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)  # stderr (2) stays: the function's log
-    os.closerange(3, read_end)
-    os.closerange(read_end + 1, 1 << 16)
-    while True:
-        try:
-            if not os.read(read_end, 1):
-                break
-        except InterruptedError:
-            continue
-    killed = sweep(session)
-    if killed:
-        os.write(2, f"guardian: the runtime (pid {session}) is gone; killed {killed} process(es)"
-                    f" it had started\n".encode())
-
-
-def sweep(session: int) -> int:
-    """SIGKILL every process of ``session`` but this one (and their groups); how many."""
-    me, killed = os.getpid(), set()
-    for _ in range(SWEEPS):
-        victims = [(pid, group) for pid, group in _members(session) if pid != me]
-        if not victims:
-            break
-        for pid, group in victims:
-            try:
-                if group != os.getpgid(0):
-                    os.killpg(group, signal.SIGKILL)
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            killed.add(pid)
-        time.sleep(SWEEP_PAUSE)
-    return len(killed)
-
-
-def _members(session: int) -> list[tuple[int, int]]:
-    """``(pid, process group)`` of the live (not zombie) processes of ``session``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        # after "pid (comm)": state, ppid, pgrp, session
-        if len(fields) > 3 and int(fields[3]) == session and fields[0] not in (b"Z", b"X"):
-            found.append((int(entry), int(fields[2])))
-    return found

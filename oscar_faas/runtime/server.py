@@ -151,7 +151,7 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     """
     import uvicorn
 
-    guardian.start()  # first, before any thread: scripts die with the runtime, even on SIGKILL
+    guardian.start()  # what the runtime starts dies with it, even on SIGKILL
     env = dict(os.environ if env is None else env)
     log = SupervisorLog(stderr_logger())
     if env.pop(LIFELINE_ENV, "") == "stdin":
