@@ -91,7 +91,7 @@ def start() -> int | None:
         return None
     read_end, write_end = os.pipe()  # not inherited by other children (O_CLOEXEC)
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", GUARDIAN, "oscar-runtime-guardian",
+        proc = subprocess.Popen(["/bin/sh", "-c", GUARDIAN, "oscar-faas-runtime-guardian",
                                  str(session)], stdin=read_end, stdout=subprocess.DEVNULL,
                                 **own_group())  # out of the group its launcher signals
     except OSError:
