@@ -129,6 +129,19 @@ KEEPALIVE_IDLE = 15.0
 #: the provider and by the gateway's workers.
 FIRST_BYTE_TIMEOUT = 5.0
 
+
+def refused_exposed_method(method: str) -> str | None:
+    """Why ``method`` is not passed to an exposed service's server (answered 501), or None.
+
+    Every other method the HTTP parser knows (WebDAV's ``PROPFIND``, ``TRACE``, ...) is. A
+    ``CONNECT`` asks a proxy for a tunnel to another host (``host:port``), which the server
+    of one service cannot be.
+    """
+    if method == "CONNECT":
+        return ("CONNECT is not passed to exposed services (it asks a proxy for a tunnel to "
+                "another host); every other method reaches the service's server")
+    return None
+
 # --------------------------------------------------------------------------- rules
 
 #: The longest DNS-1123 label (Kubernetes object names, faas-netes function names).

@@ -34,6 +34,7 @@ from uvicorn_worker import UvicornWorker
 
 from .config import Settings
 from .netutil import descriptor_cap
+from .wsproxy import SERVER_OPTIONS as WEBSOCKET_OPTIONS
 
 #: Descriptors kept free for everything that is not a client connection.
 FD_RESERVE = 128
@@ -193,7 +194,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 class GatewayWorker(UvicornWorker):
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         "loop": "uvloop", "http": GatewayHttpProtocol, "lifespan": "on",
-        "server_header": False, "date_header": True,
+        "server_header": False, "date_header": True, **WEBSOCKET_OPTIONS,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

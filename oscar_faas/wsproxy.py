@@ -7,7 +7,24 @@ server hands over WebSocket messages, not the raw socket, so the bridge opens it
 connection (the ``websockets`` library) with the client's subprotocols, cookies, origin and
 other end-to-end headers, accepts the client with the subprotocol the upstream chose, then
 copies text and binary messages both ways until either side closes (its close code is passed
-on). Each hop answers its own pings, and compression is negotiated per hop.
+on). Each hop answers its own pings.
+
+Back-pressure, both ways, so a peer that stops reading costs a bounded amount of memory (about
+:data:`MAX_QUEUE` + 2 messages of at most :data:`MAX_MESSAGE`, a few hundred KB for
+ordinary ones) and then stalls the other side instead of filling memory:
+
+* upstream -> client: ``send`` waits while the ASGI server's write buffer is full (uvicorn
+  pauses it at the transport's high-water mark), and the upstream connection stops reading
+  once :data:`MAX_QUEUE` frames wait, so the upstream server's own sends block;
+* client -> upstream: the next client message is read only when the upstream connection's
+  write buffer has drained (``websockets`` waits for it in ``send``), and uvicorn stops
+  reading the client's socket while a message waits to be received.
+
+Compression (``permessage-deflate``) is never negotiated, neither by the upstream connection
+nor by the ASGI servers in front (:data:`SERVER_OPTIONS`): a compressed stream defeats the
+bounds above, as one socket read of deflated frames inflates to hundreds of MB before any
+flow control runs (a stalled client cost the gateway and the runtime ~200 MB this way); the
+hops the bridge opens are usually on one machine, where compression saves nothing.
 
 An upstream that refuses the handshake (e.g. 403, 404) is answered with the same status and
 body when the server supports the ASGI ``websocket.http.response`` extension (uvicorn does),
@@ -37,8 +54,15 @@ _HANDSHAKE = frozenset({
 #: Seconds to wait for the upstream handshake (longer than a runtime waits for its server
 #: to be healthy, so its 503 is what the client hears).
 OPEN_TIMEOUT = 30.0
-#: Largest message passed (bytes); larger ones close the connection (1009).
-MAX_MESSAGE = 64 << 20
+#: Largest message passed (bytes); larger ones close the connection (1009). uvicorn's own
+#: limit on what a client sends (``ws_max_size``) is the same.
+MAX_MESSAGE = 16 << 20
+#: uvicorn ``Config`` options for a server whose WebSockets are bridged (the gateway's
+#: workers, the runtime in expose mode): the same message limit, no compression.
+SERVER_OPTIONS: dict[str, Any] = {"ws_max_size": MAX_MESSAGE, "ws_per_message_deflate": False}
+#: Frames received from upstream that may wait for a client that is slow to read; beyond
+#: it the upstream connection stops reading (its low-water mark is 0: resume when empty).
+MAX_QUEUE = 2
 
 
 def client_headers(scope: Scope, drop: Iterable[str] = ()) -> list[tuple[str, str]]:
@@ -86,7 +110,7 @@ async def bridge(scope: Scope, receive: Receive, send: Send, *, host: str, port:
             uri, host=host, port=port, ssl=ssl, server_hostname=host if ssl else None,
             additional_headers=headers, subprotocols=requested_subprotocols(scope) or None,
             open_timeout=OPEN_TIMEOUT, ping_interval=None, max_size=MAX_MESSAGE,
-            user_agent_header=None, proxy=None)
+            max_queue=(MAX_QUEUE, 0), compression=None, user_agent_header=None, proxy=None)
     except InvalidStatus as err:
         resp = err.response
         keep = [(k.lower().encode("latin-1"), v.encode("latin-1"))

@@ -8,7 +8,9 @@ A raw ASGI app on uvicorn (whose WebSocket side is the ``websockets`` library):
 * ``GET /health`` -> 200, or 500 when ``$EXPOSED_SICK`` is set;
 * ``GET /exit`` -> the process exits (status 3) just after answering;
 * WebSocket ``/ws`` -> every message back, text prefixed with ``$EXPOSED_TAG: ``; the
-  chosen subprotocol is the first the client offered.
+  chosen subprotocol is the first the client offered;
+* WebSocket ``/flood?size=N`` -> binary messages of N bytes (default 64 KiB), sent as fast as
+  the connection takes them, until the client goes (for back-pressure tests).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ async def app(scope, receive, send):  # noqa: ANN001, ANN201 - a test fixture
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
+    if scope["type"] == "websocket" and scope["path"] == "/flood":
+        await flood(scope, receive, send)
+        return
     if scope["type"] == "websocket":
         await receive()
         offered = scope.get("subprotocols") or []
@@ -83,6 +88,20 @@ async def app(scope, receive, send):  # noqa: ANN001, ANN201 - a test fixture
             "x_test": headers.get("x-test"), "authorization": headers.get("authorization"),
             "tag": TAG, "base_path": os.environ.get("OSCAR_SERVICE_BASE_PATH"),
             "secret": os.environ.get("EXPOSED_SECRET")}).encode())
+
+
+async def flood(scope, receive, send):  # noqa: ANN001, ANN201 - a test fixture
+    """Send until the client disconnects: uvicorn's ``send`` waits while the socket's write
+    buffer is full, so this server itself holds a bounded amount."""
+    await receive()
+    query = dict(p.split("=") for p in scope["query_string"].decode().split("&") if p)
+    piece = b"f" * int(query.get("size", 65536))
+    await send({"type": "websocket.accept"})
+    try:
+        while True:
+            await send({"type": "websocket.send", "bytes": piece})
+    except Exception:  # noqa: BLE001 - the client went: stop
+        return
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 from typing import Any
 
 from ..auth import REALM
-from ..contract import basic_credentials, exposed_prefix
+from ..contract import basic_credentials, exposed_prefix, refused_exposed_method
 from ..errors import (OscarFaasError, ServiceNotFound, Unauthorized, UpstreamNotReady,
                       UpstreamTimeout, UpstreamUnreachable)
 from ..invoker import FunctionInvoker, _is_not_ready
@@ -171,6 +171,9 @@ class ExposedEndpoint:
         authorization = next((v.decode("latin-1") for k, v in scope["headers"]
                               if k == b"authorization"), None)
         service = await self._service(name, authorization)
+        refused = refused_exposed_method(scope["method"])
+        if refused:
+            raise OscarFaasError(refused, status=501)
         _, length, chunked, headers = self._headers(scope, service)
         body: Any = b""
         if length or chunked:

@@ -219,6 +219,13 @@ class ProviderRequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
 
+    def __getattr__(self, name: str) -> Any:
+        """Every other method (WebDAV's PROPFIND, TRACE, ...) goes to the app too: a function
+        or an exposed service's server decides what it means. CONNECT stays 501."""
+        if name.startswith("do_") and name != "do_CONNECT":
+            return self._dispatch
+        raise AttributeError(name)
+
     def _gone(self, err: BaseException) -> None:
         """One line per client that leaves early, never a traceback."""
         self.close_connection = True

@@ -255,8 +255,7 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/system/logs", function_logs),
     _route("GET", f"/system/namespace/{_NAMESPACE}", get_namespace),
     _route("POST PUT DELETE", f"/system/namespace/{_NAMESPACE}", mutate_namespace),
-    _route("GET POST PUT PATCH DELETE HEAD OPTIONS", f"/function/{_NAME}(?P<rest>/.*)?",
-           invoke_function),
+    _route("*", f"/function/{_NAME}(?P<rest>/.*)?", invoke_function),  # any method
 )
 
 
@@ -330,7 +329,7 @@ class App:
             match = route.pattern.fullmatch(req.path)
             if match is None:
                 continue
-            if req.method not in route.methods:
+            if req.method not in route.methods and "*" not in route.methods:
                 allowed = True
                 continue
             req.params = {k: v for k, v in match.groupdict().items() if v is not None}

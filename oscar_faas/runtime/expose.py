@@ -6,17 +6,18 @@ server (a DEEPaaS API, Jupyter, nginx). When ``OSCAR_EXPOSE_PORT`` is set, the r
 * starts the server once: the user script run by ``/bin/sh`` (``default_command: false``, as
   OSCAR runs ``/bin/sh -c script.sh``), or the image's own command from
   ``OSCAR_EXPOSE_COMMAND`` (``default_command: true``), with the function's env plus its
-  ``environment.secrets``, in a session of its own, its output going line by line (prefixed
-  ``server: ``) to the runtime's stderr;
+  ``environment.secrets``, in a process group of its own (dying with the runtime:
+  :mod:`.guardian`), its output going line by line (prefixed ``server: ``) to the
+  runtime's stderr;
 * probes it every :data:`~.server_keeper.PROBE_INTERVAL` seconds: ``GET
   OSCAR_EXPOSE_HEALTH_PATH`` answering 200-399 (Kubernetes' rule), or, without a health path,
   the port accepting a connection;
   ``GET /_/health`` is 200 only while that holds;
 * restarts it when it exits, with a growing delay (1 s doubling to 30 s, back to 1 s once it
   has been healthy);
-* passes every other request, whatever its method and path, to ``127.0.0.1:<port>``: the
-  query string, the headers (``Host`` included) and both bodies stream through, and WebSocket
-  upgrades are bridged (:mod:`oscar_faas.wsproxy`). While the server is not healthy, a request
+* passes every other request, whatever its method (but ``CONNECT``, a 501) and path, to
+  ``127.0.0.1:<port>``: the query string, the headers (``Host`` included) and both bodies
+  stream through, and WebSocket upgrades are bridged (:mod:`oscar_faas.wsproxy`). While the server is not healthy, a request
   waits up to ``OSCAR_EXPOSE_READY_WAIT`` seconds (default 10) for it, then gets a 503 that
   names the service, the health check and the server's last output.
 
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..contract import HOP_BY_HOP
+from ..contract import HOP_BY_HOP, refused_exposed_method
 from ..supervisor.logs import SupervisorLog
 from .asgi_io import plain
 from .caller import CallerCheck, authorization_of, refuse_stranger
@@ -100,6 +101,10 @@ class ExposeApp:
                         b"application/json")
             return
         if not await refuse_stranger(self.caller, scope, send, started, self.log):
+            return
+        refused = refused_exposed_method(scope["method"])
+        if refused:
+            await plain(send, 501, f"{refused}\n".encode(), started)
             return
         if not await self._wait_ready():
             await plain(send, 503, self.not_ready_message().encode(), started)

@@ -12,8 +12,10 @@ answers as ``python -m oscar_faas.supervisor`` under the classic watchdog:
    the answer is streamed from disk: one file -> its base64, several -> a base64 zip, none ->
    the script's output (a worker's output is its log, so: empty).
 
-Status codes: 200; 400 invalid input; 500 a failing script (``exit status N`` + its output), a
-worker that reports an error or dies (+ the tail of its output), or a broken function config;
+Status codes: 200; 400 invalid input; 500 a failing script (``exit status N`` + its output,
+the last 4 KB of it, and a line saying so when its ``TMPDIR`` is full), a worker that reports
+an error or dies (+ the tail of its output), or a broken function config; 507 a ``TMPDIR``
+without room for the call (its input, say), naming the folder;
 408 ``Killed process.`` when a script exceeds ``exec_timeout`` (as the classic watchdog and the
 embedded provider answer); 504 when a worker does; 500 a failed upload (as today); 503 a
 worker that cannot start.
@@ -21,6 +23,7 @@ worker that cannot start.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -38,14 +41,17 @@ from ..provider.processes import wait_until
 from ..supervisor.config import FunctionConfig, load_config, load_script
 from ..supervisor.errors import FunctionConfigError, SupervisorError, UploadError
 from ..supervisor.logs import SupervisorLog
-from ..supervisor.outputs import list_output_files, write_response
+from ..supervisor.outputs import list_output_files, write_output_tail, write_response
 from ..supervisor.runner import DEBUG_ECHO_LIMIT
 from ..supervisor.upload import resolve_targets, secret_environment, upload_outputs
+from .guardian import own_group
 from .hints import isolation_hint
 from .settings import RuntimeSettings
 from .workers import WorkerError, WorkerPool
 
 KILLED_BODY = b"Killed process.\n"
+#: Free bytes under which a failing script's ``TMPDIR`` counts as full (its error says so).
+LOW_SPACE = 64 * 1024
 
 
 class Sink(Protocol):
@@ -97,6 +103,12 @@ class Invoker:
             status = _fail(sink, getattr(err, "status", 500), f"{err}\n".encode())
         except WorkerError as err:
             status = _fail(sink, err.status, str(err).encode("utf-8", "replace"))
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            message = self._no_space(err.strerror or str(err))
+            self.log.error("%s", message)
+            status = _fail(sink, 507, f"{message}\n".encode())
         self.log.info("call %s: %d in %.1f ms", call_id[:8], status,
                       (time.monotonic() - started) * 1000)
 
@@ -144,7 +156,9 @@ class Invoker:
                                    "uploaded", code)
                     sink.start(500)
                     sink.write(f"exit status {code}\n".encode())
-                    write_response(sink, output_dir, [], script_output)  # type: ignore[arg-type]
+                    if 0 <= _free_bytes(root) < LOW_SPACE:  # say why, if that is the likely cause
+                        sink.write(f"{self._no_space('the script failed')}\n".encode())
+                    write_output_tail(sink, script_output)  # type: ignore[arg-type]
                     return 500
             files = list_output_files(output_dir)
             errors = upload_outputs(targets, output_dir, files, self.env, self.log)
@@ -190,6 +204,14 @@ class Invoker:
             for folder in (root / "input", root / "output"):
                 _empty(folder)
 
+    def _no_space(self, what: str) -> str:
+        """The answer for a full ``TMPDIR``: where, how full, and what it holds."""
+        base = self.env.get("TMPDIR") or tempfile.gettempdir()
+        free = _free_bytes(Path(base))
+        return (f"no space left in TMPDIR {base} ({what}; {max(free, 0)} bytes free): a call's "
+                f"input, outputs and script output are written there; free some space or give "
+                f"the service a larger TMPDIR")
+
     def _call_worker(self, call_id: str, call_env: Mapping[str, str]) -> str | None:
         assert self.pool is not None
         worker = self.pool.acquire()
@@ -213,7 +235,7 @@ class Invoker:
         with open(output, "wb") as sink:
             proc = subprocess.Popen(["/bin/sh", str(self.script_path)], stdin=subprocess.DEVNULL,
                                     stdout=sink, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
+                                    **own_group())  # its tree: killpg, and the guardian
         with self._lock:
             self._scripts.add(proc)
         try:
@@ -267,6 +289,17 @@ def _fail(sink: Sink, status: int, body: bytes) -> int:
     sink.start(status)
     sink.write(body)
     return status
+
+
+def _free_bytes(path: Path) -> int:
+    """Bytes an unprivileged user may still write on ``path``'s filesystem (-1: unknown)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return -1
+    if st.f_files and not st.f_favail:  # no inode left (filesystems without a count say 0)
+        return 0
+    return st.f_bavail * st.f_frsize
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -30,6 +30,8 @@ from typing import Mapping
 from ..contract import ENV_RUNTIME_LIFELINE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
+from ..wsproxy import SERVER_OPTIONS as WEBSOCKET_OPTIONS
+from . import guardian
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send, plain
 from .caller import CallerCheck, refuse_stranger
 from .cgi import cgi_env
@@ -153,6 +155,7 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     """
     import uvicorn
 
+    guardian.start()  # what the runtime starts dies with it, even on SIGKILL
     env = dict(os.environ if env is None else env)
     log = SupervisorLog(stderr_logger())
     if env.pop(LIFELINE_ENV, "") == "stdin":
@@ -197,7 +200,7 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
         config = uvicorn.Config(app, loop="asyncio", http="httptools", ws=ws,  # type: ignore[arg-type]
                                 lifespan="off", access_log=False, log_config=None,
                                 log_level="warning", server_header=False, date_header=False,
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, **WEBSOCKET_OPTIONS)
         server = uvicorn.Server(config)
         # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the
         # previous handler: make that an exit that runs the clean-up below.

@@ -21,6 +21,7 @@ from ..supervisor.config import load_script
 from ..supervisor.logs import SupervisorLog
 from ..supervisor.upload import secret_environment
 from .expose_settings import ExposeSettings
+from .guardian import own_group
 from .workers import _Tail
 
 #: Seconds between health probes.
@@ -35,8 +36,9 @@ STOP_GRACE = 3.0
 
 def _die_with_parent():
     """A ``preexec_fn`` that makes the server get SIGKILL when the runtime dies (Linux
-    ``PR_SET_PDEATHSIG``): the server runs in a session of its own, so a launcher killing the
-    runtime's process group would otherwise leave it holding the port. ``None`` elsewhere."""
+    ``PR_SET_PDEATHSIG``): the server runs in a process group of its own, so a launcher killing
+    the runtime's process group would otherwise leave it holding the port until the guardian
+    (:mod:`.guardian`) sweeps the session. ``None`` elsewhere."""
     try:
         import ctypes
         prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
@@ -110,8 +112,7 @@ class ServerKeeper:
         try:
             self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_w,
                                           stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True,
-                                          preexec_fn=_die_with_parent())
+                                          **own_group(_die_with_parent()))
         except OSError as err:
             os.close(log_r)
             raise ValueError(f"cannot start {argv[0]!r}: {err.strerror or err}") from None

@@ -23,7 +23,7 @@ from .config import load_config, load_script
 from .errors import SupervisorError
 from .inputs import save_body
 from .logs import SupervisorLog, stderr_logger
-from .outputs import list_output_files, write_response
+from .outputs import list_output_files, write_output_tail, write_response
 from .runner import run_script
 from .upload import resolve_targets, secret_environment, upload_outputs
 
@@ -93,7 +93,7 @@ def _supervise(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Super
         phase("script")
         if code != 0:
             log.error("the user script exited with status %d; outputs are not uploaded", code)
-            write_response(out, output_dir, [], script_output)
+            write_output_tail(out, script_output)
             out.flush()
             return code
         files = list_output_files(output_dir)

@@ -131,3 +131,20 @@ def write_response(out: BinaryIO, output_dir: Path, files: list[str], script_out
                         shutil.copyfileobj(source, entry, ENCODE_CHUNK)
     encoder.close()
     out.write(b"\n")
+
+
+#: The most of a failing script's output its error answer carries: the end, where the error
+#: is (a script that failed after writing 12 MB answered those 12 MB).
+ERROR_TAIL = 4096
+
+
+def write_output_tail(out: BinaryIO, script_output: Path, limit: int = ERROR_TAIL) -> None:
+    """A failed call's answer: the script's output, or its last ``limit`` bytes after a line
+    saying how much was left out."""
+    with open(script_output, "rb") as text:
+        size = os.fstat(text.fileno()).st_size
+        if size > limit:
+            out.write(f"[the first {size - limit} of {size} bytes of the script's output are "
+                      f"left out]\n".encode())
+            text.seek(size - limit)
+        shutil.copyfileobj(text, out, ENCODE_CHUNK)

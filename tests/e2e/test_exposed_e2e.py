@@ -6,6 +6,9 @@ a real HTTP + WebSocket server (tests/exposed_app.py), reached through
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
 import textwrap
 import time
 from pathlib import Path
@@ -83,6 +86,15 @@ def test_exposed_service_lifecycle(gw: LiveGateway, tmp_path: Path) -> None:
     assert (head.status_code, head.content) == (200, b"")
     options = requests.options(base + "/echo", timeout=60)
     assert options.status_code == 200
+    for method in ("PROPFIND", "TRACE", "MKCOL", "LOCK", "M-SEARCH", "QUERY"):  # WebDAV & co.
+        res = requests.request(method, base + "/info", timeout=60)
+        assert (res.status_code, res.json()["method"]) == (200, method), res.text
+    xml = b'<?xml version="1.0"?><propfind xmlns="DAV:"><allprop/></propfind>'
+    dav = requests.request("PROPFIND", base + "/echo", data=xml, timeout=60,
+                           headers={"Content-Type": "application/xml", "Depth": "1"})
+    assert (dav.status_code, dav.content) == (200, xml)
+    tunnel = requests.request("CONNECT", base + "/info", timeout=60)  # a proxy's method
+    assert tunnel.status_code == 501 and "CONNECT is not passed" in tunnel.text
 
     async def talk() -> tuple[Any, ...]:
         async with connect(base.replace("http://", "ws://") + "/ws",
@@ -157,3 +169,100 @@ def test_a_service_that_never_gets_healthy_is_a_clear_503(gw: LiveGateway,
     assert "exposed service sick is not ready" in res.text
     assert "/health" in res.text
     assert client.remove_service("sick").status_code == 204
+
+
+#: What one stalled WebSocket may cost a process of the chain (it was ~200 MB).
+STALL_BUDGET_MB = 30
+
+
+def _descendants(pid: int) -> list[int]:
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        try:
+            for tid in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{tid}/children") as handle:
+                    stack.extend(int(p) for p in handle.read().split())
+        except OSError:
+            pass
+    return found
+
+
+def _memory_mb(pid: int, field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (the peak so far) of ``pid``, in MB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _stalled_websocket(gw: LiveGateway, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake, then never reads (a small receive
+    buffer, so the stall reaches the gateway at once)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", gw.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 f"Sec-WebSocket-Version: 13\r\n"
+                 f"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        byte = sock.recv(1)
+        assert byte, head
+        head += byte
+    assert head.startswith(b"HTTP/1.1 101 "), head + sock.recv(500)
+    return sock
+
+
+def test_peers_that_never_read_cost_bounded_memory(gw: LiveGateway, tmp_path: Path) -> None:
+    """A server that sends without end to clients that never read, and a client that sends
+    without end to a server that never reads: back-pressure holds every process of the chain
+    (gateway workers, provider, runtime) to a bounded cost, and the service keeps answering."""
+    client = gw.oscar_python_client()
+    port = free_port()
+    assert client.create_service(fdl(tmp_path, "flood", port, "v1",
+                                     health_path="/health")).status_code == 201
+    base = "/system/services/flood/exposed"
+    get_until(gw.url + base + "/info", lambda r: r.status_code == 200, "the flood server")
+    assert gw.proc is not None
+    before = {pid: _memory_mb(pid, "VmRSS") for pid in _descendants(gw.proc.pid)}
+
+    stalled = [_stalled_websocket(gw, base + "/flood") for _ in range(3)]
+
+    async def send_to_a_server_that_never_reads() -> int:
+        sent = 0
+        async with connect(f"ws://127.0.0.1:{gw.port}{base}/flood", max_size=None) as ws:
+            piece = os.urandom(1 << 20)
+
+            async def forever() -> None:
+                nonlocal sent
+                while True:
+                    await ws.send(piece)
+                    sent += 1
+            try:
+                await asyncio.wait_for(forever(), 8)
+            except asyncio.TimeoutError:
+                pass
+        return sent
+
+    try:
+        sent = asyncio.run(send_to_a_server_that_never_reads())
+        # the stalled clients were sent to all along: their data waits for them
+        for sock in stalled:
+            sock.settimeout(30)
+            assert len(sock.recv(65536)) > 0
+        grown = {pid: _memory_mb(pid, "VmHWM") - rss for pid, rss in before.items()}
+        assert all(mb < STALL_BUDGET_MB for mb in grown.values()), grown
+        assert sent < 200, sent  # the sender was held back, not buffered for (~1 MiB each)
+        assert requests.get(gw.url + base + "/info", timeout=60).status_code == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert client.remove_service("flood").status_code == 204

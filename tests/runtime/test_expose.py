@@ -49,6 +49,11 @@ def test_http_is_proxied_with_path_query_headers_and_bodies(runtime: RuntimeFact
     assert len(big.content) == 3000001
     head = requests.head(rt.url + "/info", timeout=30)
     assert head.status_code == 200 and head.content == b""
+    for method in ("PROPFIND", "TRACE", "REPORT"):
+        res = requests.request(method, rt.url + "/info", timeout=30)
+        assert (res.status_code, res.json()["method"]) == (200, method)
+    connect = requests.request("CONNECT", rt.url + "/info", timeout=30)
+    assert connect.status_code == 501 and "tunnel" in connect.text
 
 
 def test_websocket_echo_through_the_runtime(runtime: RuntimeFactory, tmp_path: Path) -> None:

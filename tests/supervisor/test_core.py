@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from oscar_faas.contract import EXIT_BAD_INPUT
+from oscar_faas.supervisor.outputs import ERROR_TAIL
 
 from .conftest import REPO, Runner, b64, make_env, run_inprocess
 
@@ -103,6 +104,15 @@ def test_failing_script_is_an_error_with_its_output(run: Runner, tmp_path: Path)
     assert res.rc == 3
     assert res.stdout == b"partial\nit broke\n"
     assert "status 3" in res.stderr
+
+
+def test_a_failing_scripts_long_output_is_cut_to_its_end(run: Runner, tmp_path: Path) -> None:
+    script = 'head -c 10000 /dev/zero | tr "\\0" a\necho " the end"\nexit 1'
+    res = run(b64("x"), make_env(script, tmpdir=tmp_path))
+    assert res.rc == 1
+    note, tail = res.stdout.split(b"\n", 1)
+    assert note == b"[the first 5913 of 10009 bytes of the script's output are left out]"
+    assert tail == b"a" * (ERROR_TAIL - 9) + b" the end\n"
 
 
 def test_debug_logs_never_reach_stdout(run: Runner, tmp_path: Path) -> None:
