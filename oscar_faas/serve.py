@@ -7,9 +7,11 @@ real HTTP: the same code path as against a cluster.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ import urllib.request
 from gunicorn.app.base import BaseApplication
 
 from .config import Settings
+from .errors import OscarFaasError
 from .netutil import free_port
 
 #: prometheus_client's multiprocess folder (read when it is imported; see oscar_faas.metrics)
@@ -219,10 +222,36 @@ def clean_orphan_secrets(settings: Settings) -> None:
               f"exist: {', '.join(removed)}", flush=True)
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` the way gunicorn will (``SO_REUSEADDR``) and let it go again, so
+    that a port in use fails at once, in one line naming the port and ``--port``, before
+    the banner and the provider: gunicorn itself would retry five times and then print
+    only ``Can't connect``.
+
+    :raises OscarFaasError: the address is in use, not this machine's, or not allowed.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise OscarFaasError(
+                    f"port {port} on {host} is already in use (another 'oscar-faas serve'?): "
+                    f"stop what uses it or pick another port with --port") from None
+            raise OscarFaasError(f"cannot listen on {host}:{port}: "
+                                 f"{err.strerror or err} (see --host and --port)") from None
+
+
 def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
           runtime: str = "host") -> int:
-    """Run the gateway until interrupted; returns the exit code."""
+    """Run the gateway until interrupted; returns the exit code.
+
+    :raises OscarFaasError: bad settings, or ``host:port`` cannot be listened on.
+    """
     settings = Settings.from_env()  # fail early, with a clear message, on bad settings
+    check_bindable(host, port)
     provider = None
     if not settings.openfaas_url:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
