@@ -81,9 +81,20 @@ def write_credentials(path: Path, username: str, password: str) -> None:
     atomic_write(path, f"{username}\n{password}\n".encode(), 0o600)
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM (the provider then stops its functions), SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
-                   port: int | None = None, runtime: str = "host"
-                   ) -> tuple[subprocess.Popen, str]:
+                   port: int | None = None, runtime: str = "host",
+                   cancel: threading.Event | None = None) -> tuple[subprocess.Popen, str]:
     """Start the embedded provider and wait until it answers; return it and its URL.
 
     It logs to ``log_path``, rotated at 10 MiB with 3 old files kept; whatever it writes to
@@ -92,7 +103,9 @@ def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
     environment is :func:`provider_environment`: none of the gateway's secrets.
 
     :param runtime: its ``--runtime``: functions as ``host`` processes or ``container``s.
-    :raises RuntimeError: it exited or did not answer within 20 s (see ``log_path``).
+    :param cancel: set while it starts (the gateway is stopping): it is stopped again.
+    :raises RuntimeError: it exited, did not answer within 20 s (see ``log_path``) or was
+        cancelled.
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
@@ -109,6 +122,9 @@ def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
     out.close()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
+        if cancel is not None and cancel.is_set():
+            stop_process(proc)
+            raise RuntimeError("the embedded provider's start was cancelled")
         if proc.poll() is not None:
             raise RuntimeError(f"the embedded provider exited with {proc.returncode}; "
                                f"see {log_path}")
@@ -119,7 +135,7 @@ def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    proc.terminate()
+    stop_process(proc)
     raise RuntimeError(f"the embedded provider did not start within 20 s; see {log_path}")
 
 
@@ -147,7 +163,11 @@ class ProviderSupervisor:
     """Keeps the embedded provider running: when it dies it is started again on the same
     port, with the same credentials and data dir, after a back-off that doubles from
     :attr:`first_delay` to :attr:`max_delay` (and starts over once it has stayed up for
-    :attr:`stable_after` seconds). Meanwhile the gateway's ``/health`` answers 503."""
+    :attr:`stable_after` seconds). Meanwhile the gateway's ``/health`` answers 503.
+
+    :meth:`stop` ends whichever provider is current, including one still starting when the
+    gateway stops (a restart racing the shutdown would otherwise outlive the gateway,
+    orphaned with its functions)."""
 
     first_delay = 0.5
     max_delay = 30.0
@@ -163,6 +183,7 @@ class ProviderSupervisor:
         self.port = int(self.url.rsplit(":", 1)[1])
         self.restarts = 0
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # self.proc is replaced or stopped, never both at once
         self._thread = threading.Thread(target=self._watch, name="provider-supervisor",
                                         daemon=True)
 
@@ -184,25 +205,34 @@ class ProviderSupervisor:
             while not self._stopping.wait(delay):
                 delay = min(delay * 2, self.max_delay)
                 try:
-                    self.proc, _ = start_provider(self.data_dir, self.username,
-                                                  self.password, self.log_path, self.port,
-                                                  self.runtime)
+                    proc, _ = start_provider(self.data_dir, self.username, self.password,
+                                             self.log_path, self.port, self.runtime,
+                                             cancel=self._stopping)
                 except (RuntimeError, OSError) as err:
+                    if self._stopping.is_set():
+                        return
                     print(f"oscar-faas: restarting the embedded provider failed: {err}; "
                           f"trying again in {delay:g} s", file=sys.stderr, flush=True)
                     continue
+                with self._lock:
+                    if self._stopping.is_set():  # stop() came while it started
+                        stop_process(proc)
+                        return
+                    self.proc = proc
                 self.restarts += 1
                 print("oscar-faas: the embedded provider is running again", file=sys.stderr,
                       flush=True)
                 break
 
     def stop(self) -> None:
+        """Stop the provider, and any restart under way, before returning: the watcher is
+        a daemon thread, so what it had not stopped when the gateway exits would outlive it."""
         self._stopping.set()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        with self._lock:
+            proc = self.proc
+        stop_process(proc)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
 
 
 def clean_orphan_secrets(settings: Settings) -> None:
