@@ -52,6 +52,8 @@ class GatewayApplication(BaseApplication):
         return create_asgi_app(threads=self.threads)
 
 
+#: Seconds the provider gets to stop (every function, each container removed) before SIGKILL.
+PROVIDER_STOP_GRACE = 20.0
 #: The file ``serve`` hands the provider its credentials in (0600, in the data dir).
 CREDENTIALS_FILE = "provider.credentials"
 #: Variables the provider is started with, besides :data:`PROVIDER_ENV_PREFIXES` and what
@@ -230,7 +232,7 @@ class ProviderSupervisor:
         self._stopping.set()
         with self._lock:
             proc = self.proc
-        stop_process(proc)
+        stop_process(proc, PROVIDER_STOP_GRACE)
         if self._thread.is_alive():
             self._thread.join(timeout=30)
 
