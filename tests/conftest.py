@@ -41,7 +41,7 @@ def tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: own ``oscar-faas serve`` does not have it, and another run has a value of its own.
 LEFTOVER_MARK = "OSCAR_FAAS_TEST_RUN"
 #: How long processes still stopping get before they count as left behind.
-LEFTOVER_GRACE = 15.0
+LEFTOVER_GRACE = float(os.environ.get("OSCAR_FAAS_TEST_LEFTOVER_GRACE") or 15)
 
 
 def pytest_configure(config: pytest.Config) -> None:
