@@ -14,7 +14,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import requests
 
@@ -103,9 +103,7 @@ class OscarClient:
         if resp.status_code == 401:
             raise ClientError("invalid credentials: pass --user/--password or set "
                               "OSCAR_USERNAME/OSCAR_PASSWORD")
-        text = resp.text.strip()
-        raise ClientError(f"{method} {path} failed with {resp.status_code}"
-                          + (f": {text}" if text else ""))
+        raise ClientError(f"{method} {path} failed with {failure(resp)}")
 
     def get_service(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/system/services/{name}", ok=(200,)).json()
@@ -135,12 +133,19 @@ class OscarClient:
                     yield json.loads(line)
 
     def apply(self, fdl_path: str | Path, env: dict[str, str] | None = None,
-              ) -> list[tuple[str, str]]:
+              warn: Callable[[str], None] | None = None) -> list[tuple[str, str]]:
         """Create or update every service of an FDL file (GET, then PUT or POST, like
         oscar-cli); ``env`` adds or overrides ``environment.variables`` of every service
-        (like faas-cli's ``--env``). Returns ``(name, "created"|"updated")`` pairs."""
+        (like faas-cli's ``--env``). Returns ``(name, "created"|"updated")`` pairs.
+
+        Each key of the file that no service has (a typo: ``memroy:``) is passed to ``warn``
+        first (default: a ``warning:`` line on stderr); it is ignored, as the server would.
+        """
+        fdl = load_fdl(fdl_path)
+        for line in fdl.warnings:
+            (warn or _warn_on_stderr)(line)
         done = []
-        for service in load_fdl(fdl_path).services:
+        for service in fdl.services:
             service.environment["variables"].update(env or {})
             body = service.to_dict()
             found = self._call("GET", f"/system/services/{service.name}", ok=(200, 404))
@@ -174,9 +179,12 @@ class OscarClient:
         finally:
             up.close()
         with resp:
+            if resp.status_code == 404 and not resp.text.strip():
+                # OSCAR answers an unknown service with a 404 and nothing else
+                raise ClientError(f"service {name} not found (404) at {self.endpoint.url}: "
+                                  f"'oscar-faas ls' lists the services there")
             if resp.status_code >= 400:
-                raise ClientError(f"run {name} failed with {resp.status_code}: "
-                                  f"{resp.text.strip()}")
+                raise ClientError(f"run {name} failed with {failure(resp)}")
             length = resp.headers.get("Content-Length")
             down = Progress("download", int(length) if length else None)
             with tempfile.TemporaryFile() as raw:
@@ -185,6 +193,17 @@ class OscarClient:
                     down.advance(len(chunk))
                 down.close()
                 decode_answer(raw, out)
+
+
+def failure(resp: requests.Response) -> str:
+    """``<status>: <what the server said>``, or the status's reason phrase when it said
+    nothing (never a bare ``404: ``)."""
+    text = resp.text.strip()
+    return f"{resp.status_code}: {text or resp.reason or 'no reason given'}"
+
+
+def _warn_on_stderr(line: str) -> None:
+    print(f"oscar-faas: warning: {line}", file=sys.stderr, flush=True)
 
 
 def _keep_headers(request: requests.PreparedRequest) -> requests.PreparedRequest:

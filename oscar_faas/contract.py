@@ -70,6 +70,12 @@ WATCHDOG_READ_TIMEOUT = "read_timeout"
 WATCHDOG_WRITE_TIMEOUT = "write_timeout"
 WATCHDOG_WRITE_DEBUG = "write_debug"
 WATCHDOG_COMBINE_OUTPUT = "combine_output"
+#: The watchdog's answer ``Content-Type`` (unset, it echoes the request's: curl's ``-d`` makes
+#: that ``application/x-www-form-urlencoded``).
+WATCHDOG_CONTENT_TYPE = "content_type"
+#: What an OSCAR service's ``/run`` answers: text (base64 of its output file(s), or its
+#: script's own output when it wrote none).
+RUN_ANSWER_CONTENT_TYPE = "text/plain; charset=utf-8"
 #: Set to ``stdin`` by a parent that holds the other end of a runtime's stdin (the embedded
 #: provider): the runtime stops when that pipe closes, however the parent ended.
 ENV_RUNTIME_LIFELINE = "OSCAR_RUNTIME_LIFELINE"

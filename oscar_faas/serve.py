@@ -7,9 +7,11 @@ real HTTP: the same code path as against a cluster.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ import urllib.request
 from gunicorn.app.base import BaseApplication
 
 from .config import Settings
+from .errors import OscarFaasError
 from .netutil import free_port
 
 #: prometheus_client's multiprocess folder (read when it is imported; see oscar_faas.metrics)
@@ -49,6 +52,8 @@ class GatewayApplication(BaseApplication):
         return create_asgi_app(threads=self.threads)
 
 
+#: Seconds the provider gets to stop (every function, each container removed) before SIGKILL.
+PROVIDER_STOP_GRACE = 20.0
 #: The file ``serve`` hands the provider its credentials in (0600, in the data dir).
 CREDENTIALS_FILE = "provider.credentials"
 #: Variables the provider is started with, besides :data:`PROVIDER_ENV_PREFIXES` and what
@@ -78,9 +83,20 @@ def write_credentials(path: Path, username: str, password: str) -> None:
     atomic_write(path, f"{username}\n{password}\n".encode(), 0o600)
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM (the provider then stops its functions), SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
-                   port: int | None = None, runtime: str = "host"
-                   ) -> tuple[subprocess.Popen, str]:
+                   port: int | None = None, runtime: str = "host",
+                   cancel: threading.Event | None = None) -> tuple[subprocess.Popen, str]:
     """Start the embedded provider and wait until it answers; return it and its URL.
 
     It logs to ``log_path``, rotated at 10 MiB with 3 old files kept; whatever it writes to
@@ -89,7 +105,9 @@ def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
     environment is :func:`provider_environment`: none of the gateway's secrets.
 
     :param runtime: its ``--runtime``: functions as ``host`` processes or ``container``s.
-    :raises RuntimeError: it exited or did not answer within 20 s (see ``log_path``).
+    :param cancel: set while it starts (the gateway is stopping): it is stopped again.
+    :raises RuntimeError: it exited, did not answer within 20 s (see ``log_path``) or was
+        cancelled.
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
@@ -106,6 +124,9 @@ def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
     out.close()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
+        if cancel is not None and cancel.is_set():
+            stop_process(proc)
+            raise RuntimeError("the embedded provider's start was cancelled")
         if proc.poll() is not None:
             raise RuntimeError(f"the embedded provider exited with {proc.returncode}; "
                                f"see {log_path}")
@@ -116,7 +137,7 @@ def start_provider(data_dir: Path, username: str, password: str, log_path: Path,
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    proc.terminate()
+    stop_process(proc)
     raise RuntimeError(f"the embedded provider did not start within 20 s; see {log_path}")
 
 
@@ -144,7 +165,11 @@ class ProviderSupervisor:
     """Keeps the embedded provider running: when it dies it is started again on the same
     port, with the same credentials and data dir, after a back-off that doubles from
     :attr:`first_delay` to :attr:`max_delay` (and starts over once it has stayed up for
-    :attr:`stable_after` seconds). Meanwhile the gateway's ``/health`` answers 503."""
+    :attr:`stable_after` seconds). Meanwhile the gateway's ``/health`` answers 503.
+
+    :meth:`stop` ends whichever provider is current, including one still starting when the
+    gateway stops (a restart racing the shutdown would otherwise outlive the gateway,
+    orphaned with its functions)."""
 
     first_delay = 0.5
     max_delay = 30.0
@@ -160,6 +185,7 @@ class ProviderSupervisor:
         self.port = int(self.url.rsplit(":", 1)[1])
         self.restarts = 0
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # self.proc is replaced or stopped, never both at once
         self._thread = threading.Thread(target=self._watch, name="provider-supervisor",
                                         daemon=True)
 
@@ -181,25 +207,34 @@ class ProviderSupervisor:
             while not self._stopping.wait(delay):
                 delay = min(delay * 2, self.max_delay)
                 try:
-                    self.proc, _ = start_provider(self.data_dir, self.username,
-                                                  self.password, self.log_path, self.port,
-                                                  self.runtime)
+                    proc, _ = start_provider(self.data_dir, self.username, self.password,
+                                             self.log_path, self.port, self.runtime,
+                                             cancel=self._stopping)
                 except (RuntimeError, OSError) as err:
+                    if self._stopping.is_set():
+                        return
                     print(f"oscar-faas: restarting the embedded provider failed: {err}; "
                           f"trying again in {delay:g} s", file=sys.stderr, flush=True)
                     continue
+                with self._lock:
+                    if self._stopping.is_set():  # stop() came while it started
+                        stop_process(proc)
+                        return
+                    self.proc = proc
                 self.restarts += 1
                 print("oscar-faas: the embedded provider is running again", file=sys.stderr,
                       flush=True)
                 break
 
     def stop(self) -> None:
+        """Stop the provider, and any restart under way, before returning: the watcher is
+        a daemon thread, so what it had not stopped when the gateway exits would outlive it."""
         self._stopping.set()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        with self._lock:
+            proc = self.proc
+        stop_process(proc, PROVIDER_STOP_GRACE)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
 
 
 def clean_orphan_secrets(settings: Settings) -> None:
@@ -219,10 +254,36 @@ def clean_orphan_secrets(settings: Settings) -> None:
               f"exist: {', '.join(removed)}", flush=True)
 
 
+def check_bindable(host: str, port: int) -> None:
+    """Bind ``host:port`` the way gunicorn will (``SO_REUSEADDR``) and let it go again, so
+    that a port in use fails at once, in one line naming the port and ``--port``, before
+    the banner and the provider: gunicorn itself would retry five times and then print
+    only ``Can't connect``.
+
+    :raises OscarFaasError: the address is in use, not this machine's, or not allowed.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise OscarFaasError(
+                    f"port {port} on {host} is already in use (another 'oscar-faas serve'?): "
+                    f"stop what uses it or pick another port with --port") from None
+            raise OscarFaasError(f"cannot listen on {host}:{port}: "
+                                 f"{err.strerror or err} (see --host and --port)") from None
+
+
 def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
           runtime: str = "host") -> int:
-    """Run the gateway until interrupted; returns the exit code."""
+    """Run the gateway until interrupted; returns the exit code.
+
+    :raises OscarFaasError: bad settings, or ``host:port`` cannot be listened on.
+    """
     settings = Settings.from_env()  # fail early, with a clear message, on bad settings
+    check_bindable(host, port)
     provider = None
     if not settings.openfaas_url:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

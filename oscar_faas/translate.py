@@ -60,6 +60,7 @@ def service_to_deployment(service: Service, settings: Settings,
         c.WATCHDOG_READ_TIMEOUT: str(settings.watchdog_read_timeout),
         c.WATCHDOG_WRITE_TIMEOUT: str(settings.watchdog_write_timeout),
         c.WATCHDOG_WRITE_DEBUG: "false",
+        c.WATCHDOG_CONTENT_TYPE: c.RUN_ANSWER_CONTENT_TYPE,
     }
     env.update(service.environment["variables"])
     env.update({

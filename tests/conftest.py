@@ -31,3 +31,104 @@ def _open_to_functions(path: Path, base: Path) -> None:
 def tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     _open_to_functions(tmp_path, tmp_path_factory.getbasetemp().parent)
     return tmp_path
+
+
+# --------------------------------------------------------------------------- leftovers
+
+#: Set in this run's environment, so every gateway, provider and runtime a test starts
+#: carries it (each copies ``os.environ``; a provider's host runtimes are found as its
+#: descendants): a process found with it at the end was left behind by this run. A user's
+#: own ``oscar-faas serve`` does not have it, and another run has a value of its own.
+LEFTOVER_MARK = "OSCAR_FAAS_TEST_RUN"
+#: How long processes still stopping get before they count as left behind.
+LEFTOVER_GRACE = float(os.environ.get("OSCAR_FAAS_TEST_LEFTOVER_GRACE") or 15)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ[LEFTOVER_MARK] = f"{os.getpid()}-{os.urandom(6).hex()}"
+
+
+def _processes() -> dict[int, tuple[int, str, bytes]]:
+    """Every live process: pid -> (parent pid, state, command line)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat_line.rsplit(")", 1)[1].split()
+        found[int(entry.name)] = (int(fields[1]), fields[0], cmdline)
+    return found
+
+
+def _marked(pid: int, mark: bytes) -> bool:
+    try:
+        return mark in (Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    except OSError:
+        return False
+
+
+def left_behind(mark: str) -> dict[int, str]:
+    """oscar-faas processes (gateway, provider, runtime) this run started that still run:
+    those with ``mark`` in their environment, and their descendants."""
+    procs = _processes()
+    ours = {os.getpid(), *_ancestors(os.getpid(), procs)}
+    marked = {pid for pid in procs if pid not in ours
+              and _marked(pid, f"{LEFTOVER_MARK}={mark}".encode())}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    todo, found = list(marked), set()
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return {pid: procs[pid][2].replace(b"\0", b" ").decode(errors="replace").strip()
+            for pid in sorted(found)
+            if procs[pid][1] != "Z" and any(word in procs[pid][2] for word in
+                                            (b"oscar_faas", b"oscar-faas", b"/oscar/"))}
+
+
+def _ancestors(pid: int, procs: dict[int, tuple[int, str, bytes]]) -> list[int]:
+    out = []
+    while pid in procs and procs[pid][0] > 1:
+        pid = procs[pid][0]
+        out.append(pid)
+    return out
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a test left an oscar-faas process running (after the fixtures'
+    teardown and a grace period), and end those processes (found by this run's mark only)."""
+    import signal
+    import time
+
+    mark = os.environ.get(LEFTOVER_MARK)
+    if not mark or not Path("/proc/self/environ").exists():
+        return
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    while (leftovers := left_behind(mark)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    if not leftovers:
+        return
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    lines = "\n".join(f"  {pid}: {cmd[:200]}" for pid, cmd in leftovers.items())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = (f"the tests left {len(leftovers)} oscar-faas process(es) running (now killed):"
+               f"\n{lines}")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "processes left behind", red=True)
+        reporter.write_line(message)
+    else:
+        print(message)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

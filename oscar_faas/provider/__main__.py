@@ -105,6 +105,11 @@ def default_runtime(env: Mapping[str, str] | None = None) -> str:
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
+    """The first SIGTERM or SIGINT stops the provider; later ones are ignored, so that they
+    cannot cut its shutdown short (stopping every function and removing its container).
+    Ctrl-C under ``serve`` brings two: the terminal's SIGINT, then ``serve``'s SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -156,6 +161,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                         socket_timeout=args.socket_timeout,
                         max_connections=max(1, args.max_connections))
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     try:
         serve(args.host, args.port, args.data_dir.expanduser(), username, password,
               limits=limits, runtime=runtime)

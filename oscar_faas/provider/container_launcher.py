@@ -22,8 +22,9 @@ entry point is the static function runtime (:mod:`.runtime_binary`), bind-mounte
   So do the image pull's progress and a failure to start (a missing image, say).
 * The engine never restarts a container itself (restart policy ``no``): the runtime manager
   notices a dead one (:meth:`ContainerHandle.alive`) and starts a new one, with backoff.
-* Containers outlive the provider (as faasd's outlive faasd): stopping the provider leaves
-  them running and the next provider adopts them; deleting a function removes its container.
+* A provider stopped cleanly (SIGTERM, Ctrl-C) stops and removes its containers (the runtime
+  manager stops every handle); one that died leaves them running and the next provider on the
+  same data dir adopts them. Deleting a function removes its container.
 
 What the engine (:mod:`.containers`) leaves to its user:
 
@@ -282,7 +283,7 @@ class ContainerLauncher:
         return handles
 
     def close(self) -> None:
-        """Nothing to stop: containers outlive the provider and are adopted by the next."""
+        """Close the engine client (the runtime manager has stopped every container)."""
         try:
             self.engine.client.close()
         except Exception:  # noqa: BLE001

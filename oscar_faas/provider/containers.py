@@ -226,6 +226,7 @@ class ContainerEngine:
                 pass
             state = self._state(fc.id)
             if state not in ("running", "created", "restarting"):
+                self._settle(fc.id)  # its output is whole only once the engine says so
                 raise FunctionNotReady(
                     f"function {fc.function}: its container {fc.name} is {state or 'gone'} "
                     f"before its runtime answered; its output:\n{self._tail(fc.id)}")
@@ -369,10 +370,29 @@ class ContainerEngine:
         except docker.errors.APIError as err:
             raise self._engine_error(f"cannot remove container {container.name}", err) from err
 
-    def _remove_named(self, name: str) -> None:
+    def _remove_named(self, name: str, patience: float = 10) -> None:
+        """Remove a container for sure: an engine busy with the container's own exit (Podman
+        cleaning it up) can refuse the first try, so try until it is gone (``patience`` s)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.client.api.remove_container(name, force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except (docker.errors.APIError, requests.RequestException) as err:
+                if time.monotonic() >= deadline:
+                    log.warning("cannot remove container %s (%s); remove it with "
+                                "docker/podman rm -f %s", name, explain(err), name)
+                    return
+                self._settle(name)
+
+    def _settle(self, container_id: str) -> None:
+        """Wait (5 s at most) until the engine has recorded the container's exit: its state
+        says "exited" as soon as the process is gone, its log and exit code come after."""
         try:
-            self.client.api.remove_container(name, force=True)
-        except docker.errors.APIError:
+            self.client.api.wait(container_id, timeout=5)
+        except (docker.errors.DockerException, requests.RequestException, OSError):
             pass
 
     @staticmethod

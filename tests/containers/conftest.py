@@ -4,6 +4,8 @@ and test images built offline once per session (no registry is reachable on CI).
 
 A machine without an engine (or without busybox-static, PyInstaller, staticx) skips these
 tests with the reason; with ``OSCAR_FAAS_REQUIRE_CONTAINERS=1`` (CI sets it) that is a failure.
+Without an engine, the tests that need one are left out at collection and the reason is said
+once at the end of the run (not once per test).
 
 ``OSCAR_FAAS_RUNTIME_BINARY`` names a prebuilt static runtime to use instead of building one.
 """
@@ -65,6 +67,56 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", "timeout(seconds): pytest-timeout's per-test limit")
 
 
+def _use_setup_socket() -> None:
+    if not os.environ.get("DOCKER_HOST") and Path(SETUP_SOCKET).is_socket():
+        os.environ["DOCKER_HOST"] = f"unix://{SETUP_SOCKET}"
+
+
+def engine_problem() -> str | None:
+    """Why no container engine can be used here, or None when one answers."""
+    try:
+        import docker  # noqa: F401
+    except ImportError:
+        return "the docker SDK is not installed (pip install docker)"
+    _use_setup_socket()
+    from oscar_faas.provider.engine_api import EngineUnavailable, connect
+
+    try:
+        connect(timeout=10).close()
+    except EngineUnavailable as err:
+        return f"no container engine: {err}"
+    return None
+
+
+#: The one line said at the end when the engine tests were left out.
+_LEFT_OUT: list[str] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without an engine, leave out every test that needs one and say why once, at the end
+    (under OSCAR_FAAS_REQUIRE_CONTAINERS=1 they stay, and fail)."""
+    here = Path(__file__).parent
+    needing = [item for item in items if item.path.is_relative_to(here)
+               and "docker_client" in getattr(item, "fixturenames", ())]
+    if not needing or REQUIRE:
+        return
+    problem = engine_problem()
+    if problem is None:
+        return
+    left_out = set(needing)
+    items[:] = [item for item in items if item not in left_out]
+    config.hook.pytest_deselected(items=needing)
+    how = "" if "setup-podman.sh" in problem else " Set up Podman with scripts/setup-podman.sh."
+    _LEFT_OUT.append(f"{len(needing)} container tests not run: {problem}.{how} "
+                     f"(OSCAR_FAAS_REQUIRE_CONTAINERS=1 makes this a failure)")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _LEFT_OUT:
+        terminalreporter.write_sep("-", "container tests skipped")
+        terminalreporter.write_line(line)
+
+
 # --------------------------------------------------------------------------- engine
 
 @pytest.fixture(scope="session")
@@ -74,8 +126,7 @@ def docker_client() -> Any:
         import docker  # noqa: F401
     except ImportError:
         unavailable("the docker SDK is not installed (pip install docker)")
-    if not os.environ.get("DOCKER_HOST") and Path(SETUP_SOCKET).is_socket():
-        os.environ["DOCKER_HOST"] = f"unix://{SETUP_SOCKET}"
+    _use_setup_socket()
     from oscar_faas.provider.engine_api import EngineUnavailable, connect
 
     try:

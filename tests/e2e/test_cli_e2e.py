@@ -80,6 +80,37 @@ def test_client_errors_name_the_fix(gateway, tmp_path):
     assert down.returncode == 1 and b"oscar-faas serve" in down.stderr
 
 
+def test_apply_names_misspelled_keys_and_still_applies(gateway, tmp_path):
+    (tmp_path / "s.sh").write_text("#!/bin/sh\necho hi\n")
+    fdl = tmp_path / "typo.yaml"
+    fdl.write_text("functions:\n  oscar:\n  - c:\n      name: typo\n      image: alpine\n"
+                   "      script: s.sh\n      memroy: 1Gi\n      environment:\n"
+                   "        Varaibles: {A: '1'}\n")
+    done = cli(gateway, "apply", str(fdl))
+    assert done.stdout == b"typo: created\n"
+    warned = done.stderr.decode().splitlines()
+    assert len(warned) == 2, warned
+    assert "unknown key 'memroy' is ignored; did you mean 'memory'?" in warned[0]
+    assert "unknown key 'environment.Varaibles' is ignored; did you mean " \
+           "'environment.variables'?" in warned[1]
+    assert all(line.startswith("oscar-faas: warning: FDL file ") for line in warned)
+    # The server ignored them too (clients may send fields it does not know).
+    svc = requests.get(f"{gateway.url}/system/services/typo", auth=gateway.auth,
+                       timeout=10).json()
+    assert svc["memory"] == "256Mi" and svc["environment"]["variables"] == {}
+    cli(gateway, "rm", "typo")
+
+
+def test_run_of_an_unknown_service_says_so(gateway):
+    done = cli(gateway, "run", "nope", "--text-input", "x", check=False)
+    assert done.returncode == 1
+    message = done.stderr.decode().strip()
+    assert message.startswith("oscar-faas: service nope not found (404) at "), message
+    gone = cli(gateway, "get", "nope", check=False)
+    assert gone.returncode == 1
+    assert not gone.stderr.decode().strip().endswith("404"), gone.stderr  # a reason follows
+
+
 @pytest.fixture
 def standalone_provider(tmp_path):
     port = free_port()

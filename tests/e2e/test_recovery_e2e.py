@@ -144,3 +144,26 @@ def test_provider_killed_during_creates_leaves_no_secret_without_its_function(
         secrets = set(json.loads((data / "secrets.json").read_text())["secrets"])
         assert {s for s in secrets if s.startswith("oscar-storage-")} == {
             f"oscar-storage-{name}" for name in functions}
+
+
+@pytest.mark.parametrize("restart_after", [0.0, 0.3])
+def test_a_gateway_stopped_while_its_provider_restarts_leaves_no_provider(
+        tmp_path: Path, restart_after: float) -> None:
+    """SIGTERM to serve's process group just as it restarts a killed provider: the one
+    being started goes too (it used to outlive the gateway, with its functions)."""
+    from tests.conftest import left_behind, LEFTOVER_MARK
+
+    with LiveGateway(tmp_path, env={"PROVIDER_RESTART_DELAY": "0.1"}) as gw:
+        assert _run(gw, "nothing").status_code == 404
+        assert requests.post(gw.url + "/system/services", json=SERVICE, auth=gw.auth,
+                             timeout=PATIENCE).status_code == 201
+        assert _run(gw, "keep").text == "s3cr3t\n"  # its runtime is up
+        os.kill(_provider_pid(gw), signal.SIGKILL)
+        _until(lambda: "restarting it" in gw.log_path.read_text(), "a restart")
+        time.sleep(restart_after)
+    data = str(tmp_path / "data")
+    deadline = time.monotonic() + 15
+    while (mine := [cmd for cmd in left_behind(os.environ[LEFTOVER_MARK]).values()
+                    if data in cmd]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mine == [], gw.log()

@@ -106,6 +106,33 @@ def test_serve_host_binds_that_address_only(tmp_path):
             requests.get(f"http://127.0.0.1:{gw.port}/health", timeout=10)
 
 
+def test_a_port_in_use_fails_at_once_naming_the_port_and_the_flag(tmp_path):
+    """Before the banner and before any provider: one line, exit 1, no gunicorn retries."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENFAAS_")}
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "oscar_faas.cli", "serve", "--port", str(port),
+             "--data-dir", str(tmp_path / "data")],
+            env=env, capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - started
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert done.stdout == ""  # no banner: nothing was started
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"port {port}" in lines[0] and "already in use" in lines[0]
+    assert "--port" in lines[0]
+    assert "Connection in use" not in done.stderr and took < 15
+    assert not (tmp_path / "data" / "provider.log").exists()  # no provider was started
+
+
 SCRIPT = """\
 #!/bin/sh
 env > "$TMP_OUTPUT_DIR/env.txt"

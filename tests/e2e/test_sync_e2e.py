@@ -98,6 +98,8 @@ def test_curl_shaped_raw_json_is_stored_as_sent(gateway, tmp_path):
                **{"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status_code == 200
     assert base64.b64decode(resp.content) == raw
+    # The answer's type describes the answer (base64 text), not the request's form encoding.
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
 
 
 def test_no_output_file_returns_script_text(gateway, tmp_path):

@@ -96,3 +96,57 @@ def test_bad_field_type_names_the_file(tmp_path):
         """)
     with pytest.raises(FDLError, match=r"svc\.yaml.*enable_gpu"):
         load_fdl(fdl)
+
+
+def test_misspelled_keys_are_warned_about_with_the_closest_valid_one(tmp_path):
+    fdl = write(tmp_path, """
+        functions:
+          oscar:
+          - my-cluster:
+              name: typo
+              image: alpine
+              memroy: 1Gi
+              script: script.sh
+              environment:
+                Varaibles: {A: "1"}
+              synchronous: {min_scal: 1}
+              input:
+              - {storage_provider: minio, path: in, sufix: [".jpg"]}
+              log_level: CRITICAL
+              Image_Prefetch: true
+        storage_provider:
+          s3: {}
+        """)
+    loaded = load_fdl(fdl)
+    (service,) = loaded.services
+    assert service.memory == "" and service.environment["variables"] == {}  # ignored...
+    assert len(loaded.warnings) == 5, loaded.warnings  # ... but each one said
+    text = "\n".join(loaded.warnings)
+    assert all(line.startswith(f"FDL file {fdl}: ") for line in loaded.warnings)
+    assert "unknown key 'storage_provider' is ignored; did you mean 'storage_providers'?" \
+        in text
+    assert "service 'typo': unknown key 'memroy' is ignored; did you mean 'memory'?" in text
+    assert "'environment.Varaibles' is ignored; did you mean 'environment.variables'?" in text
+    assert "'synchronous.min_scal' is ignored; did you mean 'synchronous.min_scale'?" in text
+    assert "'input[0].sufix' is ignored; did you mean 'input[0].suffix'?" in text
+    # Go matches keys ignoring case, and so does the check: Image_Prefetch is no typo.
+    assert "Image_Prefetch" not in text
+
+
+def test_a_key_close_to_nothing_is_still_named(tmp_path):
+    fdl = write(tmp_path, """
+        functions:
+          oscar:
+          - c: {name: x, image: alpine, script: script.sh, zzz: 1}
+        """)
+    assert load_fdl(fdl).warnings == [
+        f"FDL file {fdl}: service 'x': unknown key 'zzz' is ignored"]
+
+
+def test_a_valid_file_has_no_warnings():
+    from pathlib import Path
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for path in sorted(examples.rglob("*.yaml")):
+        text = path.read_text()
+        if "functions:" in text:
+            assert load_fdl(path).warnings == [], path
