@@ -126,8 +126,8 @@ def deployment_status(service: Service, status: Mapping[str, Any],
         state = STATES.get(str(runtime.get("state")), "unavailable")
         reason = str(runtime.get("reason") or "")
         since = runtime.get("since")
-        # a runtime waiting out its back-off is not running; a failed one that runs is
-        active = 0 if "retryIn" in runtime else 1
+        # a failed runtime may run (warm workers that cannot start) or not (back-off)
+        active = 1 if runtime.get("running", "retryIn" not in runtime) else 0
         if "retryIn" in runtime:
             reason += f" (next try in {runtime['retryIn']:g} s)"
     else:

@@ -176,11 +176,13 @@ class LocalBackend:
         fd = entry.record.deployment
         if not fd.namespace:
             fd = FunctionDeployment(**{**fd.__dict__, "namespace": DEFAULT_NAMESPACE})
-        state = self.runtimes.state(fd.service) if entry.kind == "runtime" else None
+        runtime = self.runtimes.get(fd.service) if entry.kind == "runtime" else None
         return FunctionStatus(deployment=fd, invocation_count=self._counts.get(fd.service, 0),
                               replicas=1, available_replicas=1 if self._ready(entry) else 0,
                               created_at=entry.record.created_at,
-                              runtime=state.to_dict() if state is not None else None)
+                              runtime=None if runtime is None else {
+                                  **runtime.state.to_dict(),
+                                  "running": runtime.handle is not None})
 
     # --- /system/functions ------------------------------------------------------------------
 

@@ -101,6 +101,11 @@ class RuntimeState:
             out["retryIn"] = round(retry, 1)
         return out
 
+    def retrying(self) -> RuntimeState:
+        """The same failure while the next try is under way (calls wait for it)."""
+        return RuntimeState(FAILED, self.reason, self.since, None, self.failures,
+                            self.restarts)
+
     def not_ready_text(self, name: str) -> str:
         """The body of the 503 a call gets while the runtime is failed."""
         text = f"function {name} cannot start: {self.reason.strip()}"
@@ -128,7 +133,10 @@ def exit_cause(handle: Any, ready_for: float | None) -> str:
         tail = handle.output_tail().strip().splitlines()[-CAUSE_LINES:]
     except Exception:  # noqa: BLE001 - the cause is worth giving without its output
         tail = []
-    return what + (":\n" + "\n".join(tail) if tail else "")
+    text = "\n".join(tail)
+    if "/tmp" in text and "temporary" in text.lower():  # the static runtime unpacks there
+        what += " (the image needs a writable /tmp)"
+    return what + (":\n" + text if text else "")
 
 
 def probe(url: str, path: str) -> tuple[int, bytes]:

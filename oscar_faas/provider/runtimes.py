@@ -87,14 +87,6 @@ class ManagedRuntime:
     def ready(self) -> bool:
         return self.state.state == READY
 
-    @property
-    def last_error(self) -> str:
-        return self.state.reason if self.state.state == FAILED else ""
-
-    @property
-    def restarts(self) -> int:
-        return self.state.restarts
-
     # --- what calls use ------------------------------------------------------------------------
 
     def acquire(self, wait: float = START_WAIT) -> tuple[RuntimeHandle, ConnectionPool] | None:
@@ -194,7 +186,11 @@ class ManagedRuntime:
     def _keep(self) -> None:
         failures, note = 0, ""
         while not self._stopping:
-            self._set(STARTING, self._starting_text() + note, failures=failures)
+            if failures >= 2:  # back from a back-off: still failed, trying again
+                with self._cond:
+                    self.state = self.state.retrying()
+            else:
+                self._set(STARTING, self._starting_text() + note, failures=failures)
             handle, cause = self._launch()
             restarted = handle is not None
             if handle is None:
@@ -254,7 +250,8 @@ class ManagedRuntime:
             else:
                 stale = None
                 self.handle, self.pool = handle, ConnectionPool(handle.url)
-                self._set(STARTING, f"waiting for its runtime on {handle.url} to be ready")
+                if self.state.state != FAILED:  # a failure stays the news until it is ready
+                    self._set(STARTING, f"waiting for its runtime on {handle.url} to be ready")
         if stale is not None:
             stale.stop(STOP_TIMEOUT)
             return None, "stopped"

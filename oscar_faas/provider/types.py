@@ -239,7 +239,7 @@ class FunctionStatus:
     available_replicas: int = 0
     created_at: datetime = _ZERO_TIME
     #: the embedded provider's runtime state (``state``, ``reason``, ``since``, ``restarts``,
-    #: ``retryIn``): an addition to OpenFaaS' shape, which Go clients ignore
+    #: ``retryIn``, ``running``): an addition to OpenFaaS' shape, which Go clients ignore
     runtime: dict[str, Any] | None = None
 
     @property
