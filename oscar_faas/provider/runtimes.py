@@ -53,8 +53,9 @@ STOP_TIMEOUT = 5.0
 WATCH_PERIOD = 0.5
 #: Health polling: first pause, growth and longest pause.
 HEALTH_FIRST, HEALTH_GROWTH, HEALTH_MAX = 0.005, 1.5, 0.5
-#: A runtime's ``/_/health`` 503 body while it is merely loading (anything else is a cause).
-LOADING = "not ready"
+#: A runtime's ``/_/health`` 503 body while it is merely loading, and the start of one that
+#: names why it cannot get ready by itself (warm workers that fail at start).
+LOADING, FAILED_MARK = "not ready", "failed: "
 
 
 class ManagedRuntime:
@@ -274,11 +275,13 @@ class ManagedRuntime:
                 log.info("function %s: runtime ready on %s", self.name, handle.url)
                 return time.monotonic()
             text = body.decode("utf-8", "replace").strip()
-            if code == 503 and text and text != LOADING and self.state.reason != text:
-                self._set(FAILED, text)
-                log.warning("function %s: not ready: %s", self.name, text.replace("\n", " | "))
-            elif code == 503 and text == LOADING and self.state.state == FAILED:
-                self._set(STARTING, f"waiting for its runtime on {handle.url} to be ready")
+            if code == 503 and text.startswith(FAILED_MARK):
+                if self.state.reason != text[len(FAILED_MARK):]:
+                    self._set(FAILED, text[len(FAILED_MARK):])
+                    log.warning("function %s: not ready: %s", self.name,
+                                text.replace("\n", " | "))
+            elif code == 503 and text and text != LOADING and self.state.state != FAILED:
+                self._set(STARTING, text)  # what it waits for (an exposed service's server)
             if not handle.alive():
                 return None
             with self._cond:

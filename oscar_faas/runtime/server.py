@@ -74,11 +74,11 @@ class RuntimeApp:
         return self.pool is None or self.pool.ready
 
     def _not_ready(self) -> bytes:
-        """The health 503's body: why a warm worker could not start (the provider shows it
-        as the service's cause), or just ``not ready`` while they load."""
+        """The health 503's body: ``failed: `` and why a warm worker could not start (the
+        provider shows it as the service's cause), or just ``not ready`` while they load."""
         errors = [w.error for w in self.pool.workers if w.error] if self.pool else []
-        return (errors[0].rstrip("\n") + "\n").encode("utf-8", "replace") if errors \
-            else b"not ready\n"
+        return ("failed: " + errors[0].rstrip("\n") + "\n").encode("utf-8", "replace") \
+            if errors else b"not ready\n"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

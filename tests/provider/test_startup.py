@@ -101,3 +101,24 @@ def test_a_crashed_runtime_is_restarted_at_once_then_backs_off_with_503s(
     took, resp = kill_and_call()
     assert resp.status_code == 200 and took < 5, (resp.status_code, resp.text, took)
     assert runtime_state(p, fn_name)["restarts"] == 4
+
+
+def test_an_exposed_server_that_starts_slowly_is_starting_not_failed(
+        shared_provider: ProviderProcess, fn_name: str) -> None:
+    """Its runtime's health 503 names what it waits for: the state says it, stays
+    ``starting`` (so ``oscar-faas apply`` keeps waiting), then turns ready."""
+    from oscar_faas.serve import free_port
+    from tests.functionpython import function_python
+    port = free_port()
+    deploy(p := shared_provider, fn_name,
+           f'sleep 2\nexec "{function_python()}" -m http.server -b 127.0.0.1 "$EXPOSED_PORT"\n',
+           OSCAR_EXPOSE_PORT=str(port), OSCAR_EXPOSE_HEALTH_PATH="/",
+           EXPOSED_PORT=str(port))
+    seen = set()
+    deadline = time.monotonic() + 30
+    while (state := runtime_state(p, fn_name)).get("state") != "ready":
+        seen.add((state.get("state"), state.get("reason", "")))
+        assert time.monotonic() < deadline, (seen, p.log()[-3000:])
+        time.sleep(0.1)
+    assert {s for s, _ in seen} <= {"starting"}, seen
+    assert any("does not answer GET /" in reason for _, reason in seen), seen
