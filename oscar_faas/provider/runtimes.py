@@ -252,7 +252,8 @@ class ManagedRuntime:
                 stale = None
                 self.handle, self.pool = handle, ConnectionPool(handle.url)
                 if self.state.state != FAILED:  # a failure stays the news until it is ready
-                    self._set(STARTING, f"waiting for its runtime on {handle.url} to be ready")
+                    self._set(STARTING, f"its runtime listens on {handle.url}; waiting for it to "
+                              "be ready (warm workers load first)")
         if stale is not None:
             stale.stop(STOP_TIMEOUT)
             return None, "stopped"
@@ -375,10 +376,6 @@ class RuntimeManager:
     def ready(self, name: str) -> bool:
         runtime = self._runtimes.get(name)
         return runtime is not None and runtime.ready
-
-    def state(self, name: str) -> RuntimeState | None:
-        runtime = self._runtimes.get(name)
-        return runtime.state if runtime is not None else None
 
     def close(self) -> None:
         """Provider shutdown: stop every runtime (in parallel), then the launcher."""
