@@ -101,11 +101,12 @@ class FunctionInvoker:
                 return resp
             detail = (await resp.read()).decode("utf-8", "replace").strip()
             resp.close()
-            failed = resp.header(b"Retry-After") is not None  # cannot start: no use waiting
-            if failed or not replayable or time.monotonic() >= deadline:
+            retry = resp.header(b"Retry-After")  # it cannot start now: no use waiting
+            if retry is not None or not replayable or time.monotonic() >= deadline:
                 self._count_error(name, "not_ready")
-                raise UpstreamNotReady(not_ready_message(name, self.ready_wait, detail,
-                                                         failed))
+                raise UpstreamNotReady(  # with Retry-After, the client learns when to retry
+                    not_ready_message(name, self.ready_wait, detail, retry is not None),
+                    headers=None if retry is None else {"Retry-After": retry.decode("latin-1")})
             if self.metrics is not None:
                 self.metrics.ready_retry(name)
             await asyncio.sleep(delay)

@@ -59,10 +59,6 @@ class NotReady(UpstreamNotReady):
     running): OpenFaaS' 503. ``headers``: ``Retry-After`` when its runtime failed and the
     next try is known (the gateway then answers at once instead of waiting)."""
 
-    def __init__(self, message: str = "", headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.headers = headers or {}
-
 
 class RuntimeFailed(ProviderError):
     """The function's runtime went away in the middle of a call: 502."""
@@ -363,7 +359,7 @@ def not_ready(name: str, runtime: ManagedRuntime | None) -> NotReady:
         return NotReady(f"No endpoints available for: {name}.")
     if state.state == FAILED:
         retry = state.retry_in()
-        return NotReady(state.not_ready_text(name), {} if retry is None else
+        return NotReady(state.not_ready_text(name), headers=None if retry is None else
                         {"Retry-After": str(max(1, math.ceil(retry)))})
     return NotReady(f"No endpoints available for: {name}. Still {state.state} after "
                     f"{START_WAIT:g} s: {state.reason}")

@@ -124,6 +124,7 @@ def test_a_provider_cause_is_passed_on_whole_and_at_once(gw, httpserver):  # noq
     assert resp.text.strip() == f"service cowsay is not ready: function cowsay cannot start: " \
                                 f"{CAUSE}"
     assert len(forwarded(httpserver)) == 1 and time.monotonic() - started < 1
+    assert resp.headers["Retry-After"] == "4"
 
 
 def test_an_exposed_service_that_cannot_start_says_why_whole(gw, httpserver):  # noqa: F811
