@@ -62,9 +62,17 @@ def _env_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    for name, what in _client(args).apply(args.fdl, _env_pairs(args.env)):
-        print(f"{name}: {what}")
-    return 0
+    """Apply, then (unless ``--no-wait``) wait for each service to be ready: exit 1 with the
+    cause when one cannot start."""
+    from .readiness import wait_ready
+    client = _client(args)
+    names = []
+    for name, what in client.apply(args.fdl, _env_pairs(args.env)):
+        print(f"{name}: {what}", flush=True)
+        names.append(name)
+    if args.no_wait:
+        return 0
+    return 0 if wait_ready(client, names, args.timeout) else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -92,11 +100,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    services = _client(args).list_services()
-    rows = [("NAME", "IMAGE", "CPU", "MEMORY")] + [
-        (s.get("name", ""), s.get("image", ""), s.get("cpu", ""), s.get("memory", ""))
-        for s in services]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    from .readiness import deployment, state_text
+    client = _client(args)
+    services = client.list_services()
+    rows = [("NAME", "IMAGE", "CPU", "MEMORY", "STATE")] + [
+        (s.get("name", ""), s.get("image", ""), s.get("cpu", ""), s.get("memory", ""),
+         state_text(deployment(client, s.get("name", "")))) for s in services]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
     return 0
@@ -263,11 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="create or update the services of an FDL file",
                        description="Create or update every service of an FDL file (any "
-                                   "cluster-id key is accepted).")
+                                   "cluster-id key is accepted), then wait until each is "
+                                   "ready, showing what takes long; exit 1 with the cause "
+                                   "when one cannot start.")
     p.add_argument("fdl", help="FDL YAML file")
     p.add_argument("--env", "-e", action="append", default=[], metavar="KEY=VALUE",
                    help="add or override an environment variable of every service "
                         "(repeatable)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="do not wait for the services to be ready")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to wait for each service to be ready (default %(default)g)")
     _client_flags(p)
     p.set_defaults(func=cmd_apply)
 
@@ -286,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("ls", help="list services")
+    p = sub.add_parser("ls", help="list services and their state (Ready, Starting, Failed: "
+                                  "cause)")
     _client_flags(p)
     p.set_defaults(func=cmd_ls)
 

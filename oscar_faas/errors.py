@@ -12,11 +12,16 @@ class OscarFaasError(Exception):
     """Base of every error raised on purpose; ``str(err)`` is the message shown to users."""
 
     status: int = 500
+    #: extra headers of the answer (a 503's ``Retry-After``); set per instance, never mutated
+    headers: dict[str, str] = {}
 
-    def __init__(self, message: str = "", *, status: int | None = None) -> None:
+    def __init__(self, message: str = "", *, status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
+        if headers:
+            self.headers = dict(headers)
 
     @property
     def message(self) -> str:

@@ -84,12 +84,14 @@ class FunctionInvoker:
                 raise err
             if resp.status != 503 or not _is_not_ready(resp):
                 return resp
+            detail = (await resp.read()).decode("utf-8", "replace").strip()
             resp.close()
-            if not replayable or time.monotonic() >= deadline:
+            retry = resp.header(b"Retry-After")  # it cannot start now: no use waiting
+            if retry is not None or not replayable or time.monotonic() >= deadline:
                 self._count_error(name, "not_ready")
-                raise UpstreamNotReady(
-                    f"service {name} is not ready after {self.ready_wait:g} s (OpenFaaS "
-                    f"answers 503): check its logs and try again")
+                raise UpstreamNotReady(  # with Retry-After, the client learns when to retry
+                    not_ready_message(name, self.ready_wait, detail, retry is not None),
+                    headers=None if retry is None else {"Retry-After": retry.decode("latin-1")})
             if self.metrics is not None:
                 self.metrics.ready_retry(name)
             await asyncio.sleep(delay)
@@ -128,10 +130,22 @@ class FunctionInvoker:
             except (OSError, ValueError):
                 return
             ready = status.get("availableReplicas") if isinstance(status, dict) else None
-            if ready is None or ready > 0 or time.monotonic() >= deadline:
+            runtime = status.get("runtime") if isinstance(status, dict) else None
+            failed = isinstance(runtime, dict) and "retryIn" in runtime  # the call tells why
+            if ready is None or ready > 0 or failed or time.monotonic() >= deadline:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+
+def not_ready_message(name: str, waited: float, detail: str, failed: bool) -> str:
+    """A service that is not ready: the provider's words, whole (the embedded provider names
+    the cause: an image that cannot be pulled, a runtime or worker that fails at start)."""
+    if failed:
+        return f"service {name} is not ready: {detail}"
+    return (f"service {name} is not ready after {waited:g} s (RUN_READY_WAIT; OpenFaaS "
+            "answers 503" + (f": {detail}" if detail else "") + "): check its logs and try "
+            "again")
 
 
 #: A bare 502 that took at least this long is taken for the OpenFaaS gateway giving up on the

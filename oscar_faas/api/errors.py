@@ -24,6 +24,7 @@ def error_answer(err: OscarFaasError) -> tuple[int, str, dict[str, str]]:
     the ``/run`` handler, which answers outside Flask."""
     body = f"{err.message}\n" if err.message else ""
     headers = {"WWW-Authenticate": REALM} if isinstance(err, Unauthorized) else {}
+    headers.update(err.headers)  # e.g. Retry-After of a 503
     return err.status, body, headers
 
 

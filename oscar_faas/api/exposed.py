@@ -196,8 +196,10 @@ class ExposedEndpoint:
                     f"{name}: is the gateway running and OPENFAAS_URL right?") from None
             if resp.status not in (502, 503) or not _is_not_ready(resp):
                 return resp
-            detail = (await resp.read())[:500].decode("utf-8", "replace").strip()
+            detail = (await resp.read()).decode("utf-8", "replace").strip()
             resp.close()
+            if resp.header(b"Retry-After") is not None:  # its runtime cannot start: say why
+                raise UpstreamNotReady(f"exposed service {name} is not ready: {detail}")
             if not replayable or time.monotonic() >= deadline:
                 raise UpstreamNotReady(self._not_ready(service, detail))
             await asyncio.sleep(delay)

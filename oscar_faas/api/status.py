@@ -170,24 +170,6 @@ def too_many_followers(limit: int) -> Response:
                     mimetype="text/plain", headers={"Retry-After": "10"})
 
 
-def _not_here(what: str) -> Response:
-    return Response(f"{what} is not available in oscar-faas: its services are OpenFaaS "
-                    f"functions, not Kubernetes deployments; see GET /system/status and "
-                    f"oscar-faas logs SERVICE\n", status=404, mimetype="text/plain")
-
-
-@bp.get("/system/services/<name>/deployment")
-def deployment(name: str) -> Response:
-    gateway().registry.get(name)  # an unknown service is the usual empty 404
-    return _not_here("/system/services/<name>/deployment")
-
-
-@bp.get("/system/services/<name>/deployment/logs")
-def deployment_logs(name: str) -> Response:
-    gateway().registry.get(name)
-    return _not_here("/system/services/<name>/deployment/logs")
-
-
 @bp.get("/metrics")
 def prometheus() -> Response:
     """The gateway's Prometheus metrics (every worker's, see :mod:`oscar_faas.metrics`); no

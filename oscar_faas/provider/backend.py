@@ -18,24 +18,26 @@ invocation does no parsing.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from .. import contract as c
 from ..contract import ENV_EXPOSE_PORT, ENV_SECRETS_DIR, server_timing
 from ..errors import ServiceNotFound, UpstreamNotReady
 from .cgi import cgi_env
+from .entries import Call, FunctionEntry, runtime_spec
 from .errors import ProviderError, TooManyRequests, Unsupported
-from .isolation import FunctionUser, Isolation
-from .launch import HostLauncher, Launcher, RuntimeSpec, inherited_env
+from .isolation import Isolation
+from .launch import HostLauncher, Launcher, inherited_env
 from .limits import Limiter, QueueFull, WatchdogConfig
 from .proxy import Answer, RuntimeUnreachable, forward
-from .runtimes import START_WAIT, RuntimeManager
+from .runtime_state import FAILED
+from .runtimes import START_WAIT, ManagedRuntime, RuntimeManager
 from .state import FunctionRecord, Store
 from .types import (DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus,
                     ScaleServiceRequest, Secret)
@@ -46,8 +48,6 @@ log = logging.getLogger("oscar_faas.provider")
 #: Every ``envProcess`` that means "the oscar supervisor": its module form and the path
 #: function images install it at (what the gateway deploys). Such functions get a runtime.
 SUPERVISOR_COMMANDS = frozenset({c.SUPERVISOR_MODULE, c.SUPERVISOR_PROCESS})
-#: ``limits``/``requests`` keys that ask for a GPU.
-GPU_KEYS = ("nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu")
 
 
 class NotFound(ServiceNotFound):
@@ -56,35 +56,14 @@ class NotFound(ServiceNotFound):
 
 class NotReady(UpstreamNotReady):
     """Deployed, but no replica can serve it (no ``envProcess``, or its runtime is not
-    running): OpenFaaS' 503."""
+    running): OpenFaaS' 503. ``headers``: ``Retry-After`` when its runtime failed and the
+    next try is known (the gateway then answers at once instead of waiting)."""
 
 
 class RuntimeFailed(ProviderError):
     """The function's runtime went away in the middle of a call: 502."""
 
     status = 502
-
-
-@dataclass
-class Call:
-    """One ``/function/<name>[/path]`` request, as the backend needs it."""
-
-    method: str
-    #: the path after the function's name, still percent-encoded (``/`` when none)
-    raw_path: str
-    #: the same, decoded (the classic watchdog's ``Http_Path``)
-    path: str
-    query: str
-    #: the client's headers minus hop-by-hop ones, plus the gateway's (X-Call-Id, ...)
-    headers: list[tuple[str, str]]
-    host: str
-    body: BinaryIO
-    content_length: int | None
-    chunked: bool
-
-    def header(self, name: str) -> str:
-        lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), "")
 
 
 class Backend(Protocol):
@@ -101,23 +80,6 @@ class Backend(Protocol):
     def delete_secret(self, name: str) -> None: ...
     def invoke(self, name: str, call: Call) -> Answer: ...
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class FunctionEntry:
-    """Everything an invocation needs, computed at deploy time."""
-
-    record: FunctionRecord
-    #: ``"runtime"`` (proxied to its runtime), ``"process"`` (a process per call) or
-    #: ``"none"`` (no envProcess: never ready)
-    kind: str
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    config: WatchdogConfig
-    limiter: Limiter
-    spec: RuntimeSpec | None = None
-    #: who its per-call processes run as (:mod:`.isolation`); None: the provider's user
-    user: FunctionUser | None = None
 
 
 class LocalBackend:
@@ -210,9 +172,13 @@ class LocalBackend:
         fd = entry.record.deployment
         if not fd.namespace:
             fd = FunctionDeployment(**{**fd.__dict__, "namespace": DEFAULT_NAMESPACE})
+        runtime = self.runtimes.get(fd.service) if entry.kind == "runtime" else None
         return FunctionStatus(deployment=fd, invocation_count=self._counts.get(fd.service, 0),
                               replicas=1, available_replicas=1 if self._ready(entry) else 0,
-                              created_at=entry.record.created_at)
+                              created_at=entry.record.created_at,
+                              runtime=None if runtime is None else {
+                                  **runtime.state.to_dict(),
+                                  "running": runtime.handle is not None})
 
     # --- /system/functions ------------------------------------------------------------------
 
@@ -323,11 +289,11 @@ class LocalBackend:
             runtime = self.runtimes.get(name)
             got = runtime.acquire(max(0.0, deadline - time.monotonic())) if runtime else None
             if got is None:
-                if runtime is not None and time.monotonic() < deadline:
+                current = self.runtimes.get(name)
+                if current is not None and current is not runtime \
+                        and time.monotonic() < deadline:
                     continue  # replaced while we waited: ask the new one
-                raise NotReady(f"No endpoints available for: {name}."
-                               + (f" {runtime.last_error}" if runtime and runtime.last_error
-                                  else ""))
+                raise not_ready(name, runtime)
             handle, pool = got
             try:
                 answer = forward(pool, call.method, target, call.headers, call.body,
@@ -337,7 +303,7 @@ class LocalBackend:
                 if not runtime.suspect(handle):
                     time.sleep(0.02)  # dying, not yet dead: look again shortly
                 if time.monotonic() >= deadline:
-                    raise NotReady(f"No endpoints available for: {name}.") from None
+                    raise not_ready(name, runtime) from None
                 continue
             except ConnectionError as err:
                 runtime.release()
@@ -386,11 +352,15 @@ class LocalBackend:
                       close_connection=result.abandoned)
 
 
-def runtime_spec(fd: FunctionDeployment, secrets_dir: Path) -> RuntimeSpec:
-    """What a launcher needs to run ``fd``'s runtime."""
-    limits = fd.limits or {}
-    requests = fd.requests or {}
-    gpu = any((limits.get(k) or requests.get(k) or "0") not in ("", "0") for k in GPU_KEYS)
-    return RuntimeSpec(name=fd.service, image=fd.image, env=dict(fd.env_vars),
-                       secrets_dir=secrets_dir, memory=limits.get("memory") or None,
-                       cpu=limits.get("cpu") or None, gpu=gpu)
+def not_ready(name: str, runtime: ManagedRuntime | None) -> NotReady:
+    """The 503 of a call its runtime cannot take: failed (the cause, whole, and the next
+    try, with ``Retry-After``), or still starting after :data:`START_WAIT` (what it does)."""
+    state = runtime.state if runtime is not None else None
+    if state is None:
+        return NotReady(f"No endpoints available for: {name}.")
+    if state.state == FAILED:
+        retry = state.retry_in()
+        return NotReady(state.not_ready_text(name), headers=None if retry is None else
+                        {"Retry-After": str(max(1, math.ceil(retry)))})
+    return NotReady(f"No endpoints available for: {name}. Still {state.state} after "
+                    f"{START_WAIT:g} s: {state.reason}")

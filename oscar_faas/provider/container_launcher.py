@@ -253,6 +253,10 @@ class ContainerLauncher:
             raise LaunchError(f"cannot start the container of {spec.name}: {err}") from err
 
     def _start(self, spec: RuntimeSpec) -> ContainerHandle:
+        if not self._runtime.done():  # said in the service's log: `oscar-faas apply` shows it
+            function_logger(spec.name).info(
+                "waiting for the static runtime binary, built once on first use (about a "
+                "minute; its progress is in the provider's log)")
         folder = self.runtime_dir()
         self.engine.runtime_dir = str(folder.resolve())
         # pull progress goes to the service's log (and from there to the provider's)

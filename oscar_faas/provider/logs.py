@@ -24,12 +24,14 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 #: Lines kept in memory per function.
 RING_SIZE = 1000
 #: A function's log file is rotated past this size.
 FILE_LIMIT = 5 * 1024 * 1024
+#: Log files kept open at once (the functions that logged last).
+OPEN_FILES = 32
 #: Longest ``follow=true`` stream, in seconds.
 FOLLOW_LIMIT = 300.0
 #: A quiet ``follow`` stream sends a blank line this often, to notice a client that left.
@@ -93,6 +95,8 @@ class FunctionLogs:
         self._changed = threading.Condition()
         self._logger: logging.Logger | None = None
         self._handler: logging.Handler | None = None
+        self._files: dict[str, BinaryIO] = {}
+        self._files_lock = threading.Lock()
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -110,14 +114,36 @@ class FunctionLogs:
             self._to_file(message)
 
     def _to_file(self, message: Message) -> None:
+        """Append to ``<name>.log``, kept open (the most recent :data:`OPEN_FILES` of them):
+        every call of a service logs its script's output, so an open and a stat per line
+        would cost the calls themselves."""
         path = self.folder / f"{message.name}.log"  # type: ignore[operator]
-        try:
-            if path.exists() and path.stat().st_size > FILE_LIMIT:
-                os.replace(path, path.with_name(path.name + ".1"))
-            with open(path, "ab") as handle:
-                handle.write(message.to_json())
-        except OSError:
-            pass  # a full disk must not fail the call; the ring still has the line
+        data = message.to_json()
+        with self._files_lock:
+            try:
+                handle = self._files.pop(message.name, None)
+                if handle is not None:
+                    st = os.fstat(handle.fileno())
+                    if st.st_nlink == 0 or st.st_size > FILE_LIMIT:  # removed, or to rotate
+                        handle.close()
+                        handle = None
+                        if st.st_nlink:
+                            os.replace(path, path.with_name(path.name + ".1"))
+                if handle is None:
+                    handle = open(path, "ab", buffering=0)
+                self._files[message.name] = handle  # the most recent last
+                handle.write(data)
+                while len(self._files) > OPEN_FILES:
+                    self._files.pop(next(iter(self._files))).close()
+            except OSError:
+                pass  # a full disk must not fail the call; the ring still has the line
+
+    def close_files(self) -> None:
+        """Close the log files kept open (they are opened again on the next line)."""
+        with self._files_lock:
+            for handle in self._files.values():
+                handle.close()
+            self._files.clear()
 
     def forget(self, name: str) -> None:
         """Drop a deleted function's lines: its ring and its files (issue 23.3)."""
@@ -138,6 +164,7 @@ class FunctionLogs:
         if self._logger is not None and self._handler is not None:
             self._logger.removeHandler(self._handler)
         self._logger = self._handler = None
+        self.close_files()
 
     # --- reading ---------------------------------------------------------------------------
 

@@ -191,7 +191,8 @@ def invoke_function(backend: Backend, req: Request) -> Response:
         return text_response(err.message, err.status, internal)
     except OscarFaasError as err:
         return text_response(err.message, err.status,
-                             internal if err.status != 429 else {"X-Call-Id": call_id})
+                             {**(internal if err.status != 429 else {"X-Call-Id": call_id}),
+                              **err.headers})
     # canonical names, so the runtime's x-duration-seconds is replaced rather than doubled
     headers = {canonical_header(k): v for k, v in answer.headers}
     headers.update({

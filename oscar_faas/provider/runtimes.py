@@ -3,8 +3,9 @@
 The :class:`RuntimeManager` keeps, per function, one :class:`ManagedRuntime`: a keeper thread
 that starts the runtime through a :class:`~.launch.Launcher`, polls ``GET {url}/_/health``
 until it answers 200 (then the function counts as ready: ``availableReplicas`` 1), watches it
-and starts it again when it dies (with a back-off, and a log line carrying the tail of its
-output).
+and starts it again when it dies. What it is doing, and why it is not running, is its
+:class:`~.runtime_state.RuntimeState` (the restart policy is described there): calls wait for a
+runtime that is starting, and get a 503 naming the cause at once while it is failed.
 
 Life cycle, as the provider drives it:
 
@@ -33,10 +34,12 @@ import logging
 import threading
 import time
 from typing import Iterable
-from urllib.parse import urlsplit
 
 from .launch import Launcher, LaunchError, RuntimeHandle, RuntimeSpec
+from .logs import function_logger
 from .proxy import ConnectionPool
+from .runtime_state import (FAILED, READY, RESTART_STABLE, STARTING, RuntimeState,
+                            exit_cause, probe, restart_delay, summary)
 
 log = logging.getLogger("oscar_faas.provider.runtimes")
 
@@ -50,10 +53,9 @@ STOP_TIMEOUT = 5.0
 WATCH_PERIOD = 0.5
 #: Health polling: first pause, growth and longest pause.
 HEALTH_FIRST, HEALTH_GROWTH, HEALTH_MAX = 0.005, 1.5, 0.5
-#: Restart back-off: first pause, longest pause; a runtime that lived this long resets it.
-RESTART_FIRST, RESTART_MAX, RESTART_STABLE = 0.5, 30.0, 30.0
-#: Timeout of one health or status request.
-PROBE_TIMEOUT = 2.0
+#: A runtime's ``/_/health`` 503 body while it is merely loading, and the start of one that
+#: names why it cannot get ready by itself (warm workers that fail at start).
+LOADING, FAILED_MARK = "not ready", "failed: "
 
 
 class ManagedRuntime:
@@ -66,10 +68,9 @@ class ManagedRuntime:
         self.launcher = launcher
         self.handle: RuntimeHandle | None = None
         self.pool: ConnectionPool | None = None
-        self.ready = False
         self.inflight = 0
-        self.last_error = ""
-        self.restarts = 0
+        #: what it is doing or why it is not running (replaced whole, read without a lock)
+        self.state = RuntimeState(reason=self._starting_text())
         self._adopted = adopted
         self._stopping = False
         self._cond = threading.Condition()
@@ -77,17 +78,23 @@ class ManagedRuntime:
                                         daemon=True)
 
     def __repr__(self) -> str:
-        return f"<ManagedRuntime {self.name} {self.handle!r} ready={self.ready}>"
+        return f"<ManagedRuntime {self.name} {self.handle!r} {self.state.state}>"
 
     def start(self) -> ManagedRuntime:
         self._thread.start()
         return self
 
+    @property
+    def ready(self) -> bool:
+        return self.state.state == READY
+
     # --- what calls use ------------------------------------------------------------------------
 
     def acquire(self, wait: float = START_WAIT) -> tuple[RuntimeHandle, ConnectionPool] | None:
         """The running runtime for one call (waiting up to ``wait`` s for it to listen), or
-        None; the caller must :meth:`release` after a non-None answer."""
+        None: stopped, still not running after ``wait``, or failed and waiting out its
+        back-off (then at once: :attr:`state` says why and when it tries again); the caller
+        must :meth:`release` after a non-None answer."""
         deadline = time.monotonic() + wait
         with self._cond:
             while True:
@@ -96,6 +103,8 @@ class ManagedRuntime:
                 if self.handle is not None and self.pool is not None:
                     self.inflight += 1
                     return self.handle, self.pool
+                if self.state.retry_at is not None:
+                    return None
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -123,7 +132,7 @@ class ManagedRuntime:
         if handle is None:
             return None
         try:
-            code, body = _get(handle.url, "/_/status")
+            code, body = probe(handle.url, "/_/status")
             return json.loads(body) if code == 200 else None
         except (OSError, ValueError, http.client.HTTPException):
             return None
@@ -147,91 +156,152 @@ class ManagedRuntime:
 
     def _forget(self) -> None:
         """Under the lock: the current handle is gone."""
-        self.handle, self.ready = None, False
+        self.handle = None
+        if self.state.state == READY:
+            self._set(STARTING, "its runtime exited; it is being restarted")
         if self.pool is not None:
             self.pool.close()
             self.pool = None
 
+    def _set(self, state: str, reason: str, retry_at: float | None = None,
+             failures: int | None = None, restarted: bool = False) -> None:
+        """Replace :attr:`state` (the time of change kept when ``state`` stays) and wake
+        the calls waiting on it."""
+        with self._cond:
+            old = self.state
+            self.state = RuntimeState(
+                state=state, reason=reason,
+                since=old.since if state == old.state else time.time(), retry_at=retry_at,
+                failures=old.failures if failures is None else failures,
+                restarts=old.restarts + (1 if restarted else 0))
+            self._cond.notify_all()
+
+    def _starting_text(self) -> str:
+        if self.launcher.kind == "container":
+            return (f"starting its container (image {self.spec.image}, pulled first when it "
+                    f"is not on this machine)")
+        return "starting its runtime"
+
     # --- the keeper thread -------------------------------------------------------------------
 
     def _keep(self) -> None:
-        delay = RESTART_FIRST
+        failures, note = 0, ""
         while not self._stopping:
-            handle = self._launch()
+            if failures >= 2:  # back from a back-off: still failed, trying again
+                with self._cond:
+                    self.state = self.state.retrying()
+            else:
+                self._set(STARTING, self._starting_text() + note, failures=failures)
+            handle, cause = self._launch()
+            restarted = handle is not None
             if handle is None:
-                if self._pause(delay):
-                    return
-                delay = min(delay * 2, RESTART_MAX)
-                continue
-            born = time.monotonic()
-            self._wait_ready(handle)
-            self._watch(handle)
-            with self._cond:
                 if self._stopping:
-                    break
-                if self.handle is handle:
-                    self._forget()
-            if time.monotonic() - born >= RESTART_STABLE:
-                delay = RESTART_FIRST
-            self.restarts += 1
-            tail = handle.output_tail().strip().splitlines()[-5:]
-            log.warning("function %s: its runtime exited; restarting it in %gs%s", self.name,
-                        delay, (": " + " | ".join(tail)) if tail else "")
-            handle.stop(STOP_TIMEOUT)  # clean up what it left (its process group, container)
-            if self._pause(delay):
+                    return
+            else:
+                ready_at = self._wait_ready(handle)
+                self._watch(handle)
+                with self._cond:
+                    if self._stopping:
+                        break
+                    if self.handle is handle:
+                        self._forget()
+                ready_for = None if ready_at is None else time.monotonic() - ready_at
+                handle.stop(STOP_TIMEOUT)  # clean up what it left (process group, container)
+                cause = exit_cause(handle, ready_for)
+                if ready_for is not None and ready_for >= RESTART_STABLE:
+                    failures = 0  # it was healthy: this is a first failure again
+            failures += 1
+            if restart_delay(failures) == 0:  # a first failure: try again at once
+                note = f" again ({summary(cause)})"
+                self._set(STARTING, self._starting_text() + note, failures=failures,
+                          restarted=restarted)
+                log.warning("function %s: %s; restarting it at once", self.name,
+                            cause.replace("\n", " | "))
+                continue
+            if self._back_off(failures, cause, restarted):
                 return
-            delay = min(delay * 2, RESTART_MAX)
 
-    def _launch(self) -> RuntimeHandle | None:
+    def _back_off(self, failures: int, cause: str, restarted: bool = False) -> bool:
+        """Failed: tell calls why and when the next try is, and wait for it; True when
+        stopping."""
+        delay = restart_delay(failures)
+        self._set(FAILED, cause, retry_at=time.monotonic() + delay, failures=failures,
+                  restarted=restarted)
+        first = summary(cause) or "failed"
+        log.warning("function %s: %s; next try in %gs (failure %d in a row)", self.name,
+                    cause.replace("\n", " | "), delay, failures)
+        function_logger(self.name).error("not running: %s; next try in %g s", first, delay)
+        return self._pause(delay)
+
+    def _launch(self) -> tuple[RuntimeHandle | None, str]:
+        """Start (or adopt) a runtime: ``(handle, "")`` or ``(None, why not)``."""
         handle, self._adopted = self._adopted, None
         if handle is None:
             try:
                 handle = self.launcher.start(self.spec)
             except LaunchError as err:
-                self.last_error = str(err)
                 log.error("function %s: %s", self.name, err)
-                return None
-            except Exception:  # noqa: BLE001 - a launcher bug must not end the keeper
+                return None, str(err)
+            except Exception as err:  # noqa: BLE001 - a launcher bug must not end the keeper
                 log.exception("function %s: the runtime could not be started", self.name)
-                return None
+                return None, f"its runtime could not be started: {err!r}"
         with self._cond:
             if self._stopping:
                 stale = handle
             else:
                 stale = None
-                self.handle, self.pool, self.ready = handle, ConnectionPool(handle.url), False
-                self._cond.notify_all()
+                self.handle, self.pool = handle, ConnectionPool(handle.url)
+                if self.state.state != FAILED:  # a failure stays the news until it is ready
+                    self._set(STARTING, f"its runtime listens on {handle.url}; waiting for it to "
+                              "be ready (warm workers load first)")
         if stale is not None:
             stale.stop(STOP_TIMEOUT)
-            return None
-        return handle
+            return None, "stopped"
+        return handle, ""
 
-    def _wait_ready(self, handle: RuntimeHandle) -> None:
-        """Poll ``/_/health`` until 200; give up when it dies or we stop."""
+    def _wait_ready(self, handle: RuntimeHandle) -> float | None:
+        """Poll ``/_/health`` until 200 (the monotonic time then); None when it died or we
+        stop first. A 503 that names a cause (warm workers that cannot start) makes the state
+        failed meanwhile; calls still reach the runtime, which retries them."""
         pause = HEALTH_FIRST
         while not self._stopping and self.handle is handle:
             try:
-                code, _ = _get(handle.url, "/_/health")
+                code, body = probe(handle.url, "/_/health")
             except (OSError, http.client.HTTPException):
-                code = 0
+                code, body = 0, b""
             if code == 200:
                 with self._cond:
                     if self.handle is handle:
-                        self.ready = True
-                        self._cond.notify_all()
+                        self._set(READY, "its runtime is ready")
                 log.info("function %s: runtime ready on %s", self.name, handle.url)
-                return
+                return time.monotonic()
+            text = body.decode("utf-8", "replace").strip()
+            if code == 503 and text.startswith(FAILED_MARK):
+                if self.state.reason != text[len(FAILED_MARK):]:
+                    self._set(FAILED, text[len(FAILED_MARK):])
+                    log.warning("function %s: not ready: %s", self.name,
+                                text.replace("\n", " | "))
+            elif code == 503 and text and text != LOADING and self.state.state != FAILED:
+                self._set(STARTING, text)  # what it waits for (an exposed service's server)
             if not handle.alive():
-                return
+                return None
             with self._cond:
                 self._cond.wait(pause)
             pause = min(pause * HEALTH_GROWTH, HEALTH_MAX)
+        return None
 
     def _watch(self, handle: RuntimeHandle) -> None:
-        """Return when ``handle`` died, is no longer ours, or we stop."""
-        with self._cond:
-            while not self._stopping and self.handle is handle and handle.alive():
-                self._cond.wait(WATCH_PERIOD)
+        """Return when ``handle`` died, is no longer ours, or we stop. A handle that can be
+        waited on (a host process) is noticed the moment it exits, so a call that comes
+        right after a crash waits for the restart instead of hitting a dead pooled
+        connection; a container is polled every :data:`WATCH_PERIOD`."""
+        wait = getattr(handle, "wait", None)
+        while not self._stopping and self.handle is handle and handle.alive():
+            if wait is not None:
+                wait(WATCH_PERIOD)
+            else:
+                with self._cond:
+                    self._cond.wait(WATCH_PERIOD)
 
     def _pause(self, seconds: float) -> bool:
         """Sleep unless stopped first; True when stopping."""
@@ -240,18 +310,6 @@ class ManagedRuntime:
             while not self._stopping and time.monotonic() < deadline:
                 self._cond.wait(deadline - time.monotonic())
             return self._stopping
-
-
-def _get(url: str, path: str) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
-                                      timeout=PROBE_TIMEOUT)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 class RuntimeManager:

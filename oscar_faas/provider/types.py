@@ -238,6 +238,9 @@ class FunctionStatus:
     replicas: int = 0
     available_replicas: int = 0
     created_at: datetime = _ZERO_TIME
+    #: the embedded provider's runtime state (``state``, ``reason``, ``since``, ``restarts``,
+    #: ``retryIn``, ``running``): an addition to OpenFaaS' shape, which Go clients ignore
+    runtime: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -254,6 +257,8 @@ class FunctionStatus:
         if self.available_replicas:
             out["availableReplicas"] = self.available_replicas
         out["createdAt"] = format_time(self.created_at)
+        if self.runtime is not None:
+            out["runtime"] = self.runtime
         return out
 
     @classmethod
@@ -268,6 +273,7 @@ class FunctionStatus:
             replicas=int(data.get("replicas") or 0),
             available_replicas=int(data.get("availableReplicas") or 0),
             created_at=parse_time(created) if isinstance(created, str) else _ZERO_TIME,
+            runtime=data.get("runtime") if isinstance(data.get("runtime"), dict) else None,
         )
 
 

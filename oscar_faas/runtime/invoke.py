@@ -24,7 +24,6 @@ worker that cannot start.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import signal
@@ -42,7 +41,6 @@ from ..supervisor.config import FunctionConfig, load_config, load_script
 from ..supervisor.errors import FunctionConfigError, SupervisorError, UploadError
 from ..supervisor.logs import SupervisorLog
 from ..supervisor.outputs import list_output_files, write_output_tail, write_response
-from ..supervisor.runner import DEBUG_ECHO_LIMIT
 from ..supervisor.upload import resolve_targets, secret_environment, upload_outputs
 from .guardian import own_group
 from .hints import isolation_hint
@@ -52,6 +50,9 @@ from .workers import WorkerError, WorkerPool
 KILLED_BODY = b"Killed process.\n"
 #: Free bytes under which a failing script's ``TMPDIR`` counts as full (its error says so).
 LOW_SPACE = 64 * 1024
+#: Bytes of a script's output copied to the service's log per call (the rest is counted).
+SCRIPT_LOG_LIMIT = 16 << 10
+_STDERR_LOCK = threading.Lock()
 
 
 class Sink(Protocol):
@@ -242,6 +243,7 @@ class Invoker:
             timeout = self.settings.exec_timeout
             if timeout > 0 and not wait_until(proc, time.monotonic() + timeout):
                 _kill_group(proc)
+                log_output(output)
                 return None
             code = proc.wait()
         except BaseException:
@@ -250,12 +252,35 @@ class Invoker:
         finally:
             with self._lock:
                 self._scripts.discard(proc)
-        if self.log.enabled(logging.DEBUG):  # as the supervisor: the output's head, at DEBUG
-            with open(output, "rb") as text:
-                head = text.read(DEBUG_ECHO_LIMIT)
-            for line in head.decode("utf-8", "replace").splitlines():
-                self.log.debug("script: %s", line)
+        log_output(output)
         return code if code >= 0 else 128 - code
+
+
+def log_output(output: Path, limit: int = SCRIPT_LOG_LIMIT) -> None:
+    """Copy the head of a script's output (stdout and stderr), a ``script: `` before each
+    line (as ``worker N: `` before a worker's), to our stderr, the service's log, at any
+    ``log_level``: ``log_level`` governs the runtime's own lines, never the
+    script's, so a user who sets CRITICAL still sees why their script failed. Never the
+    answer's body either (that is the output files, or this output as data)."""
+    try:
+        with open(output, "rb") as text:
+            head = text.read(limit + 1)
+            size = os.fstat(text.fileno()).st_size
+    except OSError:
+        return
+    if not head:
+        return
+    lines = head[:limit].splitlines()
+    if size > limit:
+        lines.append(f"... ({size - limit} more bytes of output not logged)".encode())
+    data = b"".join(b"script: " + line + b"\n" for line in lines)
+    with _STDERR_LOCK:  # one call's lines together
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(2, view):]
+        except OSError:
+            pass
 
 
 def _empty(folder: Path) -> None:

@@ -77,6 +77,13 @@ class RuntimeApp:
     def ready(self) -> bool:
         return self.pool is None or self.pool.ready
 
+    def _not_ready(self) -> bytes:
+        """The health 503's body: ``failed: `` and why a warm worker could not start (the
+        provider shows it as the service's cause), or just ``not ready`` while they load."""
+        errors = [w.error for w in self.pool.workers if w.error] if self.pool else []
+        return ("failed: " + errors[0].rstrip("\n") + "\n").encode("utf-8", "replace") \
+            if errors else b"not ready\n"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
@@ -84,7 +91,8 @@ class RuntimeApp:
         path = scope["path"]
         if path == "/_/health":
             ok = self.ready
-            await plain(send, 200 if ok else 503, b"OK\n" if ok else b"not ready\n", started)
+            await plain(send, 200 if ok else 503, b"OK\n" if ok else self._not_ready(),
+                        started)
             return
         if path == "/_/status":
             doc = {"ready": self.ready, "slots": self.limiter.slots,
@@ -181,7 +189,14 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
         log.error("cannot listen on %s:%d: %s", host, port, err.strerror or err)
         return 1
     sock.listen(1024)
-    with tempfile.TemporaryDirectory(prefix="oscar-runtime-") as workdir:
+    try:
+        workspace = tempfile.TemporaryDirectory(prefix="oscar-runtime-")
+    except OSError as err:  # an image without a writable /tmp (and no TMPDIR)
+        log.error("no writable temporary folder (TMPDIR=%s, else /tmp, /var/tmp, the working "
+                  "folder): %s; the image needs a writable /tmp", env.get("TMPDIR", "unset"),
+                  err.strerror or err)
+        return 1
+    with workspace as workdir:
         app: RuntimeApp | ExposeApp
         bound = sock.getsockname()
         ws = "none"

@@ -35,8 +35,10 @@ def cli(gateway, *args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def test_apply_run_ls_get_rm(gateway, tmp_path):
-    assert cli(gateway, "apply", str(HELLO)).stdout == b"hello: created\n"
-    assert cli(gateway, "apply", str(HELLO)).stdout == b"hello: updated\n"
+    created = cli(gateway, "apply", str(HELLO)).stdout.decode().splitlines()
+    assert created[0] == "hello: created" and created[-1].startswith("hello: ready (")
+    updated = cli(gateway, "apply", str(HELLO)).stdout.decode().splitlines()
+    assert updated[0] == "hello: updated" and updated[-1].startswith("hello: ready (")
     assert cli(gateway, "run", "hello", "--text-input", "world").stdout == b"Hello, world!\n"
 
     infile, outfile = tmp_path / "name.txt", tmp_path / "greeting.txt"
@@ -45,8 +47,8 @@ def test_apply_run_ls_get_rm(gateway, tmp_path):
     assert outfile.read_bytes() == b"Hello, file!\n"
 
     listing = cli(gateway, "ls").stdout.decode().splitlines()
-    assert listing[0].split() == ["NAME", "IMAGE", "CPU", "MEMORY"]
-    assert ["hello", "alpine:3.20", "0.1", "128Mi"] in [row.split() for row in listing]
+    assert listing[0].split() == ["NAME", "IMAGE", "CPU", "MEMORY", "STATE"]
+    assert ["hello", "alpine:3.20", "0.1", "128Mi", "Ready"] in [row.split() for row in listing]
     shown = cli(gateway, "get", "hello").stdout.decode()
     assert "name: hello" in shown and "token: " in shown
     assert cli(gateway, "rm", "hello").stdout == b"hello: removed\n"

@@ -127,7 +127,8 @@ def test_a_killed_runtime_is_restarted(shared_provider: ProviderProcess, fn_name
     assert new_pid != pid
     wait_ready(p, fn_name)
     log = p.log()
-    assert f"function {fn_name}: its runtime exited; restarting it" in log, log[-4000:]
+    assert f"function {fn_name}: its runtime was killed by signal 9" in log, log[-4000:]
+    assert "restarting it at once" in log
 
 
 def test_switching_to_a_plain_fprocess_stops_the_runtime(shared_provider: ProviderProcess,

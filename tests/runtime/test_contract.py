@@ -59,7 +59,7 @@ def test_no_output_gives_the_script_output(runtime: RuntimeFactory, tmp_path: Pa
     res = rt.post(b64("x"))
     assert (res.status_code, res.content) == (200, b"to-stdout\nto-stderr\nno newline")
     assert "DEBUG" not in res.text  # log lines go to stderr, never into the body
-    assert "DEBUG - script: to-stderr" in rt.log()
+    assert "script: to-stderr" in rt.log()
 
 
 def test_failing_script_is_a_500_with_its_output(runtime: RuntimeFactory, tmp_path: Path) -> None:
@@ -69,6 +69,21 @@ def test_failing_script_is_a_500_with_its_output(runtime: RuntimeFactory, tmp_pa
     assert res.status_code == 500
     assert res.content == b"exit status 3\npartial\nit broke\n"
     assert "status 3" in rt.log()
+
+
+def test_script_output_is_logged_at_every_log_level(runtime: RuntimeFactory,
+                                                    tmp_path: Path) -> None:
+    """log_level governs the runtime's own lines; the script's output always reaches the
+    log (issue 22.4), cut past SCRIPT_LOG_LIMIT, and never the body of a failed call."""
+    script = ('echo "to-stdout"\necho "why it broke" >&2\n'
+              'head -c 40000 /dev/zero | tr "\\0" x\nexit 3')
+    rt = runtime(make_env(script, tmpdir=tmp_path / "tmp", LOG_LEVEL="CRITICAL"))
+    res = rt.post(b64("x"))
+    assert res.status_code == 500
+    log = rt.log()
+    assert "script: to-stdout" in log and "script: why it broke" in log
+    assert "more bytes of output not logged" in log
+    assert "status 3" not in log  # the runtime's own ERROR line stays below CRITICAL
 
 
 def test_exec_timeout_kills_the_script(runtime: RuntimeFactory, tmp_path: Path) -> None:

@@ -1,0 +1,70 @@
+"""What the backend keeps per function and per call: plain records, apart from the logic.
+
+:class:`Call` is one ``/function/<name>`` request as the backend needs it; :class:`FunctionEntry`
+is everything an invocation needs, computed once per deploy; :func:`runtime_spec` is what a
+launcher needs to run a function's runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .isolation import FunctionUser
+from .launch import RuntimeSpec
+from .limits import Limiter, WatchdogConfig
+from .state import FunctionRecord
+from .types import FunctionDeployment
+
+#: ``limits``/``requests`` keys that ask for a GPU.
+GPU_KEYS = ("nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu")
+
+
+@dataclass
+class Call:
+    """One ``/function/<name>[/path]`` request, as the backend needs it."""
+
+    method: str
+    #: the path after the function's name, still percent-encoded (``/`` when none)
+    raw_path: str
+    #: the same, decoded (the classic watchdog's ``Http_Path``)
+    path: str
+    query: str
+    #: the client's headers minus hop-by-hop ones, plus the gateway's (X-Call-Id, ...)
+    headers: list[tuple[str, str]]
+    host: str
+    body: BinaryIO
+    content_length: int | None
+    chunked: bool
+
+    def header(self, name: str) -> str:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), "")
+
+
+@dataclass(frozen=True)
+class FunctionEntry:
+    """Everything an invocation needs, computed at deploy time."""
+
+    record: FunctionRecord
+    #: ``"runtime"`` (proxied to its runtime), ``"process"`` (a process per call) or
+    #: ``"none"`` (no envProcess: never ready)
+    kind: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    config: WatchdogConfig
+    limiter: Limiter
+    spec: RuntimeSpec | None = None
+    #: who its per-call processes run as (:mod:`.isolation`); None: the provider's user
+    user: FunctionUser | None = None
+
+
+def runtime_spec(fd: FunctionDeployment, secrets_dir: Path) -> RuntimeSpec:
+    """What a launcher needs to run ``fd``'s runtime."""
+    limits = fd.limits or {}
+    requests = fd.requests or {}
+    gpu = any((limits.get(k) or requests.get(k) or "0") not in ("", "0") for k in GPU_KEYS)
+    return RuntimeSpec(name=fd.service, image=fd.image, env=dict(fd.env_vars),
+                       secrets_dir=secrets_dir, memory=limits.get("memory") or None,
+                       cpu=limits.get("cpu") or None, gpu=gpu)
