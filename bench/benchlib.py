@@ -495,7 +495,7 @@ class Serve(_ChildServer):
         if self.extra_env.get("OPENFAAS_URL"):  # a given OpenFaaS, not the embedded one
             self.provider_url = self.extra_env["OPENFAAS_URL"]
             return self
-        match = re.search(r"embedded local provider at (http://\S+)",
+        match = re.search(r"embedded local provider at (http://[^\s,]+)",
                           self.log_path.read_text(errors="replace"))
         if not match:
             self.__exit__()

@@ -119,6 +119,7 @@ def throughput(serve: Serve, token: str, seconds: float, health: bool = True,
                upstream_pids: list[int] | None = None) -> dict:
     out: dict[str, dict] = {}
     run_headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
+    plain = run_headers  # the provider hop is open; the function checks the token (issue 21)
     gw_pids = serve.gunicorn_pids()
     prov_pids = serve.provider_pids() if upstream_pids is None else upstream_pids
 
@@ -135,7 +136,7 @@ def throughput(serve: Serve, token: str, seconds: float, health: bool = True,
         out[f"run_c{conc}"] = measured(f"{serve.url}/run/{NOOP}", conc, seconds, "POST", BODY,
                                        run_headers)
         out[f"direct_c{conc}"] = measured(f"{serve.provider_url}/function/{NOOP}", conc,
-                                          seconds, "POST", BODY, {"Content-Type": "text/plain"})
+                                          seconds, "POST", BODY, plain)
         if health:
             out[f"health_c{conc}"] = measured(f"{serve.url}/health", conc, seconds)
     return out
@@ -225,7 +226,8 @@ def streaming(serve: Serve, token: str, size: int) -> dict:
             runs.append(seconds)
     for _ in range(STREAM_REPEATS):
         direct_seconds, status, data = stream(serve.provider_url, f"/function/{COUNT}",
-                                              {"Content-Type": "text/plain"}, size)
+                                              {"Authorization": f"Bearer {token}",
+                                               "Content-Type": "text/plain"}, size)
         if status != 200 or data.strip() != expected:
             raise RuntimeError(f"/function/{COUNT}: {status} {data[:300]!r}")
         directs.append(direct_seconds)
