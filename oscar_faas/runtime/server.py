@@ -34,6 +34,7 @@ from ..wsproxy import SERVER_OPTIONS as WEBSOCKET_OPTIONS
 from . import guardian
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send, plain
 from .caller import CallerCheck, refuse_stranger
+from .hints import isolation_hint
 from .cgi import cgi_env
 from .expose import ExposeApp
 from .expose_settings import ExposeSettings
@@ -81,8 +82,10 @@ class RuntimeApp:
         """The health 503's body: ``failed: `` and why a warm worker could not start (the
         provider shows it as the service's cause), or just ``not ready`` while they load."""
         errors = [w.error for w in self.pool.workers if w.error] if self.pool else []
-        return ("failed: " + errors[0].rstrip("\n") + "\n").encode("utf-8", "replace") \
-            if errors else b"not ready\n"
+        if not errors:
+            return b"not ready\n"
+        text = "failed: " + errors[0].rstrip("\n") + "\n" + isolation_hint(self.invoker.env)
+        return text.encode("utf-8", "replace")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import requests
@@ -54,7 +55,12 @@ def test_runtime_log_lines_at_the_services_level(shared_provider: ProviderProces
         "SCRIPT": base64.b64encode(b"echo to-the-log >&2\ncat $INPUT_FILE_PATH\n").decode(),
         "LOG_LEVEL": "DEBUG"})
     assert p.invoke(fn_name, base64.b64encode(b"hi")).status_code == 200
-    texts = [m["text"] for m in messages(p.request("GET", f"/system/logs?name={fn_name}"))]
+    deadline = time.monotonic() + 15  # the call's own line follows its answer
+    while True:
+        texts = [m["text"] for m in messages(p.request("GET", f"/system/logs?name={fn_name}"))]
+        if any(t.startswith("INFO call ") for t in texts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert any(t.startswith("INFO listening on http://127.0.0.1:") for t in texts), texts
     assert any(t.startswith("INFO call ") and ": 200 in " in t for t in texts), texts
     assert "INFO script: to-the-log" in texts, texts
