@@ -33,7 +33,7 @@ DEFAULTS = {"inproc": 300, "http": 300, "theirs": 20, "floor": 200, "pairs": 500
             "classifier": 10, "runtime": 500, "runtime_proc": 20, "runtime_clf": 100, "cold": 3,
             "warm_c1": 100}
 QUICK = {"inproc": 50, "http": 50, "theirs": 5, "floor": 30, "pairs": 100, "classifier": 3,
-         "runtime": 100, "runtime_proc": 5, "runtime_clf": 20, "cold": 1, "warm_c1": 20}
+         "runtime": 100, "runtime_proc": 5, "runtime_clf": 20, "cold": 1, "warm_c1": 40}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -87,13 +87,15 @@ def test_classifies_the_sample_photo_through_the_gateway(gateway, photo, tmp_pat
     assert top5[0]["label_id"] in CAT_CLASSES, top5[0]
     assert "cat" in top5[0]["label"]
 
-    # served by the function's warm worker, which stays loaded: the same process answers again
-    (worker,) = _workers_under(gateway.proc.pid)
+    # served by the function's warm workers (the process that loaded the model and one forked
+    # worker per CPU), which stay loaded: the same processes answer again
+    workers = _workers_under(gateway.proc.pid)
+    assert workers
     again = tmp_path / "again.json"
     resp = client.run_service(NAME, input=str(photo), output=str(again), timeout=120)
     assert resp.status_code == 200, resp.text
     assert json.loads(again.read_text()) == prediction
-    assert _workers_under(gateway.proc.pid) == [worker]
+    assert _workers_under(gateway.proc.pid) == workers
     log = (gateway.workdir / "data" / "logs" / f"{NAME}.log").read_text()
     assert log.count("oscar_classifier: classifying") == 2, log
 
