@@ -134,8 +134,8 @@ class LineReader:
                 if now - line_started >= LINE_DEADLINE:
                     raise LineError(f"no end of line {LINE_DEADLINE:g}s after "
                                     f"{bytes(self.buf[:200])!r}")
-                limit = min(limit, line_started + LINE_DEADLINE) if limit else \
-                    line_started + LINE_DEADLINE
+                line_end = line_started + LINE_DEADLINE
+                limit = line_end if limit is None else min(limit, line_end)
             timeout = None
             if limit is not None:
                 if limit - now <= 0:

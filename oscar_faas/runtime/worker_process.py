@@ -128,16 +128,19 @@ class Worker:
         self._reader = LineReader(ans_r, self._pidfd, lambda: self.alive)
         self.log.info("%s: started %s (pid %d)", self.name,
                       "by the template" if template else self.argv, self._proc.pid)
+        what = ""
         try:
             line = self._reader.read(None)
             ready = json.loads(line) if line is not None else None
-        except (LineError, ValueError):
-            line, ready = b"?", None
+        except LineError as err:
+            what, ready = f"broke its ready line: {err}", None
+        except ValueError:
+            ready = None
         except OSError:  # closed under us: the pool is closing
-            line, ready = None, None
+            line = ready = None
         if not isinstance(ready, dict) or ready.get("ready") is not True:
-            what = ("exited before it was ready" if line is None
-                    else f"sent {line[:200]!r} instead of the ready line")
+            what = what or ("exited before it was ready" if line is None
+                            else f"sent {line[:200]!r} instead of the ready line")
             if self.memory_limit:
                 what += f" (it may use {mebibytes(self.memory_limit)}: the service's memory)"
             raise self._fail(503, f"{self.name} {what}")
