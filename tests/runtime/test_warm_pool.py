@@ -101,4 +101,25 @@ def test_a_leaking_worker_is_held_to_the_service_memory_and_recycled(
     assert "MemoryError" in res.text
     assert 3 <= len(statuses) <= 4 * int(slots) + 1
     assert rt.post(b64("pid")).status_code == 200  # a fresh worker serves the next call
-    assert rt.health() == 200
+    rt.wait_ready()  # the replacement is up
+
+
+def test_a_crashed_forked_worker_is_forked_again_without_a_new_setup(runtime: RuntimeFactory,
+                                                                     tmp_path: Path) -> None:
+    setups = tmp_path / "setups"
+    setups.mkdir()
+    rt = runtime(worker_env(tmp_path, max_inflight="2", WORKER_SETUP_MARKS=str(setups)))
+    assert rt.post(b64("crash now")).status_code == 500
+    assert {rt.post(b64("pid")).status_code for _ in range(4)} == {200}
+    assert len(list(setups.iterdir())) == 1
+    assert rt.log().count("started by the template") == 3  # two, then the replacement
+
+
+def test_fork_can_be_turned_off(runtime: RuntimeFactory, tmp_path: Path) -> None:
+    setups = tmp_path / "setups"
+    setups.mkdir()
+    rt = runtime(worker_env(tmp_path, max_inflight="2", WORKER_SETUP_MARKS=str(setups),
+                            OSCAR_WORKER_FORK="false"))
+    assert len({pid_of(rt.post(b64("pid"))) for _ in range(2)}) == 2
+    assert len(list(setups.iterdir())) == 2  # each worker ran its own setup()
+    assert "worker template" not in rt.log()
