@@ -1,7 +1,7 @@
 """Helper for Python warm workers of the oscar-faas function runtime (line protocol v1).
 
 A service opts in with the environment variable ``OSCAR_WORKER``, a command that the runtime
-starts once per concurrency slot and keeps. A Python worker is a few lines::
+keeps running, one worker per concurrency slot. A Python worker is a few lines::
 
     import oscar_worker
 
@@ -34,9 +34,20 @@ cannot get near the answer. During a call the request's variables are also set i
 ``os.environ`` (and restored afterwards), for code that reads them from there.
 
 An exception in the handler answers ``ok: false`` with ``"<type name>: <message>"`` (the
-traceback goes to stderr) and the worker goes on with the next call. An exception in
-``setup()`` ends the worker before it is ready, with the traceback on stderr, which the runtime
-reports. End of input (the runtime closed the request pipe) ends :func:`serve` normally.
+traceback goes to stderr; ``"out_of_memory": true`` is added when an allocation was refused)
+and the worker goes on with the next call. An exception in ``setup()`` ends the worker before
+it is ready, with the traceback on stderr, which the runtime reports. End of input (the
+runtime closed the request pipe) ends :func:`serve` normally.
+
+One ``setup()`` for every worker: when the runtime wants more than one worker it also passes
+``OSCAR_WORKER_FORK_FD`` (a control socket, see :mod:`oscar_faas.runtime.prefork`). This
+process then runs ``setup()``, freezes the objects it made (``gc.freeze``), answers
+``{"ready": true, "fork": true}`` and becomes the *template*: it serves no calls, it forks one
+worker per request of the runtime, and each child serves calls with the state ``setup()``
+returned, its memory shared copy-on-write. In each child torch (when imported) is set to one
+intra-op thread (an OpenMP pool that ran before ``fork`` hangs the child's next parallel
+region), then ``after_fork(state)`` runs. Threads started by ``setup()`` do not exist in the
+children, and files or sockets it opened are shared by all of them.
 """
 
 from __future__ import annotations
@@ -185,6 +196,9 @@ def _fork_socket() -> Optional[socket.socket]:
     except OSError:
         return None
     sock.set_inheritable(False)
+    if not hasattr(socket, "recv_fds") or not hasattr(os, "waitstatus_to_exitcode"):
+        sock.close()  # Python < 3.9: one process per worker, as in other languages
+        return None
     return sock
 
 
