@@ -45,6 +45,8 @@ __all__ = ["TAIL_BYTES", "Worker", "WorkerError", "WorkerPool", "helper_path"]
 
 class WorkerPool:
     """``slots`` workers; a call takes an idle one (waiting while none is) and gives it back.
+    The last one given back is taken first: at low concurrency one worker keeps serving with
+    warm caches, and the others stay asleep.
 
     A worker that failed a call is replaced in the background before it is idle again, so
     callers wait for the replacement instead of hitting a dead process. With forking, the
@@ -66,7 +68,7 @@ class WorkerPool:
 
         self._new = new
         self.workers = [new(i) for i in range(max(1, slots))]
-        self._idle: queue.SimpleQueue[Worker] = queue.SimpleQueue()
+        self._idle: queue.LifoQueue[Worker] = queue.LifoQueue()
         self._closed = False
         #: offer the first process a control socket (one setup() for every worker)
         self.forking = settings.fork and len(self.workers) > 1 and can_fork()

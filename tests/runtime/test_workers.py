@@ -75,16 +75,16 @@ def test_stdout_noise_does_not_corrupt_the_protocol(runtime: RuntimeFactory,
 def test_crashed_worker_fails_the_call_and_is_replaced(runtime: RuntimeFactory,
                                                        tmp_path: Path, slots: str) -> None:
     rt = runtime(worker_env(tmp_path, max_inflight=slots))
-    before = {rt.post(b64("pid")).content for _ in range(int(slots))}
-    assert len(before) == int(slots)  # idle workers are taken in turn
-    res = rt.post(b64("crash now"))
+    pid = rt.post(b64("pid")).content
+    assert rt.post(b64("pid")).content == pid  # the last idle worker is taken first
+    res = rt.post(b64("crash now"))  # that one crashes
     assert res.status_code == 500
     assert "exited during the call (exit status 3)" in res.text
     assert "about to crash" in res.text  # the tail of its output
-    answers = [rt.post(b64("pid")) for _ in range(int(slots))]
-    assert [a.status_code for a in answers] == [200] * int(slots)
-    assert len({a.content for a in answers} - before) == 1  # one new process
-    assert rt.health() == 200
+    answers = [rt.post(b64("pid")) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200] * 3
+    assert pid not in {a.content for a in answers}  # it was replaced
+    rt.wait_ready()
 
 
 def test_worker_exec_timeout_is_a_504_and_it_is_replaced(runtime: RuntimeFactory,
@@ -153,7 +153,7 @@ def test_worker_in_another_language(runtime: RuntimeFactory, tmp_path: Path) -> 
         res = rt.post(body)
         assert res.status_code == 200
         assert base64.b64decode(res.content[:-1], validate=True) == expected
-    assert "worker 0: bash worker: call" in rt.log()
+    assert re.search(r"worker \d: bash worker: call", rt.log())
 
 
 #: The runtime on a kernel without pidfd (Linux < 5.3): ``os.pidfd_open`` removed before start.
