@@ -262,15 +262,14 @@ class Worker:
                     raise self._fail(504, f"exec_timeout ({timeout:g}s) reached: "
                                           f"{self.name} was killed")
                 raise self._fail(500, f"{self.name} exited during the call")
-            try:
-                answer = json.loads(raw)
-            except ValueError:
-                answer = None
-            if not isinstance(answer, dict) or answer.get("id") != call_id:
-                self.log.warning("%s: ignoring line %r (it will be replaced)", self.name,
-                                 raw[:200])
+            answer, salvaged = _answer_in(raw, call_id)
+            if answer is None or salvaged:
                 self.misbehaved = True
-                continue
+                self.log.warning("%s: %s %r (it will be replaced)", self.name,
+                                 "ignoring line" if answer is None else
+                                 "stray output before its answer:", raw[:200])
+                if answer is None:
+                    continue
             if answer.get("ok") is True:
                 return None
             error = str(answer.get("error") or "the worker reported a failure")
@@ -290,6 +289,34 @@ class Worker:
                        "replaced by a fresh one")
             self.log.error("%s", message)
             raise WorkerError(500, f"{message}\n{error}\n")
+
+
+def _answer_in(raw: bytes, call_id: str) -> tuple[dict | None, bool]:
+    """The answer to ``call_id`` in a line, and whether it had to be salvaged: an answer
+    object at the end of the line, after output the worker wrote without a newline."""
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    else:
+        return (answer if isinstance(answer, dict) and answer.get("id") == call_id
+                else None), False
+    if call_id.encode() not in raw:
+        return None, False
+    end = len(raw)
+    for _ in range(8):  # the last few "{" of the line, from the right
+        start = raw.rfind(b"{", 0, end)
+        if start < 0:
+            break
+        try:
+            answer = json.loads(raw[start:])
+        except ValueError:
+            end = start
+            continue
+        if isinstance(answer, dict) and answer.get("id") == call_id:
+            return answer, True
+        break
+    return None, False
 
 
 def _signal(send: Callable[[], None]) -> None:

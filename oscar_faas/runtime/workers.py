@@ -157,15 +157,20 @@ class WorkerPool:
         return not self._closed and all(w.ready for w in self.workers)
 
     def acquire(self) -> Worker:
-        """An idle worker. One that wrote on its answer pipe while idle is replaced (in the
-        background) and another is taken: its noise must not become the next call's answer."""
+        """An idle worker. One that exited, or wrote on its answer pipe, while idle is replaced
+        (in the background) and another is taken: its end or its noise must not fail the next
+        call."""
         while True:
             worker = self._idle.get()
-            junk = worker.stray() if worker.ready else b""
-            if not junk:
+            if not worker.ready:
+                return worker  # the call answers its start failure (503)
+            if not worker.alive:
+                self.log.warning("%s exited between calls: replacing it", worker.name)
+            elif junk := worker.stray():
+                self.log.warning("%s wrote %r on its answer pipe between calls: replacing it",
+                                 worker.name, junk[:200])
+            else:
                 return worker
-            self.log.warning("%s wrote %r on its answer pipe between calls: replacing it",
-                             worker.name, junk[:200])
             worker.kill()
             self._bring_up(worker)
 

@@ -1,8 +1,9 @@
 """A warm worker that speaks protocol v1 by hand (no helper), and misbehaves on request.
 
 The first word of the input picks: ``stray`` (answer, then write a line and a half of garbage
-on the answer pipe, between calls), ``nonewline`` (answer without the final newline), anything
-else: write the worker's pid into ``pid.txt``.
+on the answer pipe, between calls), ``nonewline`` (answer without the final newline),
+``prefix`` (output without a newline, then the answer on the same line), ``exit`` (answer, then
+exit: between calls); always: write the worker's pid into ``pid.txt``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def main() -> None:
                 os.write(OUT, answer + b'\nnot json, between calls\n{"half a line')
             elif word == b"nonewline":
                 os.write(OUT, answer)
+            elif word == b"prefix":
+                os.write(OUT, b"progress: 100% {" + answer + b"\n")
+            elif word == b"exit":
+                os.write(OUT, answer + b"\n")
+                os._exit(0)
             else:
                 os.write(OUT, answer + b"\n")
 

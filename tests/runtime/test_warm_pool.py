@@ -68,6 +68,29 @@ def test_a_worker_that_writes_between_calls_is_replaced_without_failing_a_call(
     assert pid_of(rt.post(b64("pid"))) == pid_of(second)
 
 
+def test_output_before_the_answer_on_its_line_does_not_fail_the_call(
+        runtime: RuntimeFactory, tmp_path: Path) -> None:
+    rt = runtime(make_env(COPY_TO_OUTPUT, tmpdir=tmp_path / "tmp", OSCAR_WORKER=RAW_WORKER,
+                          max_inflight="1"))
+    first = pid_of(rt.post(b64("prefix")))  # its answer is still found, then it is replaced
+    assert pid_of(rt.post(b64("pid"))) != first
+    assert "stray output before its answer" in rt.log()
+
+
+def test_a_worker_that_exits_between_calls_does_not_fail_the_next_call(
+        runtime: RuntimeFactory, tmp_path: Path) -> None:
+    rt = runtime(make_env(COPY_TO_OUTPUT, tmpdir=tmp_path / "tmp", OSCAR_WORKER=RAW_WORKER,
+                          max_inflight="1"))
+    first = pid_of(rt.post(b64("exit")))
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{first}/cmdline").exists() and time.monotonic() < deadline:
+        if not Path(f"/proc/{first}/cmdline").read_bytes():  # a zombie: it has exited
+            break
+        time.sleep(0.01)
+    assert pid_of(rt.post(b64("pid"))) != first
+    assert "exited between calls: replacing it" in rt.log()
+
+
 def test_an_answer_without_newline_does_not_hang_the_call(runtime: RuntimeFactory,
                                                           tmp_path: Path) -> None:
     rt = runtime(make_env(COPY_TO_OUTPUT, tmpdir=tmp_path / "tmp", OSCAR_WORKER=RAW_WORKER,
