@@ -3,13 +3,14 @@
 The first word of the input picks: ``stray`` (answer, then write a line and a half of garbage
 on the answer pipe, between calls), ``nonewline`` (answer without the final newline),
 ``prefix`` (output without a newline, then the answer on the same line), ``exit`` (answer, then
-exit: between calls); always: write the worker's pid into ``pid.txt``.
+exit a moment later: between calls); always: write the worker's pid into ``pid.txt``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 IN = int(os.environ["OSCAR_WORKER_IN_FD"])
@@ -33,6 +34,7 @@ def main() -> None:
                 os.write(OUT, b"progress: 100% {" + answer + b"\n")
             elif word == b"exit":
                 os.write(OUT, answer + b"\n")
+                time.sleep(0.3)  # the runtime has taken it back as idle by then
                 os._exit(0)
             else:
                 os.write(OUT, answer + b"\n")

@@ -87,7 +87,7 @@ def test_a_worker_that_exits_between_calls_does_not_fail_the_next_call(
         if not Path(f"/proc/{first}/cmdline").read_bytes():  # a zombie: it has exited
             break
         time.sleep(0.01)
-    assert pid_of(rt.post(b64("pid"))) != first
+    assert pid_of(rt.post(b64("pid"))) != first  # a fresh worker, not a 500
     assert "exited between calls: replacing it" in rt.log()
 
 
