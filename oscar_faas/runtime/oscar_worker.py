@@ -284,6 +284,16 @@ def _child(sock: socket.socket, fds: "list[int]", handler: Handler, state: Any,
     _serve_calls(in_fd, out_fd, handler, state)
 
 
+def _release_free_heap() -> None:
+    """Give the heap's free memory back to the system before forking (glibc's
+    ``malloc_trim``; about 10 MB with a torch model): the template keeps less."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (ImportError, OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        pass
+
+
 def serve(handler: Handler, setup: Optional[Callable[[], Any]] = None, *, fork: bool = True,
           after_fork: Optional[Callable[[Any], None]] = None) -> None:
     """Run ``setup()`` once, say ready, then serve calls until the runtime closes the pipe.
@@ -318,6 +328,7 @@ def serve(handler: Handler, setup: Optional[Callable[[], Any]] = None, *, fork: 
     # would otherwise write to (and so copy) every page that holds one.
     gc.collect()
     gc.freeze()
+    _release_free_heap()
     os.close(in_fd)
     _write_line(out_fd, {"ready": True, "fork": True})
     os.close(out_fd)
