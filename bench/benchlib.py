@@ -339,14 +339,17 @@ def _tail(path: Path | None, size: int = 4000) -> str:
 
 # --- services --------------------------------------------------------------------------------
 
-def service_body(name: str, script: str, variables: Mapping[str, str] | None = None) -> dict:
-    """An OSCAR service definition (``POST /system/services`` JSON)."""
+def service_body(name: str, script: str, variables: Mapping[str, str] | None = None,
+                 resources: Mapping[str, str] | None = None) -> dict:
+    """An OSCAR service definition (``POST /system/services`` JSON); ``resources`` replaces
+    its ``cpu``/``memory``."""
     return {"name": name, "image": "alpine", "cpu": "0.5", "memory": "256Mi",
             "log_level": "CRITICAL", "script": script,
-            "environment": {"variables": dict(variables or {})}}
+            "environment": {"variables": dict(variables or {})}, **dict(resources or {})}
 
 
-def deployment(name: str, script: str, variables: Mapping[str, str] | None = None) -> dict:
+def deployment(name: str, script: str, variables: Mapping[str, str] | None = None,
+               resources: Mapping[str, str] | None = None) -> dict:
     """The OpenFaaS FunctionDeployment the gateway would send for :func:`service_body`,
     built by the gateway's own translation code, as an *open* function: without the
     service's secret, whose only content here would be the token its runtime checks callers
@@ -358,7 +361,8 @@ def deployment(name: str, script: str, variables: Mapping[str, str] | None = Non
     from oscar_faas.model import Service
     from oscar_faas.plan import plan_deployment, prepare_service
     settings = Settings.from_env({})
-    service = prepare_service(Service.from_dict(service_body(name, script, variables)), settings)
+    body = service_body(name, script, variables, resources)
+    service = prepare_service(Service.from_dict(body), settings)
     fd = plan_deployment(service, settings).deployment
     fd.pop("secrets", None)
     fd["envVars"].pop(ENV_STORAGE_SECRET, None)

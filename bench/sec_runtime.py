@@ -78,13 +78,14 @@ class Runtime(_ChildServer):
 
 
 def function_env(script: str, variables: Mapping[str, str] | None = None,
-                 path_first: str | None = None) -> dict[str, str]:
+                 path_first: str | None = None,
+                 resources: Mapping[str, str] | None = None) -> dict[str, str]:
     """The env a function gets: the provider's inherited host variables, then the
     deployment's envVars (SCRIPT, FUNCTION_CONFIG, the service's variables)."""
     from benchlib import deployment
     from oscar_faas.provider.backend import inherited_env
     env = inherited_env(os.environ)
-    env.update(deployment("bench-runtime", script, variables)["envVars"])
+    env.update(deployment("bench-runtime", script, variables, resources)["envVars"])
     if path_first:
         env["PATH"] = os.pathsep.join([path_first, env.get("PATH", "")])
     return env
@@ -217,14 +218,16 @@ def noop(counts: dict[str, int], workdir: Path, table: Table, results: dict) -> 
 # --- (b), (c) the classifier -----------------------------------------------------------------
 
 def _classifier_env(classifier_python: str) -> dict[str, str]:
-    """The FDL's service, unchanged (script.sh, CLASSIFIER_NUM_THREADS, OSCAR_WORKER), with
-    the classifier's venv first on PATH, as on the embedded default in an activated venv."""
+    """The FDL's service, unchanged (script.sh, cpu, memory, CLASSIFIER_NUM_THREADS,
+    OSCAR_WORKER), with the classifier's venv first on PATH, as on the embedded default in an
+    activated venv."""
     import yaml
     (entry,) = yaml.safe_load(FDL.read_text())["functions"]["oscar"]
     service = entry["oscar-cluster"]
     variables = service["environment"]["variables"]
     return function_env((EXAMPLE / service["script"]).read_text(), variables,
-                        path_first=os.path.dirname(classifier_python))
+                        path_first=os.path.dirname(classifier_python),
+                        resources={k: service[k] for k in ("cpu", "memory") if k in service})
 
 
 def _script_once(photo: Path, env: dict[str, str], workdir: Path) -> float:

@@ -27,11 +27,14 @@ Environment (the supervisor's, plus the watchdog's settings):
   SCRIPT, FUNCTION_CONFIG, LOG_LEVEL   the user script, the service (base64 YAML), log level
   OSCAR_SECRETS_DIR, OSCAR_STORAGE_SECRET
                                        the storage secret (MinIO credentials, secrets)
-  max_inflight    concurrent calls (0 or unset: 4 per CPU, or 1 with OSCAR_WORKER)
+  max_inflight    concurrent calls (0 or unset: 4 per CPU; with OSCAR_WORKER one worker per
+                  CPU the service may use)
   max_queue       calls that may wait for a slot (default 100); one more gets 429
   exec_timeout    a call's time limit (e.g. 30s; unset: none): 408 "Killed process."
   read_timeout, write_timeout
                   limits on waiting for the request body / for the client to take the answer
-  OSCAR_WORKER    a warm-worker command: started once per slot and kept, it serves calls
-                  over line protocol v1 (see docs/internals.md) instead of the script
+  OSCAR_WORKER    a warm-worker command: kept running, one per slot (a Python worker runs
+                  setup() once and forks the others), it serves calls over line protocol v1
+                  (see docs/internals.md) instead of the script
+  OSCAR_WORKER_FORK  false: every worker runs its own setup() (no fork)
 """

@@ -3,7 +3,8 @@
 The same variables as the supervisor (``SCRIPT``, ``FUNCTION_CONFIG``, ``LOG_LEVEL``,
 ``OSCAR_SECRETS_DIR``, ``OSCAR_STORAGE_SECRET``) plus the watchdog's (``max_inflight``,
 ``exec_timeout``, ``read_timeout``, ``write_timeout``, ``content_type``), ``max_queue`` and the
-warm-worker opt-in ``OSCAR_WORKER``. Values are parsed leniently, as the watchdog does: a bad
+warm-worker opt-in ``OSCAR_WORKER`` (with ``OSCAR_WORKER_FORK``). Without ``max_inflight``
+a warm service gets one worker per CPU it may use (:mod:`.sizing`). Values are parsed leniently, as the watchdog does: a bad
 value means the default.
 """
 
@@ -14,13 +15,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..contract import parse_duration
+from ..contract import is_true, parse_duration
+from .sizing import default_worker_slots, service_resources
 
 #: Bound of the wait queue when ``max_queue`` is unset.
 DEFAULT_MAX_QUEUE = 100
-#: Worker slots when ``OSCAR_WORKER`` is set and ``max_inflight`` is unset or 0: one model
-#: copy in memory unless the service asks for more.
-DEFAULT_WORKER_SLOTS = 1
 
 def _count(value: str | None) -> int | None:
     try:
@@ -54,6 +53,10 @@ class RuntimeSettings:
     content_type: str | None = None
     #: the warm-worker command (``OSCAR_WORKER`` split with shlex), or None for the script
     worker: tuple[str, ...] | None = None
+    #: offer warm workers to fork from one ``setup()`` (``OSCAR_WORKER_FORK``, default true)
+    fork: bool = True
+    #: bytes each warm worker may use (the service's ``memory``), None = no limit
+    memory_limit: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RuntimeSettings:
@@ -62,7 +65,7 @@ class RuntimeSettings:
         worker = tuple(shlex.split(raw_worker)) if raw_worker else None
         inflight = _count(env.get("max_inflight")) or 0
         if not inflight:
-            inflight = DEFAULT_WORKER_SLOTS if worker else default_script_slots()
+            inflight = default_worker_slots(env) if worker else default_script_slots()
         queue = _count(env.get("max_queue"))
         return cls(
             slots=inflight,
@@ -72,4 +75,6 @@ class RuntimeSettings:
             write_timeout=parse_duration(env.get("write_timeout")) or 0.0,
             content_type=env.get("content_type") or None,
             worker=worker or None,
+            fork=is_true(env.get("OSCAR_WORKER_FORK") or "true"),
+            memory_limit=service_resources(env)[1] if worker else None,
         )

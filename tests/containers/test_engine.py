@@ -303,3 +303,20 @@ def test_a_warm_worker_runs_inside_the_image(engine: ContainerEngine,
     engine.wait_ready(fc, READY_TIMEOUT)
     answer = base64.b64decode(invoke(fc))
     assert answer == b"warm: busybox test image helper: present\n"
+
+
+@pytest.mark.skipif(STANDIN_COMMAND is not None,
+                    reason="the function runtime (oscar_faas.runtime, issue 13) is not in this "
+                           "tree yet; the stand-in has no warm workers")
+def test_warm_workers_follow_the_containers_cpu_limit(engine: ContainerEngine,
+                                                      busybox_image: str) -> None:
+    """No max_inflight: one worker per CPU the container may use (its cgroup's limit)."""
+    from oscar_faas.runtime.sizing import cores
+    if cores() < 2:
+        pytest.skip("needs 2 CPUs")
+    env = {"OSCAR_WORKER": "sh -c 'eval \"$SH_WORKER\"'", "SH_WORKER": SH_WORKER}
+    for name, cpu, slots in (("warm-all", None, cores()), ("warm-one", "1", 1)):
+        fc = engine.start(name, busybox_image, env, cpu=cpu)
+        engine.wait_ready(fc, READY_TIMEOUT)
+        assert requests.get(fc.url + "/_/status", timeout=30).json()["slots"] == slots
+        assert base64.b64decode(invoke(fc)) == b"warm: busybox test image helper: present\n"

@@ -94,3 +94,68 @@ def test_oscar_cli_shaped_calls_reach_the_same_worker(gateway, tmp_path):
     assert first["size"] == second["size"] == len(payload)
     assert (first["calls"], second["calls"]) == (1, 2)
     assert first["pid"] == second["pid"]
+
+
+FORKING_WORKER = '''\
+import os
+import time
+from pathlib import Path
+from oscar_worker import serve
+
+MARKS = Path(os.environ["MARKS"])
+
+
+def setup():
+    (MARKS / f"setup-{os.getpid()}").touch()
+    return "model"
+
+
+def handle(input_path, output_dir, env, model):
+    (MARKS / f"call-{os.getpid()}").touch()
+    deadline = time.monotonic() + 60
+    while len(list(MARKS.glob("call-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # wait for a second call to run at the same time
+    Path(output_dir, "pid.txt").write_text(str(os.getpid()))
+
+
+serve(handle, setup)
+'''
+
+
+def test_a_warm_service_with_no_setting_serves_calls_at_once_from_one_setup(gateway,
+                                                                            tmp_path):
+    """The FDL grants 2 CPUs and sets no max_inflight: 2 workers serve 2 calls at the same
+    time, and setup() ran once (the workers were forked from it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from oscar_faas.runtime.sizing import cores
+    if cores() < 2:
+        pytest.skip("needs 2 CPUs")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    marks.chmod(0o777)  # the function's own user writes there
+    worker = tmp_path / "forking_worker.py"
+    worker.write_text(FORKING_WORKER)
+    (tmp_path / "warm.sh").write_text("#!/bin/sh\necho the script is not used\n")
+    fdl = tmp_path / "warm2.yaml"
+    fdl.write_text(
+        "functions:\n  oscar:\n  - oscar-cluster:\n      name: warm-two\n      image: alpine\n"
+        "      cpu: '2'\n      memory: 1Gi\n      log_level: INFO\n      script: warm.sh\n"
+        "      environment:\n        variables:\n"
+        f"          MARKS: {marks}\n"
+        f"          OSCAR_WORKER: {function_python()} {worker}\n")
+    client = gateway.oscar_python_client()
+    assert client.create_service(str(fdl)).status_code == 201
+    body = base64.b64encode(b"photo")
+
+    def call(_: int) -> requests.Response:
+        return requests.post(f"{gateway.url}/run/warm-two", data=body,
+                             auth=gateway.auth, timeout=120)
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(call, range(2)))
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    pids = {base64.b64decode(a.content) for a in answers}
+    assert len(pids) == 2  # two workers, each waited for the other's call
+    assert len(list(marks.glob("setup-*"))) == 1  # one setup() for both
+    assert client.remove_service("warm-two").status_code == 204

@@ -4,8 +4,9 @@ It does what ``COPY_TO_OUTPUT`` does (copy the input into ``result.bin``), or, w
 ``WORKER_MODE=several``, what ``SEVERAL_SCRIPT`` does; inputs with a magic first word make it
 misbehave: ``crash`` (exit mid-call), ``fail`` (raise), ``noise`` (print, even fake protocol
 lines, to stdout), ``hang`` (never answer), ``barrier`` (wait until two calls have started),
-``pid`` (answer with its pid). ``WORKER_SETUP_GATE`` makes setup wait for a file;
-``WORKER_EXIT_IN_SETUP`` makes it exit instead.
+``pid`` (answer with its pid), ``leak`` (keep 48 MiB more after each call).
+``WORKER_SETUP_GATE`` makes setup wait for a file; ``WORKER_EXIT_IN_SETUP`` makes it exit
+instead; ``WORKER_SETUP_MARKS`` is a folder where each run of setup leaves a file.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ def setup() -> dict:
     if os.environ.get("WORKER_EXIT_IN_SETUP"):
         print("setup: the model file is missing", file=sys.stderr)
         sys.exit(4)
+    marks = os.environ.get("WORKER_SETUP_MARKS")
+    if marks:
+        Path(marks, f"setup-{os.getpid()}").touch()
     gate = os.environ.get("WORKER_SETUP_GATE")
     while gate and not os.path.exists(gate):
         time.sleep(0.01)
-    return {"loaded": True}
+    return {"loaded": True, "leak": []}
 
 
 def handler(input_path: str, output_dir: str, env: dict, state: dict) -> None:
-    assert state == {"loaded": True}
+    assert state["loaded"] is True
     assert os.environ["INPUT_FILE_PATH"] == input_path == env["INPUT_FILE_PATH"]
     data = Path(input_path).read_bytes()
     word = data.split(b" ")[0]
@@ -54,6 +58,8 @@ def handler(input_path: str, output_dir: str, env: dict, state: dict) -> None:
         (marks / f"started-{os.getpid()}").touch()
         while len(list(marks.iterdir())) < 2:
             time.sleep(0.01)
+    if word == b"leak":
+        state["leak"].append(b"x" * (48 << 20))
     if word == b"pid":
         Path(output_dir, "pid.txt").write_text(str(os.getpid()))
         return
