@@ -264,10 +264,11 @@ def _template(sock: socket.socket, handler: Handler, state: Any,
 
 def _child(sock: socket.socket, fds: "list[int]", handler: Handler, state: Any,
            after_fork: Optional[Callable[[Any], None]]) -> None:
-    """A forked serving worker: its own session and log, then calls until end of input."""
+    """A forked serving worker: its own process group (in the runtime's session, so it dies
+    with the runtime) and log, then calls until end of input."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     sock.close()
-    os.setsid()
+    os.setpgid(0, 0)
     in_fd, out_fd, log_fd = fds
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)

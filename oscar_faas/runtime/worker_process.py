@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..supervisor.logs import SupervisorLog
+from .guardian import own_group
 from .prefork import UNKNOWN_STATUS, Forked, Template
 from .worker_io import TAIL_BYTES, LineError, LineReader, Tail, pidfd_open, write_all
 
@@ -165,7 +166,8 @@ class Worker:
         try:
             proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log_w, stderr=subprocess.STDOUT,
-                env=env, pass_fds=fds, start_new_session=True)
+                env=env, pass_fds=fds,
+                **own_group())  # in the runtime's session: the guardian's reach
         except OSError as err:
             raise WorkerError(503, f"cannot start worker {self.argv[0]!r}: "
                                    f"{err.strerror or err}") from None
@@ -191,7 +193,7 @@ class Worker:
         proc, self._proc = self._proc, None
         if proc is not None:
             if isinstance(proc, Forked) and proc.poll() is None:
-                _signal(lambda: os.kill(proc.pid, signal.SIGKILL))  # before its setsid
+                _signal(lambda: os.kill(proc.pid, signal.SIGKILL))  # before its setpgid
             if not isinstance(proc, Forked) or proc.returncode is None:
                 _signal(lambda: os.killpg(proc.pid, signal.SIGKILL))
             proc.wait()
