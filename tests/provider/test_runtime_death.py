@@ -134,3 +134,46 @@ def test_a_stopped_runtime_leaves_no_guardian(shared_provider: ProviderProcess,
                      json={"functionName": fn_name}).status_code == 202
     assert wait_dead(runtime, within=30) and wait_dead(guardians[0], within=GRACE)
     assert _session(runtime) == []
+
+
+WARM = '''\
+import oscar_worker
+
+def handler(input_path, output_dir, env, state):
+    open(f"{output_dir}/out.txt", "w").write("ok")
+
+oscar_worker.serve(handler, lambda: None)
+'''
+
+
+def test_warm_workers_die_with_their_runtime(shared_provider: ProviderProcess, fn_name: str,
+                                             tmp_path: Path) -> None:
+    """The template that ran setup() and the workers it forked are in the runtime's
+    session (a process group each), so the guardian takes them too."""
+    p = shared_provider
+    worker = tmp_path / f"warm_{random.randint(10**6, 10**7)}.py"
+    worker.write_text(WARM)
+    tmp_path.chmod(0o755)
+    worker.chmod(0o644)
+    deploy(p, fn_name, "true\n", OSCAR_WORKER=f"{function_python()} {worker}",
+           max_inflight="2")
+    wait_ready(p, fn_name)
+    deadline = time.monotonic() + 30
+    while True:  # the template and its two forked workers
+        procs = [int(e) for e in os.listdir("/proc") if e.isdigit()
+                 and _cmdline_has(int(e), worker.name)]
+        if len(procs) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(procs) >= 3, procs
+    runtime = _runtime_of(procs[0])
+    assert all(int(_stat(pid)[3]) == runtime for pid in procs)  # one session: the runtime's
+    _kill_and_check(p, fn_name, procs, runtime)
+
+
+def _cmdline_has(pid: int, text: str) -> bool:
+    try:
+        return (text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+                and _stat(pid)[0] not in "ZX")
+    except (OSError, IndexError):
+        return False
