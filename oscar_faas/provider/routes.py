@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from .. import __version__
 from ..contract import HOP_BY_HOP, basic_credentials
 from ..errors import OscarFaasError, ServiceNotFound
+from .async_calls import async_function
 from .backend import Backend, Call
 from .httpio import Request, Response, empty_response, json_response, text_response
 from .logs import parse_since
@@ -257,6 +258,7 @@ ROUTES: tuple[Route, ...] = (
     _route("POST PUT DELETE", f"/system/namespace/{_NAMESPACE}", mutate_namespace),
     _route("GET POST PUT PATCH DELETE HEAD OPTIONS", f"/function/{_NAME}(?P<rest>/.*)?",
            invoke_function),
+    _route("POST", f"/async-function/{_NAME}(?P<rest>/.*)?", async_function),
 )
 
 

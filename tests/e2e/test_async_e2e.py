@@ -1,0 +1,129 @@
+"""Asynchronous invocations end to end on the embedded default: oscar-python's async calls and
+oscar-cli-shaped requests through a real gateway, the embedded provider's queue on disk, the
+function's runtime and /bin/sh scripts."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+
+import pytest
+import requests
+
+from oscar_faas.contract import HEADER_JOB_NAME
+
+from .test_sync_e2e import create
+
+pytestmark = pytest.mark.slow
+
+#: OSCAR's job name: the service name, "-", a UUID4.
+JOB = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+def wait_status(client, service: str, job: str, wanted: set[str], timeout: float = 60) -> dict:
+    """Poll oscar-python's ``list_jobs`` until ``job`` reaches one of ``wanted``."""
+    deadline = time.monotonic() + timeout
+    info: dict = {}
+    while time.monotonic() < deadline:
+        jobs = client.list_jobs(service).json()["jobs"]
+        info = jobs.get(job, {})
+        if info.get("status") in wanted:
+            return info
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} still {info} after {timeout} s")
+
+
+def test_oscar_python_async_lifecycle(gateway, tmp_path):
+    client = gateway.oscar_python_client()
+    create(gateway, tmp_path, "asyncupper", """\
+        #!/bin/sh
+        echo "processing $(cat "$INPUT_FILE_PATH")"
+        tr a-z A-Z < "$INPUT_FILE_PATH"
+        """)
+    resp = client.run_service("asyncupper", input="hello jobs", async_call=True)
+    assert resp.status_code == 201 and resp.text == ""
+    job = resp.headers[HEADER_JOB_NAME]
+    assert job.startswith("asyncupper-") and JOB.search(job)
+    assert resp.headers["Location"] == f"/system/logs/asyncupper/{job}"
+
+    info = wait_status(client, "asyncupper", job, {"Succeeded", "Failed"})
+    assert info["status"] == "Succeeded", client.get_job_logs("asyncupper", job).text
+    for key in ("creation_time", "start_time", "finish_time"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info[key])
+    assert info["creation_time"] <= info["start_time"] <= info["finish_time"]
+
+    log = client.get_job_logs("asyncupper", job)
+    assert log.status_code == 200
+    assert log.text == "processing hello jobs\nHELLO JOBS"
+    stamped = requests.get(f"{gateway.url}/system/logs/asyncupper/{job}?timestamps=true",
+                           auth=gateway.auth, timeout=10).text
+    assert [line.split(" ", 1)[1] for line in stamped.splitlines()] == \
+        ["processing hello jobs", "HELLO JOBS"]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ", stamped)
+
+    assert client.remove_job("asyncupper", job).status_code == 204
+    assert job not in client.list_jobs("asyncupper").json()["jobs"]
+    gone = requests.get(f"{gateway.url}/system/logs/asyncupper/{job}", auth=gateway.auth,
+                        timeout=10)
+    assert gone.status_code == 404 and job in gone.text
+
+
+def test_failing_script_is_failed_with_its_log(gateway, tmp_path):
+    client = gateway.oscar_python_client()
+    token = create(gateway, tmp_path, "asyncfail", """\
+        #!/bin/sh
+        echo "cannot do it" >&2
+        exit 3
+        """)
+    resp = client.run_service("asyncfail", input="x", async_call=True, token=token)
+    job = resp.headers[HEADER_JOB_NAME]
+    assert wait_status(client, "asyncfail", job, {"Succeeded", "Failed"})["status"] == "Failed"
+    log = client.get_job_logs("asyncfail", job).text
+    assert "cannot do it" in log and "exit status 3" in log
+    # remove_all_jobs deletes succeeded jobs only, as OSCAR's; ?all=true the rest
+    assert client.remove_all_jobs("asyncfail").status_code == 204
+    assert job in client.list_jobs("asyncfail").json()["jobs"]
+    assert requests.delete(f"{gateway.url}/system/logs/asyncfail?all=true",
+                           auth=gateway.auth, timeout=10).status_code == 204
+    assert client.list_jobs("asyncfail").json()["jobs"] == {}
+
+
+def test_oscar_cli_shaped_requests(gateway, tmp_path):
+    """oscar-cli's ``service job`` (base64 body, Basic auth when no --token), ``service logs
+    list`` (``?page=``, follows next_page), ``logs get``, ``logs delete``."""
+    create(gateway, tmp_path, "asynccli", """\
+        #!/bin/sh
+        cat "$INPUT_FILE_PATH"
+        """)
+    names = []
+    for i in range(3):
+        resp = requests.post(f"{gateway.url}/job/asynccli", auth=gateway.auth, timeout=30,
+                             data=base64.b64encode(f"input {i}".encode()))
+        assert resp.status_code == 201, resp.text
+        names.append(resp.headers[HEADER_JOB_NAME])
+    wrong = requests.post(f"{gateway.url}/job/asynccli", timeout=30, data=b"eA==",
+                          headers={"Authorization": "Bearer " + "0" * 64})
+    assert wrong.status_code == 401
+    assert requests.post(f"{gateway.url}/job/nosuchservice", auth=gateway.auth,
+                         timeout=30).status_code == 404
+
+    client = gateway.oscar_python_client()
+    for name in names:
+        wait_status(client, "asynccli", name, {"Succeeded"})
+    listed = requests.get(f"{gateway.url}/system/logs/asynccli?page=", auth=gateway.auth,
+                          timeout=10).json()
+    assert set(listed["jobs"]) == set(names) and "next_page" not in listed
+    for i, name in enumerate(names):
+        text = requests.get(f"{gateway.url}/system/logs/asynccli/{name}", auth=gateway.auth,
+                            timeout=10).text
+        assert text == f"input {i}"
+    assert requests.get(f"{gateway.url}/system/logs/asynccli", timeout=10).status_code == 401
+    assert requests.delete(f"{gateway.url}/system/logs/asynccli/{names[0]}",
+                           auth=gateway.auth, timeout=10).status_code == 204
+    assert requests.delete(f"{gateway.url}/system/logs/asynccli/{names[0]}",
+                           auth=gateway.auth, timeout=10).status_code == 404
+    # deleting the service deletes its jobs
+    assert client.remove_service("asynccli").status_code == 204
+    create(gateway, tmp_path, "asynccli", "#!/bin/sh\ntrue\n")
+    assert client.list_jobs("asynccli").json()["jobs"] == {}
