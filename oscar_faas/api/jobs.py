@@ -18,7 +18,7 @@ from .. import asyncjobs
 from ..auth import require_run_access
 from ..contract import (HEADER_FUNCTION_STATUS, HEADER_JOB_EVENT, HEADER_JOB_NAME,
                         JOB_CALLBACK_PREFIX, JOB_EVENT_STARTED, is_true, job_name)
-from ..errors import InvalidService, NotInvocable, OscarFaasError
+from ..errors import InvalidService, NotInvocable, OscarFaasError, UpstreamError
 from ..jobstore import MAX_LOG, JobStore
 from .context import gateway
 from .system import json_response
@@ -99,8 +99,13 @@ def job_callback(service: str, job: str, sig: str) -> Response:
 
 
 def _known_service(name: str) -> None:
-    """:raises ServiceNotFound: 404, as OSCAR's authorisation lookup answers."""
-    gateway().registry.get(name)
+    """:raises ServiceNotFound: 404, as OSCAR's authorisation lookup answers. OpenFaaS
+    being unreachable (a provider restarting) does not hide the jobs: the store has them."""
+    try:
+        gateway().registry.get(name)
+    except UpstreamError as err:
+        if err.status == 404:
+            raise
 
 
 @bp.get("/system/logs/<name>")

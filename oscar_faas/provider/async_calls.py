@@ -199,6 +199,8 @@ class AsyncQueue:
                                                    HEADER_JOB_EVENT: JOB_EVENT_STARTED},
                            tries=2)
             status, headers, body, duration = self._call(meta, stem)
+            if self._stopping:  # its runtime was stopped under it: reported on restart
+                return
             (self.root / f"{stem}.answer").write_bytes(body)
             result = {"status": status, "headers": headers, "duration": duration}
             (self.root / f"{stem}.result").write_text(json.dumps(result))
@@ -206,7 +208,8 @@ class AsyncQueue:
             with self._cond:
                 self._running[meta["function"]] -= 1
                 self._cond.notify_all()
-        self._deliver(meta)
+        if not self._stopping:
+            self._deliver(meta)
 
     def _call(self, meta: dict[str, Any], stem: str
               ) -> tuple[int, list[tuple[str, str]], bytes, float]:
@@ -251,7 +254,11 @@ class AsyncQueue:
                             HEADER_FUNCTION_STATUS: str(result["status"]),
                             HEADER_FUNCTION_NAME: meta["function"],
                             HEADER_DURATION: f"{result['duration']:f}"})
-            self._post(meta["callback"], body, headers, CALLBACK_TRIES)
+            if not self._post(meta["callback"], body, headers, CALLBACK_TRIES):
+                if self._stopping:
+                    return  # kept: delivered on the next start
+                log.warning("async: the callback of call %s was not delivered; dropped",
+                            meta["call_id"])
         log.info("async: call %s to %s done: %d", meta["call_id"], meta["function"],
                  result["status"])
         (self.done_dir / stem).touch()

@@ -5,13 +5,17 @@ function's runtime and /bin/sh scripts."""
 from __future__ import annotations
 
 import base64
+import os
 import re
+import signal
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from oscar_faas.contract import HEADER_JOB_NAME
+from tests.livegateway import LiveGateway
 
 from .test_sync_e2e import create
 
@@ -127,3 +131,64 @@ def test_oscar_cli_shaped_requests(gateway, tmp_path):
     assert client.remove_service("asynccli").status_code == 204
     create(gateway, tmp_path, "asynccli", "#!/bin/sh\ntrue\n")
     assert client.list_jobs("asynccli").json()["jobs"] == {}
+
+
+def _provider_pid(gw) -> int:
+    """The embedded provider ``serve`` started for ``gw`` (its data dir names it)."""
+    data_dir = str(gw.workdir / "data")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"oscar_faas.provider" in argv and data_dir.encode() in argv:
+            return int(proc.name)
+    raise AssertionError("no provider process found")
+
+
+def _lengthy_jobs(gw, tmp_path, name: str) -> tuple[object, list[str]]:
+    """A one-at-a-time service whose jobs take a second; three of them submitted, the first
+    one seen Running."""
+    client = gw.oscar_python_client()
+    create(gw, tmp_path, name, """\
+        #!/bin/sh
+        sleep 1
+        echo "done $(cat "$INPUT_FILE_PATH")"
+        """)
+    jobs = [client.run_service(name, input=f"in{i}", async_call=True).headers[HEADER_JOB_NAME]
+            for i in range(3)]
+    wait_status(client, name, jobs[0], {"Running"}, timeout=30)
+    return client, jobs
+
+
+def _after_restart(client, name: str, jobs: list[str]) -> None:
+    """The running job is Failed (not run twice), the queued ones ran afterwards."""
+    final = {j: wait_status(client, name, j, {"Succeeded", "Failed"}, timeout=60)["status"]
+             for j in jobs}
+    assert final == {jobs[0]: "Failed", jobs[1]: "Succeeded", jobs[2]: "Succeeded"}
+    assert "not run again" in client.get_job_logs(name, jobs[0]).text
+    assert client.get_job_logs(name, jobs[2]).text == "done in2\n"
+
+
+@pytest.fixture
+def one_at_a_time(tmp_path):
+    (tmp_path / "gw").mkdir()
+    with LiveGateway(tmp_path / "gw", env={"WATCHDOG_MAX_INFLIGHT": "1",
+                                           "PROVIDER_RESTART_DELAY": "0.2"}) as gw:
+        yield gw
+
+
+def test_jobs_survive_a_provider_crash(one_at_a_time, tmp_path):
+    client, jobs = _lengthy_jobs(one_at_a_time, tmp_path, "crashy")
+    os.kill(_provider_pid(one_at_a_time), signal.SIGKILL)  # serve starts it again
+    _after_restart(client, "crashy", jobs)
+
+
+def test_jobs_survive_a_restart_of_serve(one_at_a_time, tmp_path):
+    """Gateway and provider stopped together; the same data dir and port started again."""
+    client, jobs = _lengthy_jobs(one_at_a_time, tmp_path, "restarty")
+    one_at_a_time.__exit__()
+    with one_at_a_time:
+        _after_restart(client, "restarty", jobs)
