@@ -32,6 +32,12 @@ def _terminated_input(app: Callable[..., Any]) -> Callable[..., Any]:
     return wsgi
 
 
+def prefers_async(headers: list[tuple[bytes, bytes]]) -> bool:
+    """``Prefer: respond-async`` (RFC 7240) among the request's headers."""
+    return any(key == b"prefer" and b"respond-async" in value.lower()
+               for key, value in headers)
+
+
 class GatewayASGI:
     """Routes ``POST /run/<name>`` to the fast path, exposed services' paths (HTTP and
     WebSocket) to their proxy (:mod:`.exposed`), and the rest to Flask."""
@@ -51,7 +57,8 @@ class GatewayASGI:
             path: str = scope["path"]
             if scope["method"] == "POST" and path.startswith(RUN_PREFIX):
                 name = path[len(RUN_PREFIX):]
-                if name and "/" not in name:
+                # Prefer: respond-async makes it a job: Flask queues it (.jobs)
+                if name and "/" not in name and not prefers_async(scope["headers"]):
                     await self.metrics.track(self.run, scope, receive, send, name,
                                              self._known)
                     return

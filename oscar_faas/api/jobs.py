@@ -52,6 +52,30 @@ def submit_job(name: str) -> Response:
     """OSCAR's answer (201, empty body) plus the job's name in :data:`HEADER_JOB_NAME` and
     its log in ``Location``; the body (base64 of a file, JSON, a MinIO event) goes to the
     function as ``/run`` sends it."""
+    job = _queue(name)
+    return Response(status=201, headers={HEADER_JOB_NAME: job,
+                                         "Location": f"/system/logs/{name}/{job}"})
+
+
+@bp.post("/run/<name>")
+def run_async(name: str) -> Response:
+    """``POST /run`` with ``Prefer: respond-async`` (RFC 7240), which the ASGI front sends
+    here instead of waiting for the answer: ``202``, the job's name and its log's URL."""
+    if "respond-async" not in request.headers.get("Prefer", "").lower():
+        return Response("POST /run is served by the gateway's ASGI front (oscar-faas serve)\n",
+                        status=404, mimetype="text/plain")
+    job = _queue(name)
+    location = f"/system/logs/{name}/{job}"
+    return Response(f"{job}\n", status=202, mimetype="text/plain", headers={
+        HEADER_JOB_NAME: job, "Location": location, "Preference-Applied": "respond-async"})
+
+
+def _queue(name: str) -> str:
+    """Record the job and hand it to OpenFaaS's queue; its name.
+
+    :raises OscarFaasError: unknown service (404), bad credentials (401), an exposed
+        service (400), or OpenFaaS did not queue it (then no job is kept).
+    """
     gw = gateway()
     service = gw.registry.get_cached(name)
     require_run_access(request.headers.get("Authorization"), service.token, gw.settings)
@@ -70,8 +94,7 @@ def submit_job(name: str) -> Response:
     except OscarFaasError:
         store.delete(name, job)  # never queued: no job to list
         raise
-    return Response(status=201, headers={HEADER_JOB_NAME: job,
-                                         "Location": f"/system/logs/{name}/{job}"})
+    return job
 
 
 @bp.post(f"{JOB_CALLBACK_PREFIX}<service>/<job>/<sig>")

@@ -192,3 +192,32 @@ def test_jobs_survive_a_restart_of_serve(one_at_a_time, tmp_path):
     one_at_a_time.__exit__()
     with one_at_a_time:
         _after_restart(client, "restarty", jobs)
+
+
+def test_run_with_prefer_respond_async(gateway, tmp_path):
+    """RFC 7240: the synchronous route, told not to wait, answers 202 and where the log is."""
+    token = create(gateway, tmp_path, "preferring", """\
+        #!/bin/sh
+        sleep 0.3
+        echo "late $(cat "$INPUT_FILE_PATH")"
+        """)
+    resp = requests.post(f"{gateway.url}/run/preferring", timeout=30,
+                         data=base64.b64encode(b"answer"),
+                         headers={"Authorization": f"Bearer {token}",
+                                  "Prefer": "respond-async, wait=0"})
+    assert resp.status_code == 202, resp.text
+    job = resp.headers[HEADER_JOB_NAME]
+    assert resp.text == f"{job}\n" and resp.headers["Preference-Applied"] == "respond-async"
+    assert resp.headers["Location"] == f"/system/logs/preferring/{job}"
+    client = gateway.oscar_python_client()
+    assert wait_status(client, "preferring", job, {"Succeeded", "Failed"})["status"] == \
+        "Succeeded"
+    log = requests.get(gateway.url + resp.headers["Location"], auth=gateway.auth, timeout=10)
+    assert log.text == "late answer\n"
+    # without the preference /run waits and answers, as always
+    sync = requests.post(f"{gateway.url}/run/preferring", data=base64.b64encode(b"now"),
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert sync.status_code == 200 and sync.text == "late now\n"
+    refused = requests.post(f"{gateway.url}/run/preferring", data=b"eA==", timeout=30,
+                            headers={"Prefer": "respond-async"})
+    assert refused.status_code == 401
