@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(p)
     p.set_defaults(func=cmd_run)
 
+    from .cli_jobs import add_parsers as add_job_parsers
+    add_job_parsers(sub, _client_flags, _client)
+
     p = sub.add_parser("ls", help="list services")
     _client_flags(p)
     p.set_defaults(func=cmd_ls)

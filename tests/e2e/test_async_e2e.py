@@ -85,6 +85,9 @@ def test_failing_script_is_failed_with_its_log(gateway, tmp_path):
     assert wait_status(client, "asyncfail", job, {"Succeeded", "Failed"})["status"] == "Failed"
     log = client.get_job_logs("asyncfail", job).text
     assert "cannot do it" in log and "exit status 3" in log
+    from .test_cli_e2e import cli
+    followed = cli(gateway, "jobs", "asyncfail", job, "--follow", check=False)
+    assert followed.returncode == 1 and b"cannot do it" in followed.stdout
     # remove_all_jobs deletes succeeded jobs only, as OSCAR's; ?all=true the rest
     assert client.remove_all_jobs("asyncfail").status_code == 204
     assert job in client.list_jobs("asyncfail").json()["jobs"]
@@ -221,3 +224,34 @@ def test_run_with_prefer_respond_async(gateway, tmp_path):
     refused = requests.post(f"{gateway.url}/run/preferring", data=b"eA==", timeout=30,
                             headers={"Prefer": "respond-async"})
     assert refused.status_code == 401
+
+
+def test_cli_job_and_jobs(gateway, tmp_path):
+    from .test_cli_e2e import cli
+    token = create(gateway, tmp_path, "clijobs", """\
+        #!/bin/sh
+        sleep 0.3
+        echo "got $(cat "$INPUT_FILE_PATH")"
+        """)
+    (tmp_path / "in.txt").write_text("a file")
+    job = cli(gateway, "job", "clijobs", "--text-input", "some text").stdout.decode().strip()
+    assert JOB.search(job) and job.startswith("clijobs-")
+    job2 = cli(gateway, "job", "clijobs", "-f", str(tmp_path / "in.txt"), "--token",
+               token).stdout.decode().strip()
+    # --follow waits for the end, then prints the log
+    assert cli(gateway, "jobs", "clijobs", job, "--follow").stdout == b"got some text\n"
+    assert cli(gateway, "jobs", "clijobs", job2, "--follow").stdout == b"got a file\n"
+    stamped = cli(gateway, "jobs", "clijobs", job, "--timestamps").stdout.decode()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z got some text\n", stamped)
+    table = cli(gateway, "jobs", "clijobs").stdout.decode().splitlines()
+    assert table[0].split() == ["NAME", "STATUS", "CREATED", "STARTED", "FINISHED"]
+    assert {line.split()[0]: line.split()[1] for line in table[1:]} == \
+        {job: "Succeeded", job2: "Succeeded"}
+    cli(gateway, "jobs", "clijobs", job, "--delete")
+    assert job not in cli(gateway, "jobs", "clijobs").stdout.decode()
+    cli(gateway, "jobs", "clijobs", "--delete")  # the succeeded ones
+    assert cli(gateway, "jobs", "clijobs").stdout.decode().splitlines()[1:] == []
+    missing = cli(gateway, "jobs", "clijobs", job, check=False)
+    assert missing.returncode == 1 and b"404" in missing.stderr
+    bad = cli(gateway, "job", "clijobs", "-f", str(tmp_path / "nope"), check=False)
+    assert bad.returncode == 1 and b"cannot read input file" in bad.stderr
