@@ -209,6 +209,12 @@ HEADER_DURATION = "X-Duration-Seconds"
 #: so the job shows ``Running``; a cluster's queue-worker never sends it.
 HEADER_JOB_EVENT = "X-Oscar-Faas-Job-Event"
 JOB_EVENT_STARTED = "started"
+#: Sent with every job: the function answers with the script's output (the job's log), not
+#: with its output files, which a job delivers through storage only (as OSCAR's jobs do).
+HEADER_JOB_ANSWER = "X-Oscar-Faas-Answer"
+JOB_ANSWER_LOG = "log"
+#: The same header as the classic watchdog's CGI variable, as the function sees it.
+CGI_JOB_ANSWER = "Http_X_Oscar_Faas_Answer"
 #: The gateway's answer to ``POST /job/<svc>`` names the job here (OSCAR's body is empty).
 HEADER_JOB_NAME = "X-Oscar-Job-Name"
 #: Where the queue calls the gateway back about a job (outside ``/system``: the queue has no

@@ -16,8 +16,9 @@ from flask import Blueprint, Response, current_app, request
 
 from .. import asyncjobs
 from ..auth import require_run_access
-from ..contract import (HEADER_FUNCTION_STATUS, HEADER_JOB_EVENT, HEADER_JOB_NAME,
-                        JOB_CALLBACK_PREFIX, JOB_EVENT_STARTED, is_true, job_name)
+from ..contract import (HEADER_FUNCTION_STATUS, HEADER_JOB_ANSWER, HEADER_JOB_EVENT,
+                        HEADER_JOB_NAME, JOB_ANSWER_LOG, JOB_CALLBACK_PREFIX,
+                        JOB_EVENT_STARTED, is_true, job_name)
 from ..errors import InvalidService, NotInvocable, OscarFaasError, UpstreamError
 from ..jobstore import MAX_LOG, JobStore
 from .context import gateway
@@ -88,6 +89,7 @@ def _queue(name: str) -> str:
     store.create(name, job)
     headers = {k: request.headers[k] for k in _FORWARDED if k in request.headers}
     headers["Authorization"] = f"Bearer {service.token}"  # the function checks its caller
+    headers[HEADER_JOB_ANSWER] = JOB_ANSWER_LOG  # outputs go to storage; the answer is the log
     callback = asyncjobs.callback_url(gw.settings, request.host_url, name, job)
     try:
         asyncjobs.submit(gw.openfaas, name, job, callback, body, headers)

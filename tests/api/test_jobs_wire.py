@@ -73,6 +73,7 @@ def test_submit_sends_the_async_contract(jobs_client, httpserver):
     # the function checks the service token; the queue gets no cluster credentials
     assert queued.headers["Authorization"] == f"Bearer {TOKEN}"
     assert queued.headers["Content-Type"] == "text/json"
+    assert queued.headers["X-Oscar-Faas-Answer"] == "log"  # outputs only go to storage
     assert re.fullmatch(rf"/job-callback/cowsay/{job}/[0-9a-f]{{64}}", path)
     assert jobs(jobs_client)["jobs"][job]["status"] == "Pending"
     assert set(jobs(jobs_client)["jobs"][job]) == {"status", "creation_time"}
