@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """oscar-faas benchmark: one table per section, figures beside their baselines and targets.
 
-    python bench/bench.py [--quick] [--sections 1,2,3,4] [--faas-supervisor-python PY]
+    python bench/bench.py [--quick] [--sections 1,2,3,4,5] [--faas-supervisor-python PY]
                           [--classifier-python PY]
 
 Run it through ``bench/run.sh``, which prepares the environments. Sections:
@@ -29,17 +29,19 @@ from pathlib import Path
 from benchlib import REPO, Table, dump_json, machine, steal_ticks
 
 DEFAULTS = {"inproc": 300, "http": 300, "theirs": 20, "floor": 200, "pairs": 500,
-            "classifier": 10, "runtime": 500, "runtime_proc": 20, "runtime_clf": 100, "cold": 3}
+            "classifier": 10, "runtime": 500, "runtime_proc": 20, "runtime_clf": 100, "cold": 3,
+            "async": 300}
 QUICK = {"inproc": 50, "http": 50, "theirs": 5, "floor": 30, "pairs": 100, "classifier": 3,
-         "runtime": 100, "runtime_proc": 5, "runtime_clf": 20, "cold": 1}
+         "runtime": 100, "runtime_proc": 5, "runtime_clf": 20, "cold": 1,
+         "async": 100}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller counts and a 200 MB body instead of 1 GB")
-    parser.add_argument("--sections", default="1,2,3,4",
-                        help="comma-separated (default 1,2,3,4)")
+    parser.add_argument("--sections", default="1,2,3,4,5",
+                        help="comma-separated (default 1,2,3,4,5)")
     parser.add_argument("--faas-supervisor-python", default=str(
         REPO / "bench" / ".venv-faas-supervisor" / "bin" / "python"),
         help="python with faas-supervisor 1.5.8 (default: bench/.venv-faas-supervisor)")
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("3", "3. Classifier", lambda: __import__("sec_classifier").run(
                     counts, workdir, sys.executable, args.classifier_python)),
                 ("4", "4. Runtime", lambda: __import__("sec_runtime").run(
-                    counts, workdir, args.classifier_python))):
+                    counts, workdir, args.classifier_python)),
+                ("5", "5. Async", lambda: __import__("sec_async").run(counts, workdir))):
             if key not in sections:
                 continue
             begin = time.monotonic()

@@ -194,10 +194,10 @@ class AsyncQueue:
         stem = _stem(meta["call_id"])
         try:
             (self.root / f"{stem}.started").touch()
-            if meta["callback"]:
-                self._post(meta["callback"], b"", {HEADER_CALL_ID: meta["call_id"],
-                                                   HEADER_JOB_EVENT: JOB_EVENT_STARTED},
-                           tries=2)
+            if meta["callback"]:  # not waited for: the gateway ignores a late one
+                threading.Thread(target=self._post, daemon=True, args=(
+                    meta["callback"], b"", {HEADER_CALL_ID: meta["call_id"],
+                                            HEADER_JOB_EVENT: JOB_EVENT_STARTED}, 2)).start()
             status, headers, body, duration = self._call(meta, stem)
             if self._stopping:  # its runtime was stopped under it: reported on restart
                 return
