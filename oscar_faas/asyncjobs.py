@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Mapping
+from typing import BinaryIO, Mapping
 
 import requests
 
@@ -47,8 +47,8 @@ def callback_url(settings: Settings, base: str, service: str, job: str) -> str:
     return f"{root}{JOB_CALLBACK_PREFIX}{service}/{job}/{signature(settings, service, job)}"
 
 
-def submit(client: OpenFaaSClient, name: str, job: str, callback: str, body: bytes,
-           headers: Mapping[str, str]) -> None:
+def submit(client: OpenFaaSClient, name: str, job: str, callback: str,
+           body: bytes | BinaryIO, headers: Mapping[str, str]) -> None:
     """``POST /async-function/<name>``; OpenFaaS answers 202 once the call is queued.
 
     No Basic auth is sent (the async path is open, as ``/function`` is); ``headers`` carry

@@ -179,6 +179,9 @@ class Settings:
     job_callback_url: str = ""
     #: Key of the HMAC that proves a callback URL; default: derived from OSCAR_PASSWORD.
     job_callback_secret: str = ""
+    #: Job bodies larger than this many bytes go through the jobs bucket, not the queue
+    #: (OpenFaaS's NATS takes 1 MB messages, the body base64-encoded in them), with MinIO.
+    job_inline_limit: int = 512 * 1024
 
     @property
     def minio_configured(self) -> bool:
@@ -249,4 +252,5 @@ class Settings:
             ttl_job=parse_int("TTL_JOB", get("TTL_JOB", "2592000")),
             job_callback_url=get("JOB_CALLBACK_URL", "").strip().rstrip("/"),
             job_callback_secret=get("JOB_CALLBACK_SECRET", ""),
+            job_inline_limit=parse_int("JOB_INLINE_LIMIT", get("JOB_INLINE_LIMIT", "524288")),
         )

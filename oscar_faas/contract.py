@@ -215,6 +215,10 @@ HEADER_JOB_ANSWER = "X-Oscar-Faas-Answer"
 JOB_ANSWER_LOG = "log"
 #: The same header as the classic watchdog's CGI variable, as the function sees it.
 CGI_JOB_ANSWER = "Http_X_Oscar_Faas_Answer"
+#: A job body too large for the queue travels through the gateway's bucket: the queue carries
+#: ``{"oscar-faas-stored-input": {"bucket": B, "key": K}}`` and the function reads the body
+#: from there (with its minio.default credentials), then decodes it as if it had come inline.
+STORED_INPUT_KEY = "oscar-faas-stored-input"
 #: The gateway's answer to ``POST /job/<svc>`` names the job here (OSCAR's body is empty).
 HEADER_JOB_NAME = "X-Oscar-Job-Name"
 #: Where the queue calls the gateway back about a job (outside ``/system``: the queue has no

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import BinaryIO, Iterable, Protocol
 
 from .config import DEFAULT_DATA_DIR, Settings
 from .contract import JOB_FAILED, JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED
@@ -143,6 +143,9 @@ class MinioBlobs:
         self._call(f"write {key}", self.client.put_object, self.bucket, key,
                    io.BytesIO(data), len(data))
 
+    def put_stream(self, key: str, stream: BinaryIO, size: int) -> None:
+        self._call(f"write {key}", self.client.put_object, self.bucket, key, stream, size)
+
     def get(self, key: str) -> bytes | None:
         def read() -> bytes:
             resp = self.client.get_object(self.bucket, key)
@@ -240,7 +243,18 @@ class JobStore:
                 log = log[:MAX_LOG] + f"\n[cut at {MAX_LOG} bytes]\n".encode()
             self.blobs.put(f"{service}/{name}.log", log)  # before the status says it is there
             self._write(record)
-            return True
+        self.blobs.delete([f"{service}/{name}.input"])  # read by the function: not needed
+        return True
+
+    def put_input(self, service: str, name: str, stream: BinaryIO, size: int
+                  ) -> tuple[str, str] | None:
+        """Keep a job's body for the function to read: ``(bucket, key)``, or None when the
+        store is not on MinIO (then the body has to travel with the call)."""
+        if not isinstance(self.blobs, MinioBlobs):
+            return None
+        key = f"{service}/{name}.input"
+        self.blobs.put_stream(key, stream, size)
+        return self.blobs.bucket, key
 
     def log(self, service: str, name: str) -> bytes:
         return self.blobs.get(f"{service}/{name}.log") or b""
@@ -272,7 +286,8 @@ class JobStore:
         return records, records[-1].name if records else after, len(names)
 
     def delete(self, service: str, name: str) -> None:
-        self.blobs.delete([f"{service}/{name}.json", f"{service}/{name}.log"])
+        self.blobs.delete([f"{service}/{name}.json", f"{service}/{name}.log",
+                           f"{service}/{name}.input"])
 
     def delete_many(self, service: str, every: bool) -> int:
         """Succeeded jobs (OSCAR's ``DELETE /system/logs/<svc>``), or all with ``every``."""

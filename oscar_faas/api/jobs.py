@@ -8,9 +8,13 @@ answer, which becomes the job's status and log (:mod:`oscar_faas.jobstore`).
 
 from __future__ import annotations
 
+import io
+import json
+import tempfile
 import threading
 import time
 import uuid
+from typing import BinaryIO
 
 from flask import Blueprint, Response, current_app, request
 
@@ -18,8 +22,9 @@ from .. import asyncjobs
 from ..auth import require_run_access
 from ..contract import (HEADER_FUNCTION_STATUS, HEADER_JOB_ANSWER, HEADER_JOB_EVENT,
                         HEADER_JOB_NAME, JOB_ANSWER_LOG, JOB_CALLBACK_PREFIX,
-                        JOB_EVENT_STARTED, is_true, job_name)
-from ..errors import InvalidService, NotInvocable, OscarFaasError, UpstreamError
+                        JOB_EVENT_STARTED, STORED_INPUT_KEY, is_true, job_name)
+from ..errors import (BodyTooLarge, InvalidService, NotInvocable, OscarFaasError,
+                      UpstreamError)
 from ..jobstore import MAX_LOG, JobStore
 from .context import gateway
 from .system import json_response
@@ -83,20 +88,62 @@ def _queue(name: str) -> str:
     if service.exposed:
         raise NotInvocable(f"service {name} is an exposed service: it has no script to run "
                            f"as a job")
-    body = request.get_data()  # capped by MAX_API_BODY_SIZE (413 above it)
+    body, size = _spool_body(gw.settings.max_body_size, gw.settings.job_inline_limit)
     job = job_name(name, str(uuid.uuid4()))
     store = job_store()
     store.create(name, job)
     headers = {k: request.headers[k] for k in _FORWARDED if k in request.headers}
+    if size > gw.settings.job_inline_limit:  # too large for a queue message: via the bucket
+        where = store.put_input(name, job, body, size)
+        if where is not None:
+            body.close()
+            body = io.BytesIO(json.dumps({STORED_INPUT_KEY: {"bucket": where[0],
+                                                             "key": where[1]}}).encode())
+            headers["Content-Type"] = "application/json"
+        else:
+            body.seek(0)
     headers["Authorization"] = f"Bearer {service.token}"  # the function checks its caller
     headers[HEADER_JOB_ANSWER] = JOB_ANSWER_LOG  # outputs go to storage; the answer is the log
     callback = asyncjobs.callback_url(gw.settings, request.host_url, name, job)
+    # small bodies as bytes: requests would move a spooled file to disk to learn its size
+    payload = body.read() if size <= gw.settings.job_inline_limit else body
     try:
-        asyncjobs.submit(gw.openfaas, name, job, callback, body, headers)
+        asyncjobs.submit(gw.openfaas, name, job, callback, payload, headers)
     except OscarFaasError:
         store.delete(name, job)  # never queued: no job to list
         raise
+    finally:
+        body.close()
     return job
+
+
+def _spool_body(limit: int, in_memory: int) -> tuple[BinaryIO, int]:
+    """The request body in a temporary file (in memory up to ``in_memory`` bytes) and its
+    size, at most ``limit`` bytes (MAX_BODY_SIZE, as ``/run``; 0: none).
+
+    :raises BodyTooLarge: 413, before reading when the Content-Length says so.
+    """
+    length = request.content_length
+    message = f"request body larger than the limit of {limit} bytes (MAX_BODY_SIZE)"
+    if limit and length is not None and length > limit:
+        raise BodyTooLarge(message)
+    stream = request.environ["wsgi.input"]  # werkzeug's own would stop at MAX_API_BODY_SIZE
+    spool = tempfile.SpooledTemporaryFile(max_size=in_memory)
+    size = 0
+    try:
+        while length is None or size < length:
+            chunk = stream.read(65536 if length is None else min(65536, length - size))
+            if not chunk:
+                break
+            size += len(chunk)
+            if limit and size > limit:
+                raise BodyTooLarge(message)
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool, size
 
 
 @bp.post(f"{JOB_CALLBACK_PREFIX}<service>/<job>/<sig>")

@@ -125,12 +125,10 @@ class Invoker:
             call_env = dict(cgi)
             call_env.update(INPUT_FILE_PATH=str(input_path), TMP_INPUT_DIR=str(input_dir),
                             TMP_OUTPUT_DIR=str(output_dir))
-            if _kind == "json":  # a MinIO notification: the input is the new object
-                from ..supervisor.events import fetch_event_object, storage_event
-                event = storage_event(input_path)
-                if event is not None:
-                    call_env.update(fetch_event_object(event, input_dir, self.config,
-                                                       self.env, self.log))
+            if _kind == "json":  # a MinIO event or a stored job input (supervisor.events)
+                from ..supervisor.events import resolve_input
+                call_env.update(resolve_input(input_path, _kind, input_dir, self.config,
+                                              self.env, self.log))
             script_output: Path | None = None
             phase("setup")
             if self.pool is not None:

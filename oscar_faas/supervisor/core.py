@@ -87,12 +87,10 @@ def _supervise(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Super
         input_path, kind = save_body(body, input_dir)
         log.info("input stored in %s (%s, %d bytes)", input_path.name, kind, input_path.stat().st_size)
         event_env: dict[str, str] = {}
-        if kind == "json":  # a MinIO notification: the input is the new object
-            from .events import fetch_event_object, storage_event
-            event = storage_event(input_path)
-            if event is not None:
-                event_env = fetch_event_object(event, input_dir, config, env, log)
-                input_path = Path(event_env.pop("INPUT_FILE_PATH"))
+        if kind == "json":  # a MinIO event or a stored job input (.events)
+            from .events import resolve_input
+            event_env = resolve_input(input_path, kind, input_dir, config, env, log)
+            input_path = Path(event_env.pop("INPUT_FILE_PATH", input_path))
         script_output = root / "script-output"
         phase("setup")
         code = _run_user_script(script, {**env, **secret_env, **event_env}, root, input_path,

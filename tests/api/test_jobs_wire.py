@@ -251,3 +251,42 @@ def test_jobs_on_minio_are_shared_by_gateway_replicas(httpserver, s3, tmp_path):
         "gateway-jobs", prefix="cowsay/"))
     assert keys == [f"cowsay/{job}.json", f"cowsay/{job}.log"]
     assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()
+
+
+def test_a_body_too_large_for_the_queue_goes_through_the_bucket(httpserver, s3, tmp_path):
+    """OpenFaaS's NATS takes 1 MB messages: a larger body is kept in the jobs bucket and the
+    queue carries where it is; the function reads it there, and it goes when the job ends."""
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    env = {"MINIO_ENDPOINT": s3.endpoint, "MINIO_ACCESS_KEY": s3.access_key,
+           "MINIO_SECRET_KEY": s3.secret_key, "JOBS_BUCKET": "big-jobs",
+           "JOB_INLINE_LIMIT": "1000"}
+    client = create_app(make_settings(httpserver, **env)).test_client()
+    big = b"QUJD" * 600  # 2400 bytes of base64
+    job, path = submit(client, httpserver, body=big)
+    queued = sent(httpserver, "POST", "/async-function/cowsay")[-1]
+    assert queued.get_json() == {"oscar-faas-stored-input": {"bucket": "big-jobs",
+                                                             "key": f"cowsay/{job}.input"}}
+    assert queued.headers["Content-Type"] == "application/json"
+    stored = s3.client().get_object("big-jobs", f"cowsay/{job}.input")
+    assert stored.read() == big
+    stored.close()
+    small, _ = submit(client, httpserver, body=b"QUJD")
+    assert sent(httpserver, "POST", "/async-function/cowsay")[-1].get_data() == b"QUJD"
+    call_back(client, path, 200, b"ok")
+    names = [o.object_name for o in s3.client().list_objects("big-jobs", prefix="cowsay/")]
+    assert f"cowsay/{job}.input" not in names and f"cowsay/{job}.log" in names
+
+
+def test_without_minio_a_large_body_travels_inline(httpserver, tmp_path):
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    client = create_app(make_settings(httpserver, JOBS_DIR=str(tmp_path),
+                                      JOB_INLINE_LIMIT="1000", MAX_BODY_SIZE="5000")
+                        ).test_client()
+    big = b"QUJD" * 600
+    submit(client, httpserver, body=big)
+    assert sent(httpserver, "POST", "/async-function/cowsay")[-1].get_data() == big
+    resp = client.post("/job/cowsay", data=b"QUJD" * 1500, headers=BEARER)
+    assert resp.status_code == 413 and b"MAX_BODY_SIZE" in resp.data
+    assert len(jobs(client)["jobs"]) == 1

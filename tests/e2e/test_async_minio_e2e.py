@@ -124,3 +124,34 @@ def test_minio_event_job_reads_the_object_and_writes_outputs(gateway, s3, tmp_pa
     sync = requests.post(f"{gateway.url}/run/photos", data=bad, timeout=30,
                          headers={"Authorization": f"Bearer {token}"})
     assert sync.status_code == 400 and "Records[0].s3.object.key" in sync.text
+
+
+def test_a_large_job_input_goes_through_the_bucket(gateway, s3, tmp_path):
+    """Over JOB_INLINE_LIMIT (512 KiB) the body waits in the gateway's bucket, the function
+    reads it there: the script sees the whole decoded input."""
+    (tmp_path / "size.sh").write_text('#!/bin/sh\nwc -c < "$INPUT_FILE_PATH"\n')
+    fdl = tmp_path / "sizer.yaml"
+    fdl.write_text(textwrap.dedent("""\
+        functions:
+          oscar:
+          - oscar-cluster:
+              name: sizer
+              image: alpine
+              cpu: '0.1'
+              log_level: CRITICAL
+              script: size.sh
+        """))
+    client = gateway.oscar_python_client()
+    assert client.create_service(str(fdl)).status_code == 201
+    data = bytes(range(256)) * 4000  # 1 MB, 1.3 MB of base64
+    infile = tmp_path / "big.bin"
+    infile.write_bytes(data)
+    resp = client.run_service("sizer", input=str(infile), async_call=True)
+    job = resp.headers[HEADER_JOB_NAME]
+    assert finished(gateway, "sizer", job)["status"] == "Succeeded"
+    log = requests.get(f"{gateway.url}/system/logs/sizer/{job}", auth=gateway.auth,
+                       timeout=10).text
+    assert log.strip() == str(len(data))
+    left = [o.object_name for o in s3.client().list_objects("oscar-faas-jobs",
+                                                            prefix="sizer/")]
+    assert sorted(left) == [f"sizer/{job}.json", f"sizer/{job}.log"]  # the input is gone

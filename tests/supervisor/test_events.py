@@ -41,3 +41,19 @@ def test_other_json_is_kept_as_the_input(run: Runner, tmp_path: Path) -> None:
     body = json.dumps({"Records": [{"eventSource": "aws:sqs"}]}).encode()
     res = run(body, make_env('cat "$INPUT_FILE_PATH"', {"log_level": "INFO"}, tmp_path / "w"))
     assert res.rc == 0 and res.stdout == body
+
+
+def test_stored_job_input_is_read_and_decoded(run: Runner, s3: S3Server, bucket: str,
+                                              tmp_path: Path) -> None:
+    """A body the gateway kept in its bucket (too large for the queue) is decoded as if it
+    had come inline."""
+    s3.client().put_object(bucket, "svc/job.input", io.BytesIO(b64(b"big input").encode()), 12)
+    env = make_env('cat "$INPUT_FILE_PATH"', service_config(s3, []), tmp_path / "work",
+                   **write_secret(tmp_path, {"minio": {"default": minio_entry(s3)}}))
+    ref = json.dumps({"oscar-faas-stored-input": {"bucket": bucket, "key": "svc/job.input"}})
+    res = run(ref, env)
+    assert res.rc == 0, res.stderr
+    assert res.stdout == b"big input"
+    missing = run(json.dumps({"oscar-faas-stored-input": {"bucket": bucket, "key": "nope"}}),
+                  env)
+    assert missing.rc != 0 and b"nope" in missing.stdout + missing.stderr.encode()
