@@ -90,7 +90,8 @@ class DiskBlobs:
         path = self.root / key
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        with open(tmp, "wb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # logs may be private
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
 
@@ -271,9 +272,11 @@ class JobStore:
         """Up to ``limit`` jobs whose names sort after ``after``; the next page's token
         (the last name, empty at the end) and how many jobs remain after this page."""
         names = [n for n in self.names(service) if n > after]
-        now, records = time.time(), []
-        while names and len(records) < limit:
-            name = names.pop(0)
+        now, records, used = time.time(), [], 0
+        for name in names:
+            if len(records) >= limit:
+                break
+            used += 1
             record = self._read(service, name)
             if record is None:
                 continue
@@ -281,9 +284,10 @@ class JobStore:
                 self.delete(service, name)
                 continue
             records.append(record)
-        if not names:
+        left = len(names) - used
+        if not left:
             return records, "", 0
-        return records, records[-1].name if records else after, len(names)
+        return records, records[-1].name if records else after, left
 
     def delete(self, service: str, name: str) -> None:
         self.blobs.delete([f"{service}/{name}.json", f"{service}/{name}.log",

@@ -21,8 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable
@@ -44,7 +47,13 @@ MAX_ANSWER = 64 * 1024 * 1024
 CALLBACK_TRIES, CALLBACK_PAUSE = 6, 0.5
 #: Done markers are forgotten after this many seconds (a redelivery comes long before).
 DONE_KEPT = 7 * 24 * 3600
+_CALLBACK = re.compile(r"https?://[^/\s]+(/\S*)?")
 _NOT_SENT = HOP_BY_HOP | {"host", "content-length", HEADER_CALLBACK_URL.lower()}
+
+
+def _private(path: Path) -> Any:
+    """A new file only its owner can read (queued calls carry the caller's credentials)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
 
 def _stem(call_id: str) -> str:
@@ -107,9 +116,13 @@ class AsyncQueue:
     # --- submit -------------------------------------------------------------------------
 
     def submit(self, name: str, req: Request) -> Response:
-        call_id = req.header(HEADER_CALL_ID) or f"{time.time_ns():x}-{_stem(str(id(req)))[:8]}"
+        call_id = req.header(HEADER_CALL_ID) or str(uuid.uuid4())
         stem = _stem(call_id)
         answer = {HEADER_CALL_ID: call_id}
+        callback = req.header(HEADER_CALLBACK_URL)
+        if callback and not _CALLBACK.match(callback):  # as the OpenFaaS gateway: 400
+            req.body.drain()
+            return text_response(f"invalid {HEADER_CALLBACK_URL}: {callback!r}", 400, answer)
         with self._cond:
             seen = stem in self._known or (self.done_dir / stem).exists()
             if not seen:
@@ -121,7 +134,7 @@ class AsyncQueue:
             return Response(202, headers=answer)
         try:
             size = 0
-            with open(self.root / f"{stem}.body", "wb") as handle:
+            with _private(self.root / f"{stem}.body") as handle:
                 while chunk := req.body.read(65536):
                     size += len(chunk)
                     if size > MAX_ASYNC_BODY:
@@ -136,11 +149,12 @@ class AsyncQueue:
             raise
         raw_path = req.params.get("rest") or ""
         meta = {"call_id": call_id, "function": name, "path": raw_path, "query": req.query,
-                "method": req.method, "callback": req.header(HEADER_CALLBACK_URL),
+                "method": req.method, "callback": callback,
                 "headers": [(k, v) for k, v in req.headers if k.lower() not in _NOT_SENT],
                 "queued_ns": time.time_ns()}
         tmp = self.root / f".{stem}.json.tmp"
-        tmp.write_text(json.dumps(meta))
+        with _private(tmp) as handle:  # the headers carry the service's token
+            handle.write(json.dumps(meta).encode())
         tmp.replace(self.root / f"{stem}.json")
         self._enqueue(meta)
         return Response(202, headers=answer)
@@ -193,7 +207,7 @@ class AsyncQueue:
     def _run(self, meta: dict[str, Any]) -> None:
         stem = _stem(meta["call_id"])
         try:
-            (self.root / f"{stem}.started").touch()
+            _private(self.root / f"{stem}.started").close()
             if meta["callback"]:  # not waited for: the gateway ignores a late one
                 threading.Thread(target=self._post, daemon=True, args=(
                     meta["callback"], b"", {HEADER_CALL_ID: meta["call_id"],
@@ -201,9 +215,8 @@ class AsyncQueue:
             status, headers, body, duration = self._call(meta, stem)
             if self._stopping:  # its runtime was stopped under it: reported on restart
                 return
-            (self.root / f"{stem}.answer").write_bytes(body)
             result = {"status": status, "headers": headers, "duration": duration}
-            (self.root / f"{stem}.result").write_text(json.dumps(result))
+            self._keep_result(stem, body, result)
         finally:
             with self._cond:
                 self._running[meta["function"]] -= 1
@@ -238,10 +251,15 @@ class AsyncQueue:
     def _interrupted(self, meta: dict[str, Any]) -> None:
         stem = _stem(meta["call_id"])
         text = b"the provider stopped while this job ran; it is not run again\n"
-        (self.root / f"{stem}.answer").write_bytes(text)
-        (self.root / f"{stem}.result").write_text(
-            json.dumps({"status": 503, "headers": [], "duration": 0.0}))
+        self._keep_result(stem, text, {"status": 503, "headers": [], "duration": 0.0})
         self._deliver(meta)
+
+    def _keep_result(self, stem: str, body: bytes, result: dict[str, Any]) -> None:
+        """The answer, until its callback is delivered (``.result`` last: it says so)."""
+        with _private(self.root / f"{stem}.answer") as handle:
+            handle.write(body)
+        with _private(self.root / f"{stem}.result") as handle:
+            handle.write(json.dumps(result).encode())
 
     def _deliver(self, meta: dict[str, Any]) -> None:
         """POST the kept answer to the callback (retried), then mark the call done."""

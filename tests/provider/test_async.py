@@ -143,3 +143,17 @@ def test_queued_jobs_survive_a_restart(make_provider: Callable[..., ProviderProc
     assert [done[f"/cb/job-{i}"].headers["X-Function-Status"] for i in (1, 2)] == ["200"] * 2
     assert runs.read_text().split() == ["in-0", "in-1", "in-2"]
     assert not [f for f in (p.data_dir / "async").iterdir() if f.name != "done"]
+
+
+def test_a_bad_callback_url_is_refused_and_queued_calls_are_private(make_provider, script,
+                                                                       receiver) -> None:
+    p = make_provider()
+    resp = p.request("POST", "/async-function/anything", data=b"x",
+                     headers={"X-Callback-Url": "not a url"})
+    assert resp.status_code == 400 and "X-Callback-Url" in resp.text
+    p.deploy("holder", script("holder", "sleep 1\n"), envVars={"max_inflight": "1"})
+    submit(p, receiver, "holder", "first")
+    submit(p, receiver, "holder", "second", b"secret input")
+    queued = [f for f in (p.data_dir / "async").iterdir() if f.is_file()]
+    assert queued and all(f.stat().st_mode & 0o077 == 0 for f in queued)
+    assert len(callbacks(receiver, 2)) == 2
