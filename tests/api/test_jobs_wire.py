@@ -290,3 +290,13 @@ def test_without_minio_a_large_body_travels_inline(httpserver, tmp_path):
     resp = client.post("/job/cowsay", data=b"QUJD" * 1500, headers=BEARER)
     assert resp.status_code == 413 and b"MAX_BODY_SIZE" in resp.data
     assert len(jobs(client)["jobs"]) == 1
+
+
+def test_a_long_answer_is_cut_and_still_finishes_the_job(jobs_client, httpserver):
+    from oscar_faas.jobstore import MAX_LOG
+    job, path = submit(jobs_client, httpserver)
+    big = b"x" * (9 * 1024 * 1024)  # over MAX_API_BODY_SIZE (8 MiB) too
+    assert call_back(jobs_client, path, 200, big).status_code == 204
+    assert jobs(jobs_client)["jobs"][job]["status"] == "Succeeded"
+    log = jobs_client.get(f"/system/logs/cowsay/{job}", headers=ADMIN).data
+    assert log.startswith(b"x" * MAX_LOG) and log.endswith(b"[cut at 4194304 bytes]\n")
