@@ -57,11 +57,14 @@ class GatewayASGI:
             path: str = scope["path"]
             if scope["method"] == "POST" and path.startswith(RUN_PREFIX):
                 name = path[len(RUN_PREFIX):]
-                # Prefer: respond-async makes it a job: Flask queues it (.jobs)
-                if name and "/" not in name and not prefers_async(scope["headers"]):
-                    await self.metrics.track(self.run, scope, receive, send, name,
-                                             self._known)
-                    return
+                if name and "/" not in name:
+                    if prefers_async(scope["headers"]):  # a job: Flask's /job queues it
+                        path = f"/job/{name}"
+                        scope = dict(scope, path=path, raw_path=path.encode())
+                    else:
+                        await self.metrics.track(self.run, scope, receive, send, name,
+                                                 self._known)
+                        return
             exposed = match_exposed(scope)
             if exposed is not None:
                 await self.exposed(scope, receive, send, *exposed)

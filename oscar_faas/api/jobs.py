@@ -57,23 +57,17 @@ def job_store() -> JobStore:
 def submit_job(name: str) -> Response:
     """OSCAR's answer (201, empty body) plus the job's name in :data:`HEADER_JOB_NAME` and
     its log in ``Location``; the body (base64 of a file, JSON, a MinIO event) goes to the
-    function as ``/run`` sends it."""
-    job = _queue(name)
-    return Response(status=201, headers={HEADER_JOB_NAME: job,
-                                         "Location": f"/system/logs/{name}/{job}"})
+    function as ``/run`` sends it.
 
-
-@bp.post("/run/<name>")
-def run_async(name: str) -> Response:
-    """``POST /run`` with ``Prefer: respond-async`` (RFC 7240), which the ASGI front sends
-    here instead of waiting for the answer: ``202``, the job's name and its log's URL."""
-    if "respond-async" not in request.headers.get("Prefer", "").lower():
-        return Response("POST /run is served by the gateway's ASGI front (oscar-faas serve)\n",
-                        status=404, mimetype="text/plain")
+    ``POST /run/<name>`` with ``Prefer: respond-async`` (RFC 7240) comes here too (the ASGI
+    front sends it): then ``202`` with the job's name as the body and
+    ``Preference-Applied``, instead of waiting for the answer."""
     job = _queue(name)
-    location = f"/system/logs/{name}/{job}"
-    return Response(f"{job}\n", status=202, mimetype="text/plain", headers={
-        HEADER_JOB_NAME: job, "Location": location, "Preference-Applied": "respond-async"})
+    headers = {HEADER_JOB_NAME: job, "Location": f"/system/logs/{name}/{job}"}
+    if "respond-async" in request.headers.get("Prefer", "").lower():
+        headers["Preference-Applied"] = "respond-async"
+        return Response(f"{job}\n", status=202, mimetype="text/plain", headers=headers)
+    return Response(status=201, headers=headers)
 
 
 def _queue(name: str) -> str:
