@@ -241,6 +241,7 @@ def _route(methods: str, path: str, handler: Handler) -> Route:
 
 ROUTES: tuple[Route, ...] = (
     _route("GET", "/healthz", healthz),
+    _route("POST", f"/async-function/{_NAME}(?P<rest>/.*)?", async_function),
     _route("GET", "/system/functions", list_functions),
     _route("POST", "/system/functions", deploy_function),
     _route("PUT", "/system/functions", update_function),
@@ -258,7 +259,6 @@ ROUTES: tuple[Route, ...] = (
     _route("POST PUT DELETE", f"/system/namespace/{_NAMESPACE}", mutate_namespace),
     _route("GET POST PUT PATCH DELETE HEAD OPTIONS", f"/function/{_NAME}(?P<rest>/.*)?",
            invoke_function),
-    _route("POST", f"/async-function/{_NAME}(?P<rest>/.*)?", async_function),
 )
 
 
