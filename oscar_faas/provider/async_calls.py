@@ -43,8 +43,9 @@ log = logging.getLogger("oscar_faas.provider.async")
 MAX_ASYNC_BODY = 64 * 1024 * 1024
 #: Largest function answer passed to the callback.
 MAX_ANSWER = 64 * 1024 * 1024
-#: Callback attempts and the first pause between them (doubling).
-CALLBACK_TRIES, CALLBACK_PAUSE = 6, 0.5
+#: How long an answer's callback is retried while the gateway does not take it (refused
+#: connections, 5xx), the first pause between tries, doubling up to the last.
+CALLBACK_PATIENCE, CALLBACK_PAUSE, CALLBACK_MAX_PAUSE = 3600.0, 0.5, 30.0
 #: Done markers are forgotten after this many seconds (a redelivery comes long before).
 DONE_KEPT = 7 * 24 * 3600
 _CALLBACK = re.compile(r"https?://[^/\s]+(/\S*)?")
@@ -211,7 +212,7 @@ class AsyncQueue:
             if meta["callback"]:  # not waited for: the gateway ignores a late one
                 threading.Thread(target=self._post, daemon=True, args=(
                     meta["callback"], b"", {HEADER_CALL_ID: meta["call_id"],
-                                            HEADER_JOB_EVENT: JOB_EVENT_STARTED}, 2)).start()
+                                            HEADER_JOB_EVENT: JOB_EVENT_STARTED}, 1.0)).start()
             status, headers, body, duration = self._call(meta, stem)
             if self._stopping:  # its runtime was stopped under it: reported on restart
                 return
@@ -272,7 +273,7 @@ class AsyncQueue:
                             HEADER_FUNCTION_STATUS: str(result["status"]),
                             HEADER_FUNCTION_NAME: meta["function"],
                             HEADER_DURATION: f"{result['duration']:f}"})
-            if not self._post(meta["callback"], body, headers, CALLBACK_TRIES):
+            if not self._post(meta["callback"], body, headers, CALLBACK_PATIENCE):
                 if self._stopping:
                     return  # kept: delivered on the next start
                 log.warning("async: the callback of call %s was not delivered; dropped",
@@ -284,9 +285,13 @@ class AsyncQueue:
         with self._cond:
             self._known.discard(stem)
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str], tries: int) -> bool:
-        pause = CALLBACK_PAUSE
-        for attempt in range(tries):
+    def _post(self, url: str, body: bytes, headers: dict[str, str], patience: float) -> bool:
+        """POST until the gateway takes it (2xx: True) or refuses it (4xx: False), trying
+        again for ``patience`` seconds while it cannot be reached or answers 5xx."""
+        pause, attempt = CALLBACK_PAUSE, 0
+        deadline = time.monotonic() + patience
+        while True:
+            attempt += 1
             try:
                 resp = self._session.post(url, data=body, headers=headers, timeout=30)
                 if resp.status_code < 500:
@@ -294,13 +299,16 @@ class AsyncQueue:
                         log.warning("async: callback %s answered %d", url.split("?")[0],
                                     resp.status_code)
                     return resp.status_code < 400
+                failure = f"status {resp.status_code}"
             except requests.RequestException as err:
-                log.warning("async: callback failed (%s), attempt %d", err, attempt + 1)
-            if self._stopping:
+                failure = str(err)
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("async: callback failed (%s), attempt %d; trying again",
+                            failure, attempt)
+            if self._stopping or time.monotonic() + pause > deadline:
                 return False
             time.sleep(pause)
-            pause *= 2
-        return False
+            pause = min(pause * 2, CALLBACK_MAX_PAUSE)
 
 
 def async_function(backend: Any, req: Request) -> Response:

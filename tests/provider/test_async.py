@@ -157,3 +157,30 @@ def test_a_bad_callback_url_is_refused_and_queued_calls_are_private(make_provide
     queued = [f for f in (p.data_dir / "async").iterdir() if f.is_file()]
     assert queued and all(f.stat().st_mode & 0o077 == 0 for f in queued)
     assert len(callbacks(receiver, 2)) == 2
+
+
+def test_a_callback_the_gateway_cannot_take_yet_is_tried_again(make_provider, script,
+                                                               httpserver) -> None:
+    """A gateway restarting (503s) gets the answer once it is back; nothing runs twice."""
+    from werkzeug import Response as WResponse
+    answers_seen = []
+
+    def gateway(request):  # 503 to the first two answers, as a gateway restarting
+        if "X-Function-Status" not in request.headers:
+            return WResponse("", 204)  # the start event
+        answers_seen.append(request)
+        return WResponse("restarting", 503) if len(answers_seen) <= 2 else WResponse("", 204)
+
+    httpserver.expect_request("/cb/later", method="POST").respond_with_handler(gateway)
+    p = make_provider()
+    p.deploy("later", script("later", "echo done\n"))
+    resp = p.request("POST", "/async-function/later", data=b"", headers={
+        "X-Call-Id": "later", "X-Callback-Url": httpserver.url_for("/cb/later")})
+    assert resp.status_code == 202
+    deadline = time.monotonic() + 20
+    while len(answers_seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert len(answers_seen) == 3
+    assert {r.get_data() for r in answers_seen} == {b"done\n"}
+    assert not [f for f in (p.data_dir / "async").iterdir() if f.name != "done"]
