@@ -46,8 +46,9 @@ MAX_ANSWER = 64 * 1024 * 1024
 #: How long an answer's callback is retried while the gateway does not take it (refused
 #: connections, 5xx), the first pause between tries, doubling up to the last.
 CALLBACK_PATIENCE, CALLBACK_PAUSE, CALLBACK_MAX_PAUSE = 3600.0, 0.5, 30.0
-#: Done markers are forgotten after this many seconds (a redelivery comes long before).
-DONE_KEPT = 7 * 24 * 3600
+#: Done markers are forgotten after this many seconds (a redelivery comes long before),
+#: looked for every :data:`PRUNE_EVERY` seconds.
+DONE_KEPT, PRUNE_EVERY = 24 * 3600, 3600.0
 _CALLBACK = re.compile(r"https?://[^/\s]+(/\S*)?")
 _NOT_SENT = HOP_BY_HOP | {"host", "content-length", HEADER_CALLBACK_URL.lower()}
 
@@ -85,10 +86,7 @@ class AsyncQueue:
         """Load what a previous run left and start dispatching; calls go to ``base_url``."""
         self.base_url = base_url.rstrip("/")
         self.done_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        now = time.time()
-        for marker in self.done_dir.iterdir():
-            if now - marker.stat().st_mtime > DONE_KEPT:
-                marker.unlink(missing_ok=True)
+        self._prune()
         metas = []
         for path in self.root.glob("*.json"):
             try:
@@ -107,6 +105,16 @@ class AsyncQueue:
         if metas:
             log.info("async: %d call(s) left by a previous run resumed", len(metas))
         self._thread.start()
+
+    def _prune(self) -> None:
+        """Forget call ids done more than :data:`DONE_KEPT` seconds ago."""
+        now = time.time()
+        for marker in self.done_dir.iterdir():
+            try:
+                if now - marker.stat().st_mtime > DONE_KEPT:
+                    marker.unlink()
+            except OSError:
+                pass  # removed meanwhile
 
     def close(self) -> None:
         with self._cond:
@@ -179,7 +187,11 @@ class AsyncQueue:
 
     def _dispatch(self) -> None:
         """Start jobs while their function has room; wait for a submit or a finish."""
+        pruned = time.monotonic()
         while True:
+            if time.monotonic() - pruned > PRUNE_EVERY:
+                self._prune()
+                pruned = time.monotonic()
             with self._cond:
                 if self._stopping:
                     return

@@ -184,3 +184,22 @@ def test_a_callback_the_gateway_cannot_take_yet_is_tried_again(make_provider, sc
     assert len(answers_seen) == 3
     assert {r.get_data() for r in answers_seen} == {b"done\n"}
     assert not [f for f in (p.data_dir / "async").iterdir() if f.name != "done"]
+
+
+def test_done_call_ids_are_forgotten_after_a_day(tmp_path: Path) -> None:
+    import os
+
+    from oscar_faas.provider.async_calls import DONE_KEPT, AsyncQueue
+    done = tmp_path / "async" / "done"
+    done.mkdir(parents=True)
+    old, recent = done / "old", done / "recent"
+    old.touch()
+    recent.touch()
+    past = time.time() - DONE_KEPT - 60
+    os.utime(old, (past, past))
+    queue = AsyncQueue(tmp_path, lambda name: 1)
+    queue.start("http://127.0.0.1:9")
+    try:
+        assert sorted(p.name for p in done.iterdir()) == ["recent"]
+    finally:
+        queue.close()
