@@ -6,9 +6,9 @@ One real ``oscar-faas serve`` (embedded provider, host runtime) and one no-op se
 (a) ``POST /job`` from 32 threads, each on its own keep-alive connection: the submit latency
     (record + hand-off to the provider's queue on disk + 201), and jobs per second from the
     first submit to the last job ``Succeeded``;
-(b) the queue wait of those jobs (start - creation, from the job records the gateway keeps
-    in ``<data-dir>/jobs``, whose times are not rounded) and their run time (finish - start:
-    the call through the runtime plus the callback);
+(b) the queue wait of those jobs (start - creation, from the final records the gateway
+    keeps in ``<data-dir>/jobs/<svc>/<job>.done``, whose times are not rounded) and their
+    run time (finish - start: the call through the runtime plus the callback);
 (c) ``POST /run`` of the same service from 32 threads: calls per second, for comparison.
 """
 
@@ -65,8 +65,9 @@ def _fan_out(serve: Serve, path: str, headers: dict[str, str], total: int,
 
 
 def _records(folder: Path) -> list[dict]:
+    """The final records of the finished jobs (``<job>.done``, see oscar_faas.jobstore)."""
     out = []
-    for path in folder.glob("*.json"):
+    for path in folder.glob("*.done"):
         try:
             out.append(json.loads(path.read_text()))
         except (OSError, ValueError):

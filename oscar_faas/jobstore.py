@@ -1,8 +1,9 @@
 """Job records and logs of asynchronous invocations, where every gateway replica sees them.
 
 OSCAR keeps a job as a Kubernetes Job and its log as the pod's; the gateway has neither, so it
-keeps two small objects per job: ``<service>/<job>.json`` (status and times) and
-``<service>/<job>.log`` (what the function answered). With MinIO configured they live in the
+keeps small objects per job: ``<service>/<job>.json`` (made at submit), ``.started`` (its
+start), ``.done`` (the final record) and ``.log`` (the script's output), each written once by
+the event it records (see :class:`JobStore`). With MinIO configured they live in the
 gateway's own bucket (``JOBS_BUCKET``), so replicas share them and a restart loses none;
 without MinIO, in a folder (``JOBS_DIR``; ``serve`` uses ``<data dir>/jobs``), which survives
 a restart but is seen by the gateways of one machine only.
@@ -18,7 +19,6 @@ import json
 import os
 import re
 import secrets
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -167,14 +167,14 @@ class MinioBlobs:
 
 
 class JobStore:
-    """The jobs of every service, over :class:`Blobs`. Thread-safe within a process."""
+    """The jobs of every service, over :class:`Blobs`; safe for any number of gateway
+    workers and replicas (no object is read, changed and written back)."""
 
     def __init__(self, blobs: Blobs, ttl: int, where: str) -> None:
         self.blobs = blobs
         self.ttl = ttl
         #: said in logs and errors: which place this is
         self.where = where
-        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "JobStore":
@@ -185,18 +185,45 @@ class JobStore:
         return cls(DiskBlobs(root), settings.ttl_job, f"folder {root}")
 
     # --- records -------------------------------------------------------------------------
+    #
+    # Each event writes its own object, never read-modify-write: the start and the answer of
+    # a quick job reach different gateway workers (or replicas) at the same moment, and
+    # neither may undo the other. ``<job>.json``: created (Pending); ``<job>.started``: its
+    # start (Running); ``<job>.done``: the whole final record (Succeeded/Failed).
 
-    def _write(self, record: JobRecord) -> None:
-        self.blobs.put(f"{record.service}/{record.name}.json", json.dumps(asdict(record)).encode())
+    def _key(self, service: str, name: str, kind: str) -> str:
+        return f"{service}/{name}.{kind}"
 
-    def _read(self, service: str, name: str) -> JobRecord | None:
-        raw = self.blobs.get(f"{service}/{name}.json")
+    def _load(self, service: str, name: str, kind: str) -> dict | None:
+        raw = self.blobs.get(self._key(service, name, kind))
         if raw is None:
             return None
         try:
-            return JobRecord(**json.loads(raw))
-        except (ValueError, TypeError):
-            return None  # a record cut by a crash: treated as gone
+            doc = json.loads(raw)
+        except ValueError:
+            return None  # cut by a crash: as if it were not there
+        return doc if isinstance(doc, dict) else None
+
+    def _read(self, service: str, name: str, kinds: set[str] | None = None
+              ) -> JobRecord | None:
+        """The job as its objects tell it; ``kinds``: the ones known to exist (a listing),
+        so a finished job costs one read."""
+        try:
+            if kinds is None or "done" in kinds:
+                done = self._load(service, name, "done")
+                if done is not None:
+                    return JobRecord(**done)
+            created = self._load(service, name, "json")
+            if created is None:
+                return None
+            record = JobRecord(**created)
+            if kinds is None or "started" in kinds:
+                started = self._load(service, name, "started")
+                if started is not None:
+                    record.status, record.start_time = JOB_RUNNING, started["start_time"]
+            return record
+        except (TypeError, KeyError):
+            return None
 
     def _expired(self, record: JobRecord, now: float) -> bool:
         """OSCAR's ``ttlSecondsAfterFinished``: a finished job goes TTL_JOB seconds later."""
@@ -205,7 +232,7 @@ class JobStore:
 
     def create(self, service: str, name: str) -> JobRecord:
         record = JobRecord(name=name, service=service, creation_time=time.time())
-        self._write(record)
+        self.blobs.put(self._key(service, name, "json"), json.dumps(asdict(record)).encode())
         return record
 
     def get(self, service: str, name: str) -> JobRecord | None:
@@ -219,32 +246,30 @@ class JobStore:
         return record
 
     def started(self, service: str, name: str) -> bool:
-        """Pending -> Running; False when the job is unknown or already further on."""
-        with self._lock:
-            record = self._read(service, name)
-            if record is None or record.status != JOB_PENDING:
-                return False
-            record.status, record.start_time = JOB_RUNNING, time.time()
-            self._write(record)
-            return True
+        """Pending -> Running; False when the job is unknown or already finished."""
+        record = self._read(service, name)
+        if record is None or record.final:
+            return False
+        self.blobs.put(self._key(service, name, "started"),
+                       json.dumps({"start_time": time.time()}).encode())
+        return True
 
     def finished(self, service: str, name: str, function_status: int, log: bytes) -> bool:
         """Record the answer; False (nothing changes) for an unknown or finished job, so a
         redelivered callback cannot rewrite a result."""
-        with self._lock:
-            record = self._read(service, name)
-            if record is None or record.final:
-                return False
-            now = time.time()
-            record.status = JOB_SUCCEEDED if 200 <= function_status < 300 else JOB_FAILED
-            record.function_status = function_status
-            record.start_time = record.start_time or now
-            record.finish_time = now
-            if len(log) > MAX_LOG:
-                log = log[:MAX_LOG] + f"\n[cut at {MAX_LOG} bytes]\n".encode()
-            self.blobs.put(f"{service}/{name}.log", log)  # before the status says it is there
-            self._write(record)
-        self.blobs.delete([f"{service}/{name}.input"])  # read by the function: not needed
+        record = self._read(service, name)
+        if record is None or record.final:
+            return False
+        now = time.time()
+        record.status = JOB_SUCCEEDED if 200 <= function_status < 300 else JOB_FAILED
+        record.function_status = function_status
+        record.start_time = record.start_time or now
+        record.finish_time = now
+        if len(log) > MAX_LOG:
+            log = log[:MAX_LOG] + f"\n[cut at {MAX_LOG} bytes]\n".encode()
+        self.blobs.put(self._key(service, name, "log"), log)  # before the status says so
+        self.blobs.put(self._key(service, name, "done"), json.dumps(asdict(record)).encode())
+        self.blobs.delete([self._key(service, name, "input")])  # read by the function
         return True
 
     def put_input(self, service: str, name: str, stream: BinaryIO, size: int
@@ -262,22 +287,30 @@ class JobStore:
 
     # --- listing and deleting --------------------------------------------------------------
 
-    def names(self, service: str) -> list[str]:
+    def _kinds(self, service: str) -> dict[str, set[str]]:
+        """Every job of ``service`` with the kinds of object it has (one listing)."""
         prefix = f"{service}/"
-        return sorted(key[len(prefix):-5] for key in self.blobs.names(prefix)
-                      if key.endswith(".json"))
+        jobs: dict[str, set[str]] = {}
+        for key in self.blobs.names(prefix):
+            name, _, kind = key[len(prefix):].rpartition(".")
+            jobs.setdefault(name, set()).add(kind)
+        return {name: kinds for name, kinds in jobs.items() if "json" in kinds}
+
+    def names(self, service: str) -> list[str]:
+        return sorted(self._kinds(service))
 
     def page(self, service: str, after: str, limit: int
              ) -> tuple[list[JobRecord], str, int]:
         """Up to ``limit`` jobs whose names sort after ``after``; the next page's token
         (the last name, empty at the end) and how many jobs remain after this page."""
-        names = [n for n in self.names(service) if n > after]
+        kinds = self._kinds(service)
+        names = sorted(n for n in kinds if n > after)
         now, records, used = time.time(), [], 0
         for name in names:
             if len(records) >= limit:
                 break
             used += 1
-            record = self._read(service, name)
+            record = self._read(service, name, kinds[name])
             if record is None:
                 continue
             if self._expired(record, now):
@@ -290,14 +323,15 @@ class JobStore:
         return records, records[-1].name if records else after, left
 
     def delete(self, service: str, name: str) -> None:
-        self.blobs.delete([f"{service}/{name}.json", f"{service}/{name}.log",
-                           f"{service}/{name}.input"])
+        # the record first: a job half deleted is gone from listings
+        self.blobs.delete([self._key(service, name, kind)
+                           for kind in ("json", "done", "started", "log", "input")])
 
     def delete_many(self, service: str, every: bool) -> int:
         """Succeeded jobs (OSCAR's ``DELETE /system/logs/<svc>``), or all with ``every``."""
         count = 0
-        for name in self.names(service):
-            record = self._read(service, name)
+        for name, kinds in self._kinds(service).items():
+            record = None if every else self._read(service, name, kinds)
             if every or record is None or record.status == JOB_SUCCEEDED:
                 self.delete(service, name)
                 count += 1

@@ -249,7 +249,7 @@ def test_jobs_on_minio_are_shared_by_gateway_replicas(httpserver, s3, tmp_path):
         b"on minio"
     keys = sorted(o.object_name for o in s3.client().list_objects(
         "gateway-jobs", prefix="cowsay/"))
-    assert keys == [f"cowsay/{job}.json", f"cowsay/{job}.log"]
+    assert keys == [f"cowsay/{job}.{kind}" for kind in ("done", "json", "log")]
     assert not (tmp_path / "one").exists() and not (tmp_path / "two").exists()
 
 
@@ -300,3 +300,26 @@ def test_a_long_answer_is_cut_and_still_finishes_the_job(jobs_client, httpserver
     assert jobs(jobs_client)["jobs"][job]["status"] == "Succeeded"
     log = jobs_client.get(f"/system/logs/cowsay/{job}", headers=ADMIN).data
     assert log.startswith(b"x" * MAX_LOG) and log.endswith(b"[cut at 4194304 bytes]\n")
+
+
+def test_start_and_answer_at_once_on_two_workers_never_lose_the_answer(httpserver, tmp_path):
+    """A quick job's start event and answer reach two gateway processes at the same moment:
+    whatever the order, the job ends Succeeded (no read-modify-write to lose)."""
+    import threading
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    settings = make_settings(httpserver, JOBS_DIR=str(tmp_path))
+    one, two = create_app(settings).test_client(), create_app(settings).test_client()
+    for _ in range(20):
+        job, path = submit(one, httpserver)
+        threads = [threading.Thread(target=lambda: one.post(
+                       path, headers={"X-Oscar-Faas-Job-Event": "started"})),
+                   threading.Thread(target=lambda: call_back(two, path, 200, b"ok"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert jobs(one)["jobs"][job]["status"] == "Succeeded"
+    # a start that comes after the answer changes nothing either
+    assert one.post(path, headers={"X-Oscar-Faas-Job-Event": "started"}).status_code == 204
+    assert jobs(two)["jobs"][job]["status"] == "Succeeded"

@@ -107,7 +107,7 @@ def test_minio_event_job_reads_the_object_and_writes_outputs(gateway, s3, tmp_pa
     # the job's record and log are in the gateway's own bucket
     stored = sorted(o.object_name for o in s3.client().list_objects(
         "oscar-faas-jobs", prefix="photos/"))
-    assert stored == [f"photos/{job}.json", f"photos/{job}.log"]
+    assert stored == [f"photos/{job}.{kind}" for kind in ("done", "json", "log", "started")]
 
     # an object that is not there: Failed, and the log names it
     resp = requests.post(f"{gateway.url}/job/photos", data=minio_event("photos", "in/gone.txt"),
@@ -154,4 +154,5 @@ def test_a_large_job_input_goes_through_the_bucket(gateway, s3, tmp_path):
     assert log.strip() == str(len(data))
     left = [o.object_name for o in s3.client().list_objects("oscar-faas-jobs",
                                                             prefix="sizer/")]
-    assert sorted(left) == [f"sizer/{job}.json", f"sizer/{job}.log"]  # the input is gone
+    assert sorted(left) == [f"sizer/{job}.{kind}"  # the input is gone
+                            for kind in ("done", "json", "log", "started")]
