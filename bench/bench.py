@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """oscar-faas benchmark: one table per section, figures beside their baselines and targets.
 
-    python bench/bench.py [--quick] [--sections 1,2,3,4,5] [--faas-supervisor-python PY]
+    python bench/bench.py [--quick] [--sections 1,2,3,4,5,6] [--faas-supervisor-python PY]
                           [--classifier-python PY]
 
 Run it through ``bench/run.sh``, which prepares the environments. Sections:
@@ -31,16 +31,17 @@ from benchlib import REPO, Table, dump_json, machine, steal_ticks
 
 DEFAULTS = {"inproc": 300, "http": 300, "theirs": 20, "floor": 200, "pairs": 500,
             "classifier": 10, "runtime": 500, "runtime_proc": 20, "runtime_clf": 100, "cold": 3,
-            "warm_c1": 100}
+            "warm_c1": 100, "async": 300}
 QUICK = {"inproc": 50, "http": 50, "theirs": 5, "floor": 30, "pairs": 100, "classifier": 3,
-         "runtime": 100, "runtime_proc": 5, "runtime_clf": 20, "cold": 1, "warm_c1": 40}
+         "runtime": 100, "runtime_proc": 5, "runtime_clf": 20, "cold": 1, "warm_c1": 40,
+         "async": 100}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="smaller counts and a 200 MB body instead of 1 GB")
-    parser.add_argument("--sections", default="1,2,3,4,5",
+    parser.add_argument("--sections", default="1,2,3,4,5,6",
                         help="comma-separated (default 1,2,3,4,5)")
     parser.add_argument("--faas-supervisor-python", default=str(
         REPO / "bench" / ".venv-faas-supervisor" / "bin" / "python"),
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("4", "4. Runtime", lambda: __import__("sec_runtime").run(
                     counts, workdir, args.classifier_python)),
                 ("5", "5. Warm service", lambda: __import__("sec_warm").run(
-                    counts, workdir, args.classifier_python, load_seconds))):
+                    counts, workdir, args.classifier_python, load_seconds)),
+                ("6", "6. Async", lambda: __import__("sec_async").run(counts, workdir))):
             if key not in sections:
                 continue
             begin = time.monotonic()

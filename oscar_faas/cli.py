@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write DIR/<name>/, a build context per function that builds "
                         "as it is (docker build DIR/<name>, no --build-arg needed)")
     p.set_defaults(func=cmd_stack)
+
+    from .cli_jobs import add_parsers as add_job_parsers
+    add_job_parsers(sub, _client_flags, _client)
     return parser
 
 

@@ -172,6 +172,24 @@ class Settings:
     #: when several gateways share one OpenFaaS: one starting could race another's create).
     clean_orphan_secrets: bool = True
 
+    #: Asynchronous jobs (``/job``, ``/system/logs/<svc>``): where their records and logs
+    #: live without MinIO (``serve`` sets it to ``<data dir>/jobs``).
+    jobs_dir: str = ""
+    #: The gateway's own bucket for job records and logs when MinIO is configured.
+    jobs_bucket: str = "oscar-faas-jobs"
+    #: Jobs per page of ``GET /system/logs/<svc>`` (OSCAR's JOB_LISTING_LIMIT).
+    job_listing_limit: int = 70
+    #: Seconds a finished job is kept (OSCAR's TTL_JOB, 30 days).
+    ttl_job: int = 2592000
+    #: This gateway's base URL as the async queue reaches it (the callback's host);
+    #: ``serve`` sets it for the embedded provider.
+    job_callback_url: str = ""
+    #: Key of the HMAC that proves a callback URL; default: derived from OSCAR_PASSWORD.
+    job_callback_secret: str = ""
+    #: Job bodies larger than this many bytes go through the jobs bucket, not the queue
+    #: (OpenFaaS's NATS takes 1 MB messages, the body base64-encoded in them), with MinIO.
+    job_inline_limit: int = 512 * 1024
+
     @property
     def minio_configured(self) -> bool:
         """True when a MinIO endpoint is set, so buckets can be created and outputs written."""
@@ -239,4 +257,12 @@ class Settings:
                 "MAX_LOG_FOLLOWERS", get("MAX_LOG_FOLLOWERS", "256"))),
             max_api_body_size=_positive("MAX_API_BODY_SIZE", parse_int(
                 "MAX_API_BODY_SIZE", get("MAX_API_BODY_SIZE", str(8 * 1024 * 1024)))),
+            jobs_dir=get("JOBS_DIR", ""),
+            jobs_bucket=get("JOBS_BUCKET", "") or cls.jobs_bucket,
+            job_listing_limit=_positive("JOB_LISTING_LIMIT", parse_int(
+                "JOB_LISTING_LIMIT", get("JOB_LISTING_LIMIT", "70"))),
+            ttl_job=parse_int("TTL_JOB", get("TTL_JOB", "2592000")),
+            job_callback_url=get("JOB_CALLBACK_URL", "").strip().rstrip("/"),
+            job_callback_secret=get("JOB_CALLBACK_SECRET", ""),
+            job_inline_limit=parse_int("JOB_INLINE_LIMIT", get("JOB_INLINE_LIMIT", "524288")),
         )

@@ -239,3 +239,43 @@ def server_timing(timings: Mapping[str, float]) -> str:
     """``Server-Timing`` (W3C) from phase -> seconds: ``queue;dur=0.1;desc="..."``, in ms."""
     return ", ".join(f'{phase};dur={timings[phase] * 1000:.3f};desc="{desc}"'
                      for phase, desc in TIMING_PHASES if phase in timings)
+
+
+# --------------------------------------------------------------------------- asynchronous jobs
+
+#: OpenFaaS's asynchronous invocation path (the gateway's queue, or the embedded provider's).
+ASYNC_FUNCTION_PATH = "/async-function/"
+#: Request and callback headers of OpenFaaS's async API (openfaas/nats-queue-worker).
+HEADER_CALL_ID = "X-Call-Id"
+HEADER_CALLBACK_URL = "X-Callback-Url"
+HEADER_FUNCTION_STATUS = "X-Function-Status"
+HEADER_FUNCTION_NAME = "X-Function-Name"
+HEADER_DURATION = "X-Duration-Seconds"
+#: Sent by the embedded provider on a body-less callback when it takes a job off its queue,
+#: so the job shows ``Running``; a cluster's queue-worker never sends it.
+HEADER_JOB_EVENT = "X-Oscar-Faas-Job-Event"
+JOB_EVENT_STARTED = "started"
+#: Sent with every job: the function answers with the script's output (the job's log), not
+#: with its output files, which a job delivers through storage only (as OSCAR's jobs do).
+HEADER_JOB_ANSWER = "X-Oscar-Faas-Answer"
+JOB_ANSWER_LOG = "log"
+#: The same header as the classic watchdog's CGI variable, as the function sees it.
+CGI_JOB_ANSWER = "Http_X_Oscar_Faas_Answer"
+#: A job body too large for the queue travels through the gateway's bucket: the queue carries
+#: ``{"oscar-faas-stored-input": {"bucket": B, "key": K}}`` and the function reads the body
+#: from there (with its minio.default credentials), then decodes it as if it had come inline.
+STORED_INPUT_KEY = "oscar-faas-stored-input"
+#: The gateway's answer to ``POST /job/<svc>`` names the job here (OSCAR's body is empty).
+HEADER_JOB_NAME = "X-Oscar-Job-Name"
+#: Where the queue calls the gateway back about a job (outside ``/system``: the queue has no
+#: cluster credentials; an HMAC of the job in the path proves the URL came from the gateway).
+JOB_CALLBACK_PREFIX = "/job-callback/"
+#: OSCAR's job statuses (pod phases) as ``/system/logs/<svc>`` shows them.
+JOB_PENDING, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED = "Pending", "Running", "Succeeded", "Failed"
+
+
+def job_name(service_name: str, uuid_text: str) -> str:
+    """OSCAR's job name (``pkg/handlers/job.go``): the service name, cut to its first 16
+    characters when it has 25 or more, ``-`` and a UUID4."""
+    prefix = service_name[:16] if len(service_name) >= 25 else service_name
+    return f"{prefix}-{uuid_text}"

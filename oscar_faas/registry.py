@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import storage
+from . import storage, triggers
 from .config import Settings
 from .contract import STORAGE_SECRET_PREFIX, is_dns1123_label
 from .errors import (BodyTooLarge, InvalidService, OscarFaasError, ServiceExists,
@@ -126,6 +126,7 @@ class ServiceRegistry:
                 self._forget_secret(plan.secret.name)
             raise
         self.cache.put(plan.service)
+        triggers.register(plan.service, self.settings)  # uploads into inputs start jobs
         return plan.service
 
     def update(self, body: Any) -> Service:
@@ -167,6 +168,9 @@ class ServiceRegistry:
             if old_secret:
                 self._forget_secret(old_secret)
         self.cache.put(plan.service)
+        if triggers.input_paths(current) != triggers.input_paths(plan.service):
+            triggers.unregister(current, self.settings)
+            triggers.register(plan.service, self.settings)
         return plan.service
 
     def _restore(self, service: Service, secret: str | None) -> None:
@@ -187,6 +191,7 @@ class ServiceRegistry:
         service = self.get(name)
         self.cache.drop(name)
         self.client.delete(name)
+        triggers.unregister(service, self.settings)
         secret = secret_name(service)
         if secret:
             try:

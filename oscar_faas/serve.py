@@ -300,6 +300,9 @@ def serve(host: str, port: int, data_dir: Path, workers: int, threads: int,
     else:
         backend = f"OpenFaaS at {settings.openfaas_url}"
     endpoint = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    os.environ.setdefault("JOBS_DIR", str(data_dir.resolve() / "jobs"))  # without MinIO
+    if provider is not None:  # the embedded provider calls jobs back here
+        os.environ.setdefault("JOB_CALLBACK_URL", endpoint)
     default_password = settings.oscar_password == Settings.oscar_password
     shown = settings.oscar_password if default_password else "<OSCAR_PASSWORD>"
     print(f"oscar-faas gateway on {endpoint}\n"

@@ -34,6 +34,12 @@ def _terminated_input(app: Callable[..., Any]) -> Callable[..., Any]:
     return wsgi
 
 
+def prefers_async(headers: list[tuple[bytes, bytes]]) -> bool:
+    """``Prefer: respond-async`` (RFC 7240) among the request's headers."""
+    return any(key == b"prefer" and b"respond-async" in value.lower()
+               for key, value in headers)
+
+
 class GatewayASGI:
     """Routes ``POST /run/<name>`` to the fast path, exposed services' paths (HTTP and
     WebSocket) to their proxy (:mod:`.exposed`), followed log streams to
@@ -58,9 +64,13 @@ class GatewayASGI:
             if scope["method"] == "POST" and path.startswith(RUN_PREFIX):
                 name = path[len(RUN_PREFIX):]
                 if name and "/" not in name:
-                    await self.metrics.track(self.run, scope, receive, send, name,
-                                             self._known)
-                    return
+                    if prefers_async(scope["headers"]):  # a job: Flask's /job queues it
+                        path = f"/job/{name}"
+                        scope = dict(scope, path=path, raw_path=path.encode())
+                    else:
+                        await self.metrics.track(self.run, scope, receive, send, name,
+                                                 self._known)
+                        return
             exposed = match_exposed(scope)
             if exposed is not None:
                 await self.metrics.track_exposed(self.exposed, scope, receive, send,

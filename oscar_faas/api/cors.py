@@ -20,7 +20,8 @@ from .run import Receive, Scope, Send
 
 ALLOW_METHODS = b"GET, POST, PUT, DELETE, OPTIONS"
 #: Headers a page may read from an answer besides the CORS-safelisted ones.
-EXPOSE_HEADERS = b"X-Duration-Seconds, Server-Timing, X-Call-Id, X-Start-Time"
+EXPOSE_HEADERS = (b"X-Duration-Seconds, Server-Timing, X-Call-Id, X-Start-Time, X-Oscar-Job-Name, "
+                  b"Location")
 #: Headers a page may send when a preflight does not list them (it normally does).
 DEFAULT_ALLOW_HEADERS = b"Authorization, Content-Type, Accept"
 MAX_AGE = b"600"

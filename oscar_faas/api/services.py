@@ -14,6 +14,7 @@ from ..contract import is_true
 from ..errors import BodyTooLarge, InvalidService, OscarFaasError
 from ..model import Service
 from .context import gateway
+from .jobs import forget_service
 from .system import json_response
 
 bp = Blueprint("services", __name__)
@@ -89,18 +90,7 @@ def delete_service(name: str) -> Response:
     (OSCAR always does; we keep user data unless asked)."""
     purge = is_true(request.args.get("purge"))
     gateway().registry.delete(name, purge=purge)
-    return Response(status=204)
-
-
-@bp.get("/system/logs/<name>")
-def list_jobs(name: str) -> Response:
-    """Synchronous calls leave no jobs; answer OSCAR's empty list (oscar-cli's ``service logs
-    list`` and oscar-python's ``list_jobs`` then show nothing) rather than a 404."""
-    return json_response({"jobs": {}, "next_page": "", "remaining_jobs": 0})
-
-
-@bp.delete("/system/logs/<name>")
-def delete_jobs(name: str) -> Response:
+    forget_service(name)
     return Response(status=204)
 
 

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from .. import __version__
 from ..contract import HOP_BY_HOP, basic_credentials
 from ..errors import OscarFaasError, ServiceNotFound
+from .async_calls import async_function
 from .backend import Backend, Call
 from .httpio import Request, Response, empty_response, json_response, text_response
 from .logs import parse_since
@@ -241,6 +242,7 @@ def _route(methods: str, path: str, handler: Handler) -> Route:
 
 ROUTES: tuple[Route, ...] = (
     _route("GET", "/healthz", healthz),
+    _route("POST", f"/async-function/{_NAME}(?P<rest>/.*)?", async_function),
     _route("GET", "/system/functions", list_functions),
     _route("POST", "/system/functions", deploy_function),
     _route("PUT", "/system/functions", update_function),

@@ -150,6 +150,9 @@ class ProviderServer(ThreadingHTTPServer):
     def close(self) -> None:
         """Stop listening and kill any function process still running."""
         self.server_close()
+        queue = getattr(self.app.backend, "async_queue", None)
+        if queue is not None:
+            queue.close()
         self.app.backend.close()
         logs = getattr(self.app.backend, "logs", None)
         if logs is not None:
@@ -201,6 +204,20 @@ def make_launcher(runtime: str, data_dir: str | Path,
     return HostLauncher(isolation=isolation)
 
 
+def _start_async_queue(backend: LocalBackend, data_dir: str | Path, url: str) -> None:
+    """``/async-function``'s queue on disk (:mod:`.async_calls`), each function running up
+    to its own ``max_inflight`` jobs; it calls this server's ``/function`` at ``url``."""
+    from .async_calls import AsyncQueue
+    from .limits import WatchdogConfig
+
+    def concurrency(name: str) -> int:
+        return WatchdogConfig.from_env(backend.get_function(name).deployment.env_vars
+                                       ).max_inflight
+
+    queue = backend.async_queue = AsyncQueue(data_dir, concurrency)  # type: ignore[attr-defined]
+    queue.start(url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:"))
+
+
 def make_server(host: str, port: int, data_dir: str | Path, username: str | None = None,
                 password: str | None = None, limits: HttpLimits | None = None,
                 runtime: str = "host") -> ProviderServer:
@@ -221,6 +238,7 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
     backend.load()
     server = ProviderServer((host, port), App(backend, username, password,
                                               metrics=_metrics(backend)), limits)
+    _start_async_queue(backend, data_dir, server.url)
     if username and password:
         log.info("basic auth enabled on /system/*")
     return server

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping, Protocol
 
+from ..contract import CGI_JOB_ANSWER, JOB_ANSWER_LOG
 from ..provider.processes import wait_until
 from ..supervisor.config import FunctionConfig, load_config, load_script
 from ..supervisor.errors import FunctionConfigError, SupervisorError, UploadError
@@ -137,6 +138,10 @@ class Invoker:
             call_env = dict(cgi)
             call_env.update(INPUT_FILE_PATH=str(input_path), TMP_INPUT_DIR=str(input_dir),
                             TMP_OUTPUT_DIR=str(output_dir))
+            if _kind == "json":  # a MinIO event or a stored job input (supervisor.events)
+                from ..supervisor.events import resolve_input
+                call_env.update(resolve_input(input_path, _kind, input_dir, self.config,
+                                              self.env, self.log))
             script_output: Path | None = None
             phase("setup")
             if self.pool is not None:
@@ -167,6 +172,8 @@ class Invoker:
                 raise UploadError("\n".join(errors), status=500)  # 500 as today, not 502
             phase("upload")
             sink.start(200)
+            if cgi.get(CGI_JOB_ANSWER) == JOB_ANSWER_LOG:  # a job: its log, not its outputs
+                files = []
             if files or script_output is not None:
                 write_response(sink, output_dir, files, script_output)  # type: ignore[arg-type]
             return 200

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
 
-from ..contract import EXIT_BAD_INPUT
+from ..contract import CGI_JOB_ANSWER, EXIT_BAD_INPUT, JOB_ANSWER_LOG
 from .config import load_config, load_script
 from .errors import SupervisorError
 from .inputs import save_body
@@ -86,9 +86,15 @@ def _supervise(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Super
         output_dir.mkdir()
         input_path, kind = save_body(body, input_dir)
         log.info("input stored in %s (%s, %d bytes)", input_path.name, kind, input_path.stat().st_size)
+        event_env: dict[str, str] = {}
+        if kind == "json":  # a MinIO event or a stored job input (.events)
+            from .events import resolve_input
+            event_env = resolve_input(input_path, kind, input_dir, config, env, log)
+            input_path = Path(event_env.pop("INPUT_FILE_PATH", input_path))
         script_output = root / "script-output"
         phase("setup")
-        code = _run_user_script(script, {**env, **secret_env}, root, input_path, output_dir,
+        code = _run_user_script(script, {**env, **secret_env, **event_env}, root, input_path,
+                                output_dir,
                                 script_output, log)
         phase("script")
         if code != 0:
@@ -103,6 +109,8 @@ def _supervise(body: BinaryIO, out: BinaryIO, env: Mapping[str, str], log: Super
             for line in errors:
                 _write_line(out, line)
             return 1
+        if env.get(CGI_JOB_ANSWER) == JOB_ANSWER_LOG:  # a job: its log, not its outputs
+            files = []
         write_response(out, output_dir, files, script_output)
         out.flush()
         phase("upload")

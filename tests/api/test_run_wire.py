@@ -378,13 +378,6 @@ def test_management_api_is_served_behind_the_front(gw, httpserver):
     assert req.get_json()["service"] == "cowsay"
 
 
-def test_job_says_async_is_not_supported(gw, deployed):
-    assert requests.post(gw + "/job/cowsay", data=b"aGk=").status_code == 401
-    resp = requests.post(gw + "/job/cowsay", data=b"aGk=", headers=BEARER)
-    assert resp.status_code == 501 and "/run/cowsay" in resp.text
-    assert forwarded(deployed) == []
-
-
 def test_a_client_that_leaves_mid_body_is_dropped_quietly(gw, deployed):
     """No answer to write and nothing to log: the upload is abandoned, the gateway goes on."""
     import logging

@@ -280,14 +280,6 @@ def test_function_image_with_an_unknown_placeholder_is_refused():
         Settings.from_env({"FUNCTION_IMAGE": "reg/{service}:v1"})
 
 
-def test_logs_list_is_empty_not_404(client):
-    resp = client.get("/system/logs/cowsay?page=", headers=ADMIN)
-    assert resp.status_code == 200
-    assert resp.get_json() == {"jobs": {}, "next_page": "", "remaining_jobs": 0}
-    assert client.delete("/system/logs/cowsay", headers=ADMIN).status_code == 204
-    assert client.get("/system/logs/cowsay").status_code == 401
-
-
 WITH_S3 = {**COWSAY, "storage_providers": {"s3": {"aws": {
                "access_key": "AKIA123", "secret_key": "SECRET456", "region": "eu-west-1"}}},
            "output": [{"storage_provider": "s3.aws", "path": "results/out"}]}
