@@ -15,9 +15,14 @@ from typing import Mapping
 from ..contract import ENV_ISOLATED
 
 
-def isolation_hint(env: Mapping[str, str]) -> str:
-    """A sentence naming the cause and the fix, or "" when the function is not isolated."""
-    if (env.get(ENV_ISOLATED) or "") != "1":
+#: What a file out of the function user's sight looks like in an error.
+UNSEEN = ("No such file or directory", "Permission denied", "can't open file", "not found")
+
+
+def isolation_hint(env: Mapping[str, str], error: str) -> str:
+    """A sentence naming the cause and the fix when ``error`` looks like a file the function
+    cannot see, or "" (not isolated, or another failure)."""
+    if (env.get(ENV_ISOLATED) or "") != "1" or not any(w in error for w in UNSEEN):
         return ""
     return (f"(this function runs as uid {os.getuid()}, which sees only what every user may "
             f"read, plus the oscar-faas installation: put what the service runs inside the "

@@ -225,7 +225,8 @@ class Invoker:
         worker = self.pool.acquire()
         try:
             if not worker.ready:
-                raise WorkerError(503, worker.error + isolation_hint(self.env) if worker.error
+                raise WorkerError(503, worker.error + isolation_hint(self.env, worker.error)
+                                  if worker.error
                                   else f"worker {worker.index} is not ready\n")
             return worker.call(call_id, call_env, self.settings.exec_timeout)
         finally:

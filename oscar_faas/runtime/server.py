@@ -85,7 +85,8 @@ class RuntimeApp:
         errors = [w.error for w in self.pool.workers if w.error] if self.pool else []
         if not errors:
             return b"not ready\n"
-        text = "failed: " + errors[0].rstrip("\n") + "\n" + isolation_hint(self.invoker.env)
+        text = ("failed: " + errors[0].rstrip("\n") + "\n"
+                + isolation_hint(self.invoker.env, errors[0]))
         return text.encode("utf-8", "replace")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
