@@ -276,8 +276,9 @@ class Isolation:
         return None
 
     def uid(self, name: str) -> int:
-        """The function's uid (= gid), allocated on first use and kept for good: a function
-        deployed again under the same name is the same user."""
+        """The function's uid (= gid), allocated on first use and kept while the function
+        exists (across updates and restarts); a deleted function's uid is forgotten
+        (:meth:`remove`), so churning services leaves nothing behind."""
         with self._lock:
             uid = self._uids.get(name)
             if uid is None:
@@ -323,8 +324,15 @@ class Isolation:
         return 0, self.uid(name), 0o640
 
     def remove(self, name: str) -> None:
-        """Drop the function's folders (its uid stays its own)."""
+        """Drop the function's folders and its uid (one picked at random from 100 million
+        again later is as unlikely to meet a leftover file of it as any other)."""
         shutil.rmtree(self.folder(name), ignore_errors=True)
+        with self._lock:
+            if name in self._uids:
+                uids = {k: v for k, v in self._uids.items() if k != name}
+                self._write(USERS_FILE, json.dumps({"version": 1, "uids": uids},
+                                                   indent=1).encode())
+                self._uids = uids
 
     def close(self) -> None:
         """Remove the area (at provider stop)."""

@@ -7,6 +7,8 @@ import stat
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from .conftest import ProviderProcess, secrets_folder
 
 
@@ -54,6 +56,26 @@ def test_state_files_are_private_and_atomic(make_provider: Callable[..., Provide
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
         assert stat.S_IMODE(secret_file.parent.stat().st_mode) == 0o700
     assert not [f for f in data.rglob("*.tmp")]
+
+
+def test_a_deleted_function_leaves_no_user_behind(make_provider: Callable[..., ProviderProcess]
+                                                  ) -> None:
+    """Issue 23.3: churned services leave no uid in ``users.json`` and no folder (as root)."""
+    p = make_provider()
+    if not (p.data_dir / "isolation-area").exists():
+        pytest.skip("not root: functions share the provider's user, no uid to forget")
+    users = p.data_dir / "users.json"
+    for name in ("churn-a", "churn-b"):
+        p.deploy(name, "cat")
+        assert p.invoke(name, b"x").status_code == 200
+    assert set(json.loads(users.read_text())["uids"]) >= {"churn-a", "churn-b"}
+    folder = secrets_folder(p.data_dir, "churn-a").parent
+    assert folder.is_dir()
+    for name in ("churn-a", "churn-b"):
+        assert p.request("DELETE", "/system/functions",
+                         json={"functionName": name}).status_code == 202
+    assert not {"churn-a", "churn-b"} & set(json.loads(users.read_text())["uids"])
+    assert not folder.exists()
 
 
 def test_corrupt_state_refuses_to_start(tmp_path: Path) -> None:
