@@ -4,6 +4,8 @@ playing OpenFaaS, the counts in a SQLite file that outlives the gateway."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import csv
 import io
@@ -57,8 +59,9 @@ def counted(httpserver, tmp_path):
                              timeout=30).status_code == 401
         assert requests.post(gw + "/run/nope", data=b"aGk=", headers=BEARER,
                              timeout=30).status_code == 404
+        # a job OpenFaaS refuses (no /async-function here) is not counted
         assert requests.post(gw + "/job/cowsay", data=b"aGk=", headers=BEARER,
-                             timeout=30).status_code == 501
+                             timeout=30).status_code == 502
         for _ in range(2):
             assert requests.get(gw + "/system/services/web/exposed/hello",
                                 timeout=30).text == "hi"
@@ -184,14 +187,15 @@ def test_without_a_counts_file_the_source_says_so(client, httpserver):
 
 
 def test_an_accepted_job_counts_as_async(httpserver, tmp_path):
-    """``/job`` answers 501 today; when a job is accepted (201), the hook counts it. The view
-    is swapped for one that accepts, to exercise the hook on the real app."""
-    from flask import Response
-
+    """A job OpenFaaS accepts (``/async-function`` 202, so ``/job`` 201) counts as async."""
     httpserver.expect_request("/system/functions").respond_with_json([function_status(SERVICE)])
-    app = create_app(_settings(httpserver, tmp_path))
-    app.view_functions["jobs.job"] = lambda name: Response(status=201)
-    client = app.test_client()
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    httpserver.expect_request("/async-function/cowsay", method="POST").respond_with_data(
+        "", status=202)
+    settings = dataclasses.replace(_settings(httpserver, tmp_path),
+                                   jobs_dir=str(tmp_path / "jobs"))
+    client = create_app(settings).test_client()
     assert client.post("/job/cowsay", data=b"aGk=", headers=BEARER).status_code == 201
     assert client.post("/job/cowsay", data=b"aGk=", headers=ADMIN).status_code == 201
     totals = client.get("/system/metrics", headers=ADMIN).get_json()["totals"]
