@@ -5,8 +5,8 @@ playing OpenFaaS, the counts in a SQLite file that outlives the gateway."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import csv
+import dataclasses
 import io
 from datetime import datetime, timedelta, timezone
 
