@@ -255,6 +255,14 @@ HEADER_DURATION = "X-Duration-Seconds"
 #: so the job shows ``Running``; a cluster's queue-worker never sends it.
 HEADER_JOB_EVENT = "X-Oscar-Faas-Job-Event"
 JOB_EVENT_STARTED = "started"
+#: Sent by the function's runtime before it runs a job it got with an ``X-Callback-Url``
+#: (a cluster's queue-worker passes the original headers on): the gateway answers 204 the
+#: first time (the job is then ``Running``) and 409 to a redelivery (a call that outlived
+#: the queue's ``ack_wait``), which the runtime then refuses to run.
+JOB_EVENT_CLAIM = "claim"
+#: On the runtime's answer to a redelivered job it did not run; the gateway drops such an
+#: answer when the queue-worker calls back with it.
+HEADER_DUPLICATE = "X-Oscar-Faas-Duplicate"
 #: Sent with every job: the function answers with the script's output (the job's log), not
 #: with its output files, which a job delivers through storage only (as OSCAR's jobs do).
 HEADER_JOB_ANSWER = "X-Oscar-Faas-Answer"

@@ -254,6 +254,18 @@ class JobStore:
                        json.dumps({"start_time": time.time()}).encode())
         return True
 
+    def claim(self, service: str, name: str) -> bool:
+        """The first delivery of a job to its function claims it (and it is Running); False
+        for a later one, an unknown or a finished job, whose delivery must not run. Not
+        atomic across gateway replicas on MinIO (no compare-and-swap there); redeliveries
+        come the queue's ``ack_wait`` (30 s and more) apart."""
+        record = self._read(service, name)
+        key = self._key(service, name, "claimed")
+        if record is None or record.final or self.blobs.get(key) is not None:
+            return False
+        self.blobs.put(key, json.dumps({"claim_time": time.time()}).encode())
+        return self.started(service, name)
+
     def finished(self, service: str, name: str, function_status: int, log: bytes) -> bool:
         """Record the answer; False (nothing changes) for an unknown or finished job, so a
         redelivered callback cannot rewrite a result."""
@@ -325,7 +337,8 @@ class JobStore:
     def delete(self, service: str, name: str) -> None:
         # the record first: a job half deleted is gone from listings
         self.blobs.delete([self._key(service, name, kind)
-                           for kind in ("json", "done", "started", "log", "input")])
+                           for kind in ("json", "done", "started", "claimed", "log",
+                                        "input")])
 
     def delete_many(self, service: str, every: bool) -> int:
         """Succeeded jobs (OSCAR's ``DELETE /system/logs/<svc>``), or all with ``every``."""

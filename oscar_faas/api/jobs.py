@@ -20,9 +20,10 @@ from flask import Blueprint, Response, current_app, request
 
 from .. import asyncjobs
 from ..auth import require_run_access
-from ..contract import (HEADER_FUNCTION_STATUS, HEADER_JOB_ANSWER, HEADER_JOB_EVENT,
-                        HEADER_JOB_NAME, JOB_ANSWER_LOG, JOB_CALLBACK_PREFIX,
-                        JOB_EVENT_STARTED, STORED_INPUT_KEY, is_true, job_name)
+from ..contract import (HEADER_DUPLICATE, HEADER_FUNCTION_STATUS, HEADER_JOB_ANSWER,
+                        HEADER_JOB_EVENT, HEADER_JOB_NAME, JOB_ANSWER_LOG,
+                        JOB_CALLBACK_PREFIX, JOB_EVENT_CLAIM, JOB_EVENT_STARTED,
+                        STORED_INPUT_KEY, is_true, job_name)
 from ..errors import (BodyTooLarge, InvalidService, NotInvocable, OscarFaasError,
                       UpstreamError)
 from ..jobstore import MAX_LOG, JobStore
@@ -149,8 +150,17 @@ def job_callback(service: str, job: str, sig: str) -> Response:
     if not asyncjobs.valid_signature(settings, service, job, sig):
         return Response("invalid job callback signature\n", status=403, mimetype="text/plain")
     store = job_store()
-    if request.headers.get(HEADER_JOB_EVENT) == JOB_EVENT_STARTED:
+    event = request.headers.get(HEADER_JOB_EVENT)
+    if event == JOB_EVENT_STARTED:
         store.started(service, job)
+        return Response(status=204)
+    if event == JOB_EVENT_CLAIM:  # the function's runtime, before it runs (runtime/claim.py)
+        if store.claim(service, job):
+            return Response(status=204)
+        return Response(f"job {job} was already delivered\n", status=409,
+                        mimetype="text/plain")
+    if request.headers.get(HEADER_DUPLICATE):  # the answer of a redelivery that did not run
+        _read_log()
         return Response(status=204)
     raw = request.headers.get(HEADER_FUNCTION_STATUS, "")
     if not raw.isdigit():

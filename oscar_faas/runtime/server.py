@@ -28,13 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
-from ..contract import ENV_RUNTIME_LIFELINE
+from ..contract import ENV_RUNTIME_LIFELINE, HEADER_DUPLICATE
 from ..supervisor.logs import SupervisorLog, stderr_logger
 from ..supervisor.upload import secret_environment
 from ..wsproxy import SERVER_OPTIONS as WEBSOCKET_OPTIONS
 from . import guardian
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send, plain
 from .caller import CallerCheck, refuse_stranger
+from .claim import claim, claim_target
 from .hints import isolation_hint
 from .cgi import cgi_env
 from .expose import ExposeApp
@@ -118,9 +119,31 @@ class RuntimeApp:
                         f"max_queue={self.limiter.max_queue})\n".encode(), started)
             return
         try:
+            if await self._claimed_elsewhere(scope, send, started):
+                return
             await self._invoke(scope, receive, send, started, time.monotonic() - started)
         finally:
             self.limiter.release()
+
+    async def _claimed_elsewhere(self, scope: Scope, send: Send, started: float) -> bool:
+        """A queued job claims its run from the gateway first (:mod:`.claim`); a redelivery
+        is answered 409 here and runs nothing."""
+        target = claim_target(scope["headers"])
+        if target is None:
+            return False
+        loop = asyncio.get_running_loop()
+        run, words = await loop.run_in_executor(self.executor, claim, target[1])
+        self.log.info("job %s: %s", target[0], words)
+        if run:
+            return False
+        body = (f"job {target[0]} was already delivered to this service; this redelivery "
+                f"(the queue's ack_wait passed) did not run\n").encode()
+        await send({"type": "http.response.start", "status": 409, "headers": [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (HEADER_DUPLICATE.lower().encode(), b"1")]})
+        await send({"type": "http.response.body", "body": body})
+        return True
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send, started: float,
                       queued: float) -> None:

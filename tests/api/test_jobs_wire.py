@@ -114,6 +114,27 @@ def test_started_event_marks_running(jobs_client, httpserver):
     assert jobs_client.get(f"/system/logs/cowsay/{job}", headers=ADMIN).data == b""
 
 
+def test_a_redelivered_job_is_claimed_once_and_its_refusal_dropped(jobs_client, httpserver):
+    """Issue 25: a call that outlives the queue's ack_wait is delivered again; the function's
+    runtime claims each delivery before it runs (runtime/claim.py): the first claim is 204
+    (the job is Running, which a cluster's queue-worker alone never tells), a later one 409;
+    the refused delivery's answer (409 + X-Oscar-Faas-Duplicate) changes nothing."""
+    job, path = submit(jobs_client, httpserver)
+    claim = {"X-Oscar-Faas-Job-Event": "claim"}
+    assert jobs_client.post(path, headers=claim).status_code == 204
+    assert jobs(jobs_client)["jobs"][job]["status"] == "Running"
+    again = jobs_client.post(path, headers=claim)
+    assert again.status_code == 409 and job in again.text
+    dropped = call_back(jobs_client, path, 409, b"already delivered\n",
+                        **{"X-Oscar-Faas-Duplicate": "1"})
+    assert dropped.status_code == 204
+    assert jobs(jobs_client)["jobs"][job]["status"] == "Running"  # still the first run's
+    assert call_back(jobs_client, path, 200, b"first run\n").status_code == 204
+    assert jobs(jobs_client)["jobs"][job]["status"] == "Succeeded"
+    assert jobs_client.get(f"/system/logs/cowsay/{job}", headers=ADMIN).data == b"first run\n"
+    assert jobs_client.post(path, headers=claim).status_code == 409  # finished: never again
+
+
 def test_forged_or_malformed_callbacks_are_refused(jobs_client, httpserver):
     job, path = submit(jobs_client, httpserver)
     forged = path[:-64] + "0" * 64
