@@ -181,6 +181,9 @@ class Settings:
     job_listing_limit: int = 70
     #: Seconds a finished job is kept (OSCAR's TTL_JOB, 30 days).
     ttl_job: int = 2592000
+    #: Seconds an unfinished job waits for its answer before it is reported Failed (its
+    #: callback was lost: a queue or provider gone); 0 = for ever. One day by default.
+    job_answer_deadline: int = 86400
     #: This gateway's base URL as the async queue reaches it (the callback's host);
     #: ``serve`` sets it for the embedded provider.
     job_callback_url: str = ""
@@ -262,6 +265,8 @@ class Settings:
             job_listing_limit=_positive("JOB_LISTING_LIMIT", parse_int(
                 "JOB_LISTING_LIMIT", get("JOB_LISTING_LIMIT", "70"))),
             ttl_job=parse_int("TTL_JOB", get("TTL_JOB", "2592000")),
+            job_answer_deadline=parse_int("JOB_ANSWER_DEADLINE",
+                                          get("JOB_ANSWER_DEADLINE", "86400")),
             job_callback_url=get("JOB_CALLBACK_URL", "").strip().rstrip("/"),
             job_callback_secret=get("JOB_CALLBACK_SECRET", ""),
             job_inline_limit=parse_int("JOB_INLINE_LIMIT", get("JOB_INLINE_LIMIT", "524288")),

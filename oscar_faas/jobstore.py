@@ -170,9 +170,11 @@ class JobStore:
     """The jobs of every service, over :class:`Blobs`; safe for any number of gateway
     workers and replicas (no object is read, changed and written back)."""
 
-    def __init__(self, blobs: Blobs, ttl: int, where: str) -> None:
+    def __init__(self, blobs: Blobs, ttl: int, where: str, answer_deadline: int = 0) -> None:
         self.blobs = blobs
         self.ttl = ttl
+        #: seconds an unfinished job waits for its answer (0: for ever), see :meth:`_settle`
+        self.answer_deadline = answer_deadline
         #: said in logs and errors: which place this is
         self.where = where
 
@@ -180,9 +182,10 @@ class JobStore:
     def from_settings(cls, settings: Settings) -> "JobStore":
         if settings.minio_configured:
             return cls(MinioBlobs(settings), settings.ttl_job,
-                       f"MinIO bucket {settings.jobs_bucket}")
+                       f"MinIO bucket {settings.jobs_bucket}", settings.job_answer_deadline)
         root = Path(settings.jobs_dir or Path(DEFAULT_DATA_DIR) / "jobs").resolve()
-        return cls(DiskBlobs(root), settings.ttl_job, f"folder {root}")
+        return cls(DiskBlobs(root), settings.ttl_job, f"folder {root}",
+                   settings.job_answer_deadline)
 
     # --- records -------------------------------------------------------------------------
     #
@@ -225,6 +228,19 @@ class JobStore:
         except (TypeError, KeyError):
             return None
 
+    def _settle(self, service: str, record: JobRecord, now: float) -> JobRecord:
+        """An unfinished job past the answer deadline is Failed: its answer will not come
+        (the queue lost it, or its callback gave up). Written once, like any answer; a late
+        answer then changes nothing."""
+        since = record.start_time or record.creation_time
+        if record.final or not self.answer_deadline or now - since <= self.answer_deadline:
+            return record
+        log = (f"no answer within {self.answer_deadline} s (JOB_ANSWER_DEADLINE) of its "
+               f"{'start' if record.start_time else 'submission'}: the queue or its callback "
+               f"was lost (a queue-worker or provider stopped); submit it again\n").encode()
+        self.finished(service, record.name, 504, log)
+        return self._read(service, record.name) or record
+
     def _expired(self, record: JobRecord, now: float) -> bool:
         """OSCAR's ``ttlSecondsAfterFinished``: a finished job goes TTL_JOB seconds later."""
         return bool(self.ttl and record.finish_time is not None
@@ -243,7 +259,7 @@ class JobStore:
         if record is not None and self._expired(record, time.time()):
             self.delete(service, name)
             return None
-        return record
+        return None if record is None else self._settle(service, record, time.time())
 
     def started(self, service: str, name: str) -> bool:
         """Pending -> Running; False when the job is unknown or already finished."""
@@ -328,7 +344,7 @@ class JobStore:
             if self._expired(record, now):
                 self.delete(service, name)
                 continue
-            records.append(record)
+            records.append(self._settle(service, record, now))
         left = len(names) - used
         if not left:
             return records, "", 0

@@ -135,6 +135,25 @@ def test_a_redelivered_job_is_claimed_once_and_its_refusal_dropped(jobs_client, 
     assert jobs_client.post(path, headers=claim).status_code == 409  # finished: never again
 
 
+def test_a_job_whose_answer_never_comes_is_failed_after_the_deadline(httpserver, tmp_path):
+    """A lost callback (a queue-worker or provider gone) leaves no job Running for ever:
+    past JOB_ANSWER_DEADLINE it reads Failed, with a log saying why; a late answer changes
+    nothing."""
+    httpserver.expect_request("/system/function/cowsay").respond_with_json(
+        function_status(SERVICE))
+    client = create_app(make_settings(httpserver, JOBS_DIR=str(tmp_path / "jobs"),
+                                      JOB_ANSWER_DEADLINE="1")).test_client()
+    job, path = submit(client, httpserver)
+    assert client.post(path, headers={"X-Oscar-Faas-Job-Event": "claim"}).status_code == 204
+    assert jobs(client)["jobs"][job]["status"] == "Running"
+    time.sleep(1.2)  # past the deadline (what is asserted is the state after it)
+    assert jobs(client)["jobs"][job]["status"] == "Failed"
+    log = client.get(f"/system/logs/cowsay/{job}", headers=ADMIN).data.decode()
+    assert "JOB_ANSWER_DEADLINE" in log and "submit it again" in log
+    assert call_back(client, path, 200, b"too late\n").status_code == 204
+    assert jobs(client)["jobs"][job]["status"] == "Failed"
+
+
 def test_forged_or_malformed_callbacks_are_refused(jobs_client, httpserver):
     job, path = submit(jobs_client, httpserver)
     forged = path[:-64] + "0" * 64
