@@ -163,6 +163,8 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
                         "upgrade"})
+#: The same names as bytes, as ASGI servers give header names.
+HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
 
 
 def is_dns1123_label(name: str, max_length: int = DNS1123_MAX_LENGTH) -> bool:

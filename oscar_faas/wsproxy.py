@@ -38,6 +38,8 @@ import logging
 from ssl import SSLContext
 from typing import Any, Awaitable, Callable, Iterable, Mapping, MutableMapping
 
+from .contract import HOP_BY_HOP
+
 log = logging.getLogger(__name__)
 
 Scope = Mapping[str, Any]
@@ -46,11 +48,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: Request headers the bridge never copies upstream: the handshake's own (the upstream
 #: handshake makes its own) and framing.
-_HANDSHAKE = frozenset({
-    "host", "connection", "upgrade", "sec-websocket-key", "sec-websocket-version",
-    "sec-websocket-extensions", "sec-websocket-protocol", "sec-websocket-accept",
-    "content-length", "transfer-encoding", "keep-alive", "te", "trailer",
-    "proxy-authorization", "proxy-connection"})
+_HANDSHAKE = HOP_BY_HOP | {
+    "host", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+    "sec-websocket-protocol", "sec-websocket-accept", "content-length"}
 #: Seconds to wait for the upstream handshake (longer than a runtime waits for its server
 #: to be healthy, so its 503 is what the client hears).
 OPEN_TIMEOUT = 30.0

@@ -31,7 +31,8 @@ import time
 from typing import Any
 
 from ..auth import REALM
-from ..contract import basic_credentials, exposed_prefix, refused_exposed_method
+from ..contract import (HOP_BY_HOP_BYTES, basic_credentials, exposed_prefix,
+                        refused_exposed_method)
 from ..errors import (OscarFaasError, ServiceNotFound, Unauthorized, UpstreamNotReady,
                       UpstreamTimeout, UpstreamUnreachable)
 from ..invoker import FunctionInvoker, _is_not_ready
@@ -45,10 +46,7 @@ log = logging.getLogger(__name__)
 
 SERVICES_PREFIX = "/system/services/"
 #: Request headers never passed on (hop-by-hop and framing, which the proxy redoes).
-_NOT_FORWARDED = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
-    b"proxy-connection", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade",
-    b"content-length", b"expect"})
+_NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"content-length", b"expect"}
 
 
 def match(scope: Scope) -> tuple[str, str] | None:

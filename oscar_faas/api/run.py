@@ -15,7 +15,7 @@ import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 
 from ..auth import require_run_access
-from ..contract import HOP_BY_HOP
+from ..contract import HOP_BY_HOP_BYTES
 from ..errors import BodyTooLarge, NotInvocable, OscarFaasError
 from ..invoker import FunctionInvoker
 from .context import Gateway
@@ -31,7 +31,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: answers 503; larger ones stream once, after a readiness check.
 REPLAYABLE = 1024 * 1024
 #: Hop-by-hop headers (RFC 9110, 7.6.1), never forwarded either way.
-_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP)
+_HOP_BY_HOP = HOP_BY_HOP_BYTES
 #: Request headers never forwarded to the function: credentials, framing the client redoes
 #: and ``expect`` (the server has already answered curl's ``100-continue``).
 _NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"cookie",

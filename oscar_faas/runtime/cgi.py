@@ -7,11 +7,11 @@ one place of the runtime.
 
 from __future__ import annotations
 
+from ..contract import HOP_BY_HOP
 from .asgi_io import Scope
 
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                         "proxy-connection", "te", "trailer", "trailers", "transfer-encoding",
-                         "upgrade", "host", "content-length"})
+#: Headers that are no CGI variable: hop-by-hop ones and the framing.
+_HOP_BY_HOP = HOP_BY_HOP | {"host", "content-length"}
 
 
 def canonical_header(name: str) -> str:

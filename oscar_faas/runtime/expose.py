@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..contract import HOP_BY_HOP, refused_exposed_method
+from ..contract import HOP_BY_HOP_BYTES, refused_exposed_method
 from ..supervisor.logs import SupervisorLog
 from .asgi_io import plain
 from .caller import CallerCheck, authorization_of, refuse_stranger
@@ -41,8 +41,8 @@ from .server_keeper import ServerKeeper
 #: Seconds to wait for a connection to the server.
 CONNECT_TIMEOUT = 10.0
 
-_NOT_FORWARDED = frozenset(n.encode() for n in HOP_BY_HOP) | {b"content-length", b"expect"}
-_NOT_RETURNED = frozenset(n.encode() for n in HOP_BY_HOP)
+_NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"content-length", b"expect"}
+_NOT_RETURNED = HOP_BY_HOP_BYTES
 
 
 class ExposeApp:
