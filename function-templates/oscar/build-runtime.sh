@@ -15,8 +15,8 @@
 # C library; staticx then bundles the C library and the dynamic loader too (it knows
 # PyInstaller's archive and treats the libraries inside it). At start, staticx unpacks to
 # $TMPDIR (default /tmp), then PyInstaller unpacks its archive: about a second, once per
-# container start, which a long-lived runtime pays once. The one-shot supervisor keeps its
-# --onedir build (build-supervisor.sh) because it starts per request.
+# container start, which a long-lived runtime pays once (its --supervisor mode, one-shot,
+# pays it per run: only the /oscar/bin/supervisor wrapper uses it).
 set -eu
 
 dest=${1:?usage: build-runtime.sh DEST [SRC]}

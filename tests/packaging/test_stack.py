@@ -218,8 +218,8 @@ def test_repository_stack_deploys_the_gateway() -> None:
 def test_prepare_template_copies_the_supervisor_source(tmp_path: Path) -> None:
     target = st.prepare_template(tmp_path / "template")
     assert target == tmp_path / "template" / "oscar"
-    for name in ("template.yml", "Dockerfile", "supervisor_entry.py", "build-supervisor.sh",
-                 "select-supervisor.sh", "build-requirements.txt", "function/README.md"):
+    for name in ("template.yml", "Dockerfile", "supervisor_entry.py", "runtime_entry.py",
+                 "build-runtime.sh", "build-requirements.txt", "function/README.md"):
         assert (target / name).is_file(), name
     assert (target / "oscar_faas" / "__init__.py").is_file()
     assert (target / "oscar_faas" / "stack.py").is_file()
