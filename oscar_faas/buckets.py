@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
 
 import urllib3
 
-from .errors import OscarFaasError, ServiceNotFound, StorageError
+from .errors import BadBucketRequest, BucketForbidden, BucketNotFound, StorageError
 
 if TYPE_CHECKING:
     from minio import Minio
@@ -45,18 +45,6 @@ _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 #: Characters S3 allows in a tag value (user ids go there).
 _TAG_VALUE = re.compile(r"[\w .:/=+\-@]*")
 _INTERNAL_TAGS = ("owner", "visibility", "allowed_users")
-
-
-class BadBucketRequest(OscarFaasError, ValueError):
-    status = 400
-
-
-class BucketForbidden(OscarFaasError, PermissionError):
-    status = 403
-
-
-class BucketNotFound(ServiceNotFound):
-    status = 404
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,22 @@ class ServiceExists(OscarFaasError):
     status = 409
 
 
+class BadBucketRequest(OscarFaasError, ValueError):
+    """A bucket request breaks OSCAR's rules (name, visibility, presign bounds)."""
+
+    status = 400
+
+
+class BucketForbidden(OscarFaasError, PermissionError):
+    """The bucket belongs to a service: OSCAR protects it from update and delete."""
+
+    status = 403
+
+
+class BucketNotFound(ServiceNotFound):
+    status = 404
+
+
 class NotInvocable(OscarFaasError):
     """``/run`` on an exposed service, whose function is its own server, not a script."""
 

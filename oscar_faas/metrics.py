@@ -109,6 +109,21 @@ def mark_process_dead(pid: int) -> None:
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
+class _StatusOf:
+    """An ASGI ``send`` that remembers the status of the answer it carries (0 until the
+    answer starts), for counting it once the call is over."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.status = send, 0
+
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class RunMetrics:
     """The gateway's ``/run`` metrics; one per worker process (the metric objects are
     process-global in ``prometheus_client``, so :func:`run_metrics` hands out one)."""
@@ -167,19 +182,13 @@ class RunMetrics:
     async def track(self, run: Callable[..., Awaitable[None]], scope: Any, receive: Any,
                     send: Send, name: str, known: Callable[[str], bool]) -> None:
         """Answer one ``/run`` with ``run`` and count it (status, duration)."""
-        status = 0
-
-        async def send_status(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = _StatusOf(send)
         start = time.perf_counter()
         try:
-            await run(scope, receive, send_status, name)
+            await run(scope, receive, answer, name)
         finally:
             elapsed = time.perf_counter() - start
+            status = answer.status
             service = name if status != 404 or known(name) else UNKNOWN
             self._child(self.requests, service, str(status or 499)).inc()
             self._child(self.duration, service).observe(elapsed)
@@ -203,17 +212,11 @@ class RunMetrics:
                             receive: Any, send: Send, target: tuple[str, str],
                             known: Callable[[str], bool]) -> None:
         """Answer one request to an exposed service with ``serve`` and count it."""
-        status = 0
-
-        async def send_status(message: MutableMapping[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = _StatusOf(send)
         try:
-            await serve(scope, receive, send_status, *target)
+            await serve(scope, receive, answer, *target)
         finally:
+            status = answer.status
             if status and (status != 404 or known(target[0])):
                 self._count(target[0], "exposed", scope)
 

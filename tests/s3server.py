@@ -23,6 +23,7 @@ API (keep it small, other test packages rely on it):
 * Attributes: ``endpoint`` (``http://127.0.0.1:PORT``), ``host`` (``127.0.0.1:PORT``),
   ``access_key``, ``secret_key``, ``region`` (``us-east-1``), ``log_path`` (the server log).
 * ``client(access_key=None, secret_key=None)``: a ``minio.Minio`` for the server.
+* ``gateway_env()``: the gateway's ``MINIO_*`` settings that point at the server.
 * ``moto_endpoint(**kwargs)``: a context manager that yields just the endpoint URL.
 
 The server listens on a port the OS picks (``-p 0``), read back from its startup line, so there
@@ -112,6 +113,11 @@ class S3Server:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
+
+    def gateway_env(self) -> dict[str, str]:
+        """The gateway's settings that make this server its MinIO."""
+        return {"MINIO_ENDPOINT": self.endpoint, "MINIO_ACCESS_KEY": self.access_key,
+                "MINIO_SECRET_KEY": self.secret_key}
 
     def client(self, access_key: str | None = None, secret_key: str | None = None) -> Any:
         """A ``minio.Minio`` client for this server (the server's own keys by default)."""

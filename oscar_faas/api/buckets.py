@@ -13,8 +13,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from ..buckets import BadBucketRequest, BucketStore, PresignRequest
-from ..errors import OscarFaasError
+from ..buckets import BucketStore, PresignRequest
+from ..errors import BadBucketRequest, OscarFaasError
 from ..storage import default_paths, minio_client
 from .context import gateway
 from .system import json_response

@@ -30,14 +30,12 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 #: Bodies up to this size are read whole, so they can be re-sent while a fresh function
 #: answers 503; larger ones stream once, after a readiness check.
 REPLAYABLE = 1024 * 1024
-#: Hop-by-hop headers (RFC 9110, 7.6.1), never forwarded either way.
-_HOP_BY_HOP = HOP_BY_HOP_BYTES
 #: Request headers never forwarded to the function: credentials, framing the client redoes
 #: and ``expect`` (the server has already answered curl's ``100-continue``).
-_NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"authorization", b"content-length", b"cookie",
+_NOT_FORWARDED = HOP_BY_HOP_BYTES | {b"host", b"authorization", b"content-length", b"cookie",
                                 b"expect"}
 #: Response headers the server sets itself, besides the hop-by-hop ones.
-_NOT_RETURNED = _HOP_BY_HOP | {b"server", b"date"}
+_NOT_RETURNED = HOP_BY_HOP_BYTES | {b"server", b"date"}
 
 
 def read_headers(headers: Iterable[tuple[bytes, bytes]],

@@ -37,9 +37,7 @@ def _api(httpserver, s3):
     httpserver.expect_request("/system/functions").respond_with_json(
         [function_status(SERVICE)])
     env = {"OPENFAAS_URL": httpserver.url_for("/").rstrip("/"), "OSCAR_USERNAME": "oscar",
-           "OSCAR_PASSWORD": "s3cret", "MINIO_ENDPOINT": s3.endpoint,
-           "MINIO_ACCESS_KEY": s3.access_key, "MINIO_SECRET_KEY": s3.secret_key,
-           "SERVICE_CACHE_TTL": "0"}
+           "OSCAR_PASSWORD": "s3cret", "SERVICE_CACHE_TTL": "0", **s3.gateway_env()}
     return create_app(Settings.from_env(env)).test_client()
 
 

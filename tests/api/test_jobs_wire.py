@@ -278,8 +278,7 @@ def test_jobs_on_minio_are_shared_by_gateway_replicas(httpserver, s3, tmp_path):
     gateway (another replica, no shared disk) sees and finishes the first one's job."""
     httpserver.expect_request("/system/function/cowsay").respond_with_json(
         function_status(SERVICE))
-    env = {"MINIO_ENDPOINT": s3.endpoint, "MINIO_ACCESS_KEY": s3.access_key,
-           "MINIO_SECRET_KEY": s3.secret_key, "JOBS_BUCKET": "gateway-jobs"}
+    env = {**s3.gateway_env(), "JOBS_BUCKET": "gateway-jobs"}
     one = create_app(make_settings(httpserver, JOBS_DIR=str(tmp_path / "one"), **env))
     two = create_app(make_settings(httpserver, JOBS_DIR=str(tmp_path / "two"), **env))
     job, path = submit(one.test_client(), httpserver)
@@ -298,9 +297,7 @@ def test_a_body_too_large_for_the_queue_goes_through_the_bucket(httpserver, s3, 
     queue carries where it is; the function reads it there, and it goes when the job ends."""
     httpserver.expect_request("/system/function/cowsay").respond_with_json(
         function_status(SERVICE))
-    env = {"MINIO_ENDPOINT": s3.endpoint, "MINIO_ACCESS_KEY": s3.access_key,
-           "MINIO_SECRET_KEY": s3.secret_key, "JOBS_BUCKET": "big-jobs",
-           "JOB_INLINE_LIMIT": "1000"}
+    env = {**s3.gateway_env(), "JOBS_BUCKET": "big-jobs", "JOB_INLINE_LIMIT": "1000"}
     client = create_app(make_settings(httpserver, **env)).test_client()
     big = b"QUJD" * 600  # 2400 bytes of base64
     job, path = submit(client, httpserver, body=big)

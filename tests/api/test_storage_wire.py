@@ -28,9 +28,8 @@ def s3():
 
 def make_app(httpserver, s3, **overrides):
     env = {"OPENFAAS_URL": httpserver.url_for("/").rstrip("/"), "OSCAR_USERNAME": "oscar",
-           "OSCAR_PASSWORD": "s3cret", "MINIO_ENDPOINT": s3.endpoint,
-           "MINIO_ACCESS_KEY": s3.access_key, "MINIO_SECRET_KEY": s3.secret_key,
-           "SERVICE_CACHE_TTL": "0", **overrides}
+           "OSCAR_PASSWORD": "s3cret", **s3.gateway_env(), "SERVICE_CACHE_TTL": "0",
+           **overrides}
     return create_app(Settings.from_env(env)).test_client()
 
 

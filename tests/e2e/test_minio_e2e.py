@@ -30,8 +30,7 @@ def s3():
 
 @pytest.fixture(scope="module")
 def gateway(s3, tmp_path_factory):
-    env = {"MINIO_ENDPOINT": s3.endpoint, "MINIO_ACCESS_KEY": s3.access_key,
-           "MINIO_SECRET_KEY": s3.secret_key, "MINIO_TLS_VERIFY": "false"}
+    env = {**s3.gateway_env(), "MINIO_TLS_VERIFY": "false"}
     with LiveGateway(tmp_path_factory.mktemp("minio-gw"), env=env) as gw:
         yield gw
 
