@@ -46,7 +46,7 @@ from ..errors import InvalidService
 from ..netutil import free_port
 from .container_specs import HEALTH_PATH, FunctionContainer, FunctionSpec
 from .engine_api import (ContainerError, FunctionNotReady, ImageUnavailable, connect,
-                         created_at, explain, pull_error)
+                         container_state, created_at, explain, pull_error)
 from .quantities import memory_bytes, nano_cpus
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class ContainerEngine:
                     return time.monotonic() - started
             except requests.RequestException:
                 pass
-            state = self._state(fc.id)
+            state = container_state(self.client, fc.id)
             if state not in ("running", "created", "restarting"):
                 self._settle(fc.id)  # its output is whole only once the engine says so
                 raise FunctionNotReady(
@@ -346,12 +346,6 @@ class ContainerEngine:
                 if not vanished or attempt == 4:
                     raise self._engine_error("cannot list containers", err) from err
         raise AssertionError("unreachable")
-
-    def _state(self, container_id: str) -> str:
-        try:
-            return str(self.client.api.inspect_container(container_id)["State"]["Status"])
-        except docker.errors.NotFound:
-            return ""
 
     def _tail(self, container_id: str, tail: int | None = 50) -> str:
         try:

@@ -8,6 +8,7 @@ Exists so :mod:`.containers` (the engine's use) and :mod:`.container_launcher` s
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 from typing import Any
 
@@ -81,3 +82,19 @@ def created_at(container: Any) -> float:
         return datetime.fromisoformat(str(created)[:26].rstrip("Z")).timestamp()
     except ValueError:
         return 0.0
+
+
+def container_state(client: Any, container_id: str, tries: int = 5) -> str:
+    """The container's state ("" when gone). Podman answers an inspect made as the
+    container's process exits with a 500 "read /proc/<pid>/cgroup: no such process": a
+    moment, not an error, so it is asked again."""
+    for attempt in range(tries):
+        try:
+            return str(client.api.inspect_container(container_id)["State"]["Status"])
+        except docker.errors.NotFound:
+            return ""
+        except docker.errors.APIError as err:
+            if "no such process" not in str(err).lower() or attempt == tries - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return ""
