@@ -122,7 +122,7 @@ class ContainerHandle:
         if self._stopped.is_set():
             return False
         try:
-            return self._engine._state(self.container_id) in ("running", "created")
+            return self._engine.state(self.container_id) in ("running", "created")
         except (docker.errors.DockerException, requests.RequestException, OSError) as err:
             log.warning("function %s: the engine does not answer (%s); taking container %s "
                         "as alive", self.function, err, self.container_name)

@@ -224,7 +224,7 @@ class ContainerEngine:
                     return time.monotonic() - started
             except requests.RequestException:
                 pass
-            state = container_state(self.client, fc.id)
+            state = self.state(fc.id)
             if state not in ("running", "created", "restarting"):
                 self._settle(fc.id)  # its output is whole only once the engine says so
                 raise FunctionNotReady(
@@ -304,6 +304,10 @@ class ContainerEngine:
         """The output (stdout and stderr) of ``function``'s containers, oldest first."""
         containers = sorted(self._containers(function), key=created_at)
         return "".join(self._tail(c.id, tail=tail) for c in containers)
+
+    def state(self, container_id: str) -> str:
+        """The container's state, "" when it is gone (:func:`.engine_api.container_state`)."""
+        return container_state(self.client, container_id)
 
     def inspect(self, fc: FunctionContainer) -> dict[str, Any]:
         """The engine's ``inspect`` document of a function's container."""
