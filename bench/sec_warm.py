@@ -246,7 +246,8 @@ def run(counts: dict[str, int], workdir: Path, classifier_python: str,
         table.add(f"{label}: c=1 p50 / p99, n={r['c1']['n']}",
                   f"{ms(r['c1']['p50'])} / {ms(r['c1']['p99'])}",
                   f"{ms(r['floor']['p50'])} in-process decode + predict")
-        table.add("    of which the worker / the runtime (p50, Server-Timing)",
+        table.add("    of which in the worker, its pipes included / the rest (p50, "
+                  "Server-Timing)",
                   f"{ms(r['worker_c1']['p50'])} / {ms(r['runtime_c1']['p50'])}")
         for c in (4, 8):
             x = r[f"c{c}"]
@@ -265,7 +266,7 @@ def run(counts: dict[str, int], workdir: Path, classifier_python: str,
               f"{ms(floor_p50)} floor", f"<= {TARGET_FLOOR}x", verdict(ratio <= TARGET_FLOOR))
     table.add("    the worker's own time over the floor / the runtime's over the floor",
               f"{results['worker_ratio']:.2f}x / +{results['runtime_share']:.2f}x",
-              "(model compute in another process / HTTP, body, hand-overs)")
+              "(the model's compute in another process / HTTP, body, hand-overs)")
     table.notes.append(
         "reference, NOT re-measured (issue 27's run, 2 cores, one torch thread per worker, "
         f"in-process decode+predict {REFERENCE_FLOOR} that day): " + "; ".join(
