@@ -1,8 +1,9 @@
 """Starting a function's long-lived runtime: the interface, and its host implementation.
 
 The embedded provider runs one runtime (``python -m oscar_faas.runtime``, see
-:mod:`oscar_faas.runtime`) per OSCAR function and proxies ``/function/<name>`` to it. *Where*
-that runtime runs is a :class:`Launcher`'s business:
+:mod:`oscar_faas.runtime`) per function (an OSCAR service, or a classic ``fprocess`` that
+the runtime runs once per call) and proxies ``/function/<name>`` to it. *Where* that runtime
+runs is a :class:`Launcher`'s business (a classic function's is always the host's):
 
 * :class:`HostLauncher` (here): a child process of the provider on this host, listening on a
   loopback port it picks itself (``--port 0``; the port is read from its ``listening on`` line,
@@ -34,9 +35,9 @@ from typing import Mapping, Protocol
 
 from ..contract import ENV_RUNTIME_LIFELINE, ENV_SECRETS_DIR
 from ..errors import OscarFaasError
+from ..runtime.children import kill_tree
 from .isolation import Isolation
 from .logs import function_logger
-from .processes import kill_tree
 
 log = logging.getLogger("oscar_faas.provider.launch")
 
@@ -72,6 +73,9 @@ class RuntimeSpec:
     cpu: str | None = None
     #: the deployment asks for a GPU
     gpu: bool = False
+    #: a classic-watchdog function (``fprocess`` per call): it runs on the host whatever the
+    #: provider's launcher, its image ignored (its env says so too, hence not fingerprinted)
+    classic: bool = False
     #: digest of the spec: same fingerprint = same runtime (adoption)
     fingerprint: str = field(default="")
 
