@@ -46,8 +46,9 @@ log = logging.getLogger("oscar_faas.provider")
 #: function images install it at (what the gateway deploys). Such functions get a runtime
 #: with the OSCAR I/O contract; any other envProcess a classic-watchdog one.
 SUPERVISOR_COMMANDS = frozenset({c.SUPERVISOR_MODULE, c.SUPERVISOR_PROCESS})
-#: Longest wait of a classic function's deploy for its runtime to be ready (a start takes
-#: under a second), so it is available (``availableReplicas`` 1) once deployed, as before.
+#: Longest wait of a classic function's deploy (of the provider's start, for all of them) for
+#: its runtime to be ready (a start takes under a second), so it is available
+#: (``availableReplicas`` 1) once deployed, as when the provider ran its processes itself.
 DEPLOY_WAIT = 10.0
 
 
@@ -109,6 +110,11 @@ class LocalBackend:
                 self._entries[record.name] = self._entry(record)
             specs = [e.spec for e in self._entries.values() if e.spec is not None]
         self.runtimes.start_all(specs)
+        deadline = time.monotonic() + DEPLOY_WAIT  # classic ones: available once started
+        for spec in specs:
+            runtime = self.runtimes.get(spec.name) if spec.classic else None
+            if runtime is not None:
+                runtime.wait_ready(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Stop every runtime (each kills the per-call processes it still runs)."""
@@ -157,7 +163,9 @@ class LocalBackend:
         fd = entry.record.deployment
         if not fd.namespace:
             fd = FunctionDeployment(**{**fd.__dict__, "namespace": DEFAULT_NAMESPACE})
-        runtime = self.runtimes.get(fd.service) if entry.kind == "runtime" else None
+        # a classic function shows no runtime state, as before: its runtime is a detail
+        runtime = self.runtimes.get(fd.service) \
+            if entry.spec is not None and not entry.spec.classic else None
         return FunctionStatus(deployment=fd, invocation_count=self._counts.get(fd.service, 0),
                               replicas=1, available_replicas=1 if self._ready(entry) else 0,
                               created_at=entry.record.created_at,

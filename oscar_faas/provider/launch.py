@@ -170,12 +170,16 @@ class HostProcess:
 
     Its stdout and stderr (one pipe) are copied line by line into the function's logger
     (:func:`~.logs.function_logger`), so ``/system/logs`` shows the runtime's lines and the
-    output of scripts and workers; the last :data:`TAIL_LINES` are kept for errors.
+    output of scripts and workers; the last :data:`TAIL_LINES` are kept for errors. A classic
+    function's log is only its processes' stderr, as under a classic watchdog: with
+    ``classic``, the runtime's own lines go to the provider's log instead.
     """
 
-    def __init__(self, name: str, proc: subprocess.Popen[bytes], fingerprint: str = "") -> None:
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], fingerprint: str = "",
+                 classic: bool = False) -> None:
         self.name = name
         self.fingerprint = fingerprint
+        self.classic = classic
         self.proc = proc
         self.pid = proc.pid
         self.url = ""
@@ -271,7 +275,9 @@ class HostProcess:
         with self._tail_lock:
             self._tail.append(text)
         match = _RUNTIME_LINE.match(text)
-        if match is not None:
+        if match is not None and self.classic:
+            log.log(logging.getLevelName(match.group(1)), "%s: %s", self.name, match.group(2))
+        elif match is not None:
             self._logger.log(logging.getLevelName(match.group(1)), "%s", match.group(2))
         else:
             self._logger.info("%s", text)
@@ -337,7 +343,7 @@ class HostLauncher:
                                     **extra)  # type: ignore[call-overload]
         except (OSError, subprocess.SubprocessError) as err:
             raise LaunchError(f"cannot start the runtime of {spec.name}: {err}") from None
-        handle = HostProcess(spec.name, proc, spec.fingerprint)
+        handle = HostProcess(spec.name, proc, spec.fingerprint, spec.classic)
         if not handle.wait_listening(self.listen_timeout):
             handle.stop(1.0)
             code = proc.returncode
