@@ -6,12 +6,9 @@ from __future__ import annotations
 import io
 import logging
 import os
-import subprocess
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
 
 import pytest
 
@@ -109,13 +106,6 @@ def test_cgi_env() -> None:
                    "Http_Query": "a=1", "Http_Path": "/p", "Http_Host": "h:1",
                    "Http_Transfer_Encoding": "chunked"}
     assert canonical_header("x-FORWARDED-for") == "X-Forwarded-For"
-
-
-def wait_for(predicate: Any, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 def test_limiter_queue_then_full() -> None:
