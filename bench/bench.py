@@ -31,9 +31,9 @@ from benchlib import REPO, Table, dump_json, machine, steal_ticks
 
 DEFAULTS = {"inproc": 300, "http": 300, "theirs": 20, "floor": 200, "pairs": 500,
             "classifier": 10, "runtime": 500, "runtime_proc": 20, "runtime_clf": 100, "cold": 3,
-            "warm_c1": 100, "async": 300}
+            "warm_c1": 150, "async": 300}
 QUICK = {"inproc": 50, "http": 50, "theirs": 5, "floor": 30, "pairs": 100, "classifier": 3,
-         "runtime": 100, "runtime_proc": 5, "runtime_clf": 20, "cold": 1, "warm_c1": 40,
+         "runtime": 100, "runtime_proc": 5, "runtime_clf": 20, "cold": 1, "warm_c1": 90,
          "async": 100}
 
 

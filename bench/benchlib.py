@@ -275,6 +275,8 @@ class KeepAlive:
         self.host, self.port = match.group(1), int(match.group(2))
         self.timeout = timeout
         self.conn: http.client.HTTPConnection | None = None
+        #: the headers of the last answer
+        self.last_headers: list[tuple[str, str]] = []
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.conn is None:
@@ -292,6 +294,7 @@ class KeepAlive:
         resp = conn.getresponse()
         data = resp.read()
         elapsed = time.perf_counter() - start
+        self.last_headers = resp.getheaders()
         if resp.will_close:
             self.close()
         return elapsed, resp.status, data

@@ -14,6 +14,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping
 
 from ..contract import server_timing
+from ..supervisor.inputs import CHUNK
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -22,44 +23,88 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: Answer bytes gathered before they are sent as one chunk; answers that fit are sent whole
 #: with a Content-Length, straight from the event loop.
 FLUSH_BYTES = 256 << 10
+#: Request bytes gathered on the event loop before the call thread starts: the size a call
+#: reads the body in, so a body that fits is one read, with no loop/thread hand-over.
+PREFETCH_BYTES = CHUNK
 
 
 class BodyReader:
-    """The request body as a blocking ``read(n)`` for the call thread, pulled from the event
-    loop one ASGI message at a time (so at most one chunk is in memory)."""
+    """The request body as a blocking ``read(n)`` for the call thread.
+
+    :meth:`prefetch` first gathers up to :data:`PREFETCH_BYTES` on the event loop, where the
+    messages arrive anyway: a body of that size (a 320 KB image, say) reaches the thread
+    whole, without one loop/thread hand-over per message. The rest of a larger body is pulled
+    from the loop one ASGI message at a time, so memory stays bounded.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, first: dict[str, Any],
                  timeout: float) -> None:
         self._loop, self._receive, self._timeout = loop, receive, timeout or None
-        self._data = memoryview(first.get("body", b""))
-        self._more = first.get("more_body", False)
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._keep(first)
+
+    def _keep(self, message: dict[str, Any]) -> None:
+        """Buffer a message's bytes (after checking it is not a disconnect)."""
+        if message["type"] == "http.disconnect":
+            raise ConnectionError("the client closed the connection before the body ended")
+        body = message.get("body", b"")
+        if body:
+            self._parts.append(body)
+            self._size += len(body)
+        self._more = message.get("more_body", False)
+
+    async def prefetch(self, limit: int = 0) -> None:
+        """On the loop: receive messages until the body ends or ``limit`` (default
+        :data:`PREFETCH_BYTES`) bytes are buffered.
+
+        :raises TimeoutError: no message within ``read_timeout``.
+        :raises ConnectionError: the client left before the body ended.
+        """
+        limit = limit or PREFETCH_BYTES
+        while self._more and self._size < limit:
+            try:
+                message = await asyncio.wait_for(self._receive(), self._timeout)
+            except asyncio.TimeoutError:  # not the builtin before Python 3.11
+                raise self._timed_out() from None
+            self._keep(message)
 
     def read(self, size: int = -1) -> bytes:
-        while not self._data and self._more:
+        while not self._size and self._more:
             future = asyncio.run_coroutine_threadsafe(self._receive(), self._loop)
             try:
                 message = future.result(self._timeout)
             except TimeoutError:
                 future.cancel()
-                raise TimeoutError(f"read_timeout ({self._timeout:g}s) reached while "
-                                   "reading the request body") from None
-            if message["type"] == "http.disconnect":
-                raise ConnectionError("the client closed the connection before the body ended")
-            self._data = memoryview(message.get("body", b""))
-            self._more = message.get("more_body", False)
-        if size is None or size < 0 or size >= len(self._data):
-            chunk, self._data = self._data, memoryview(b"")
-        else:
-            chunk, self._data = self._data[:size], self._data[size:]
-        return bytes(chunk)
+                raise self._timed_out() from None
+            self._keep(message)
+        if size is None or size < 0 or size >= self._size:
+            parts, self._parts, self._size = self._parts, [], 0
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        out = bytearray()
+        while len(out) < size:
+            part = self._parts[0]
+            take = size - len(out)
+            if len(part) <= take:
+                out += self._parts.pop(0)
+            else:
+                out += part[:take]
+                self._parts[0] = part[take:]
+        self._size -= size
+        return bytes(out)
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"read_timeout ({self._timeout:g}s) reached while reading the "
+                            "request body")
 
 
 class Answer:
     """The call thread's end of the answer: a status, then bytes.
 
-    Small answers are only gathered (the event loop sends them whole, with a Content-Length);
-    from :data:`FLUSH_BYTES` on, the headers and each chunk are sent from the thread through
-    the loop, waiting for each send (uvicorn's flow control), so memory stays bounded.
+    Small answers are only gathered, then sent whole with a Content-Length as soon as they
+    are complete (:meth:`finish`, before the call's clean-up); from :data:`FLUSH_BYTES` on,
+    the headers and each chunk are sent from the thread through the loop, waiting for each
+    send (uvicorn's flow control), so memory stays bounded.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send: Send, headers: list[tuple[bytes, bytes]],
@@ -72,6 +117,10 @@ class Answer:
         #: seconds per phase (queue, setup, script, upload), sent as ``Server-Timing``
         self.timings: dict[str, float] = {}
         self.buffer = bytearray()
+        #: :meth:`finish` began sending a gathered answer (nothing else may be sent)
+        self.sent = False
+        #: run on the loop just before a gathered answer is sent (frees the call's slot)
+        self.sending: Callable[[], None] | None = None
 
     def start(self, status: int) -> None:
         self.status = status
@@ -86,9 +135,23 @@ class Answer:
         """Nothing: chunks leave when they are big enough, or at the end."""
 
     def finish(self) -> None:
-        """End a streamed answer (a gathered one is sent by the loop)."""
+        """The answer is complete: send it from the call thread through the loop, waiting
+        until it is sent (the thread's clean-up must not compete with the loop for the GIL
+        meanwhile). Idempotent."""
+        if self.sent:
+            return
+        self.sent = True
         if self.streaming:
             self._flush(more=False)
+        else:
+            self._call(self.send_whole())
+
+    async def send_whole(self) -> None:
+        """Send a gathered answer, with its Content-Length (on the loop)."""
+        if self.sending is not None:
+            self.sending()
+        await self._send(self.start_message(len(self.buffer)))
+        await self._send({"type": "http.response.body", "body": bytes(self.buffer)})
 
     def start_message(self, length: int | None) -> dict[str, Any]:
         headers = list(self.headers)
@@ -114,7 +177,6 @@ class Answer:
             future.cancel()
             raise TimeoutError(f"write_timeout ({self._timeout:g}s) reached while sending "
                                "the answer") from None
-
 
 
 async def plain(send: Send, status: int, body: bytes, started: float,

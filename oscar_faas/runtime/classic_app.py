@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send
 from .cgi import cgi_env
@@ -38,7 +38,9 @@ class ClassicApp(RuntimeApp):
                 f"{self.limiter.slots}\n").encode()
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send, started: float,
-                      queued: float) -> None:
+                      queued: float, release: Callable[[], None]) -> None:
+        """As :meth:`RuntimeApp._invoke`, but the answer is the process's output; the slot
+        is freed once the whole call ends (``release`` is not used early here)."""
         loop = asyncio.get_running_loop()
         first = await receive()
         if first["type"] == "http.disconnect":

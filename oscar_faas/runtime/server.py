@@ -26,7 +26,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from ..contract import ENV_RUNTIME_LIFELINE, HEADER_DUPLICATE
 from ..supervisor.logs import SupervisorLog, stderr_logger
@@ -122,12 +122,23 @@ class RuntimeApp:
                              self.limiter.queued)
             await plain(send, 429, self._queue_full(), started)
             return
+        released = False
+
+        def release() -> None:
+            """The slot is free once the answer leaves (the call's clean-up may still run;
+            the thread pool holds the next call until it ends)."""
+            nonlocal released
+            if not released:
+                released = True
+                self.limiter.release()
+
         try:
             if await self._claimed_elsewhere(scope, send, started):
                 return
-            await self._invoke(scope, receive, send, started, time.monotonic() - started)
+            await self._invoke(scope, receive, send, started, time.monotonic() - started,
+                               release)
         finally:
-            self.limiter.release()
+            release()
 
     def _queue_full(self) -> bytes:
         """The 429's body: every slot busy and the wait queue full."""
@@ -156,7 +167,7 @@ class RuntimeApp:
         return True
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send, started: float,
-                      queued: float) -> None:
+                      queued: float, release: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
         first = await receive()
         if first["type"] == "http.disconnect":
@@ -174,19 +185,20 @@ class RuntimeApp:
         body = BodyReader(loop, receive, first, self.settings.read_timeout)
         answer = Answer(loop, send, headers, started, self.settings.write_timeout)
         answer.timings["queue"] = queued
+        answer.sending = release
         try:
+            await body.prefetch()  # on the loop: a small body reaches the thread whole
             await loop.run_in_executor(self.executor, self._run, body, cgi_env(scope), answer)
         except TimeoutError as err:
             self.log.warning("%s", err)
-            if answer.streaming:
+            if answer.streaming or answer.sent:
                 raise
             answer.status, answer.buffer = 408, bytearray(f"{err}\n".encode())
         except ConnectionError as err:
             self.log.warning("%s", err)
             return
-        if not answer.streaming:
-            await send(answer.start_message(len(answer.buffer)))
-            await send({"type": "http.response.body", "body": bytes(answer.buffer)})
+        if not answer.sent:  # the thread sends the answers it completes (Answer.finish)
+            await answer.send_whole()
 
     def _run(self, body: BodyReader, cgi: dict[str, str], answer: Answer) -> None:
         self.invoker(body, cgi, answer)  # type: ignore[arg-type]

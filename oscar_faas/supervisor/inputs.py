@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import BinaryIO
@@ -37,6 +38,8 @@ _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 #: Bytes that make a chunk need the cleaning pass (each test is one fast memchr).
 _UNCLEAN = tuple(bytes([b]) for b in WHITESPACE + b"-_")
+#: A byte that is not whitespace (found without copying the chunk, as ``lstrip`` would).
+_CONTENT = re.compile(b"[^" + re.escape(WHITESPACE) + b"]")
 
 
 def save_body(body: BinaryIO, input_dir: Path) -> tuple[Path, str]:
@@ -53,15 +56,18 @@ def save_body(body: BinaryIO, input_dir: Path) -> tuple[Path, str]:
             if not chunk:
                 sink.truncate(0)
                 return path, "empty"
-            if chunk.lstrip(WHITESPACE):
+            content = _CONTENT.search(chunk)  # the first byte that is not whitespace
+            if content:
                 break
             sink.write(chunk)
-        if chunk.lstrip(WHITESPACE)[:1] in (b"{", b"["):
+        assert content is not None  # the loop ends at a chunk with content
+        if content.group() in (b"{", b"["):
             _copy(chunk, body, sink)
             size = sink.tell()
         else:
-            sink.seek(0)
-            sink.truncate(0)
+            if sink.tell():
+                sink.seek(0)
+                sink.truncate(0)
             decoder = Base64Decoder(sink)
             while chunk:
                 decoder.feed(chunk)
@@ -97,9 +103,11 @@ class Base64Decoder:
             self._check_alphabet(chunk, data, start)
         if self._padded:
             raise InvalidInput(f"invalid base64 input: data after '=' padding near offset {start}")
-        data = self._pending + data
+        if self._pending:
+            data = self._pending + data
         cut = len(data) - len(data) % 4
-        block, self._pending = data[:cut], data[cut:]
+        # a whole body (the usual case) is decoded as it came, without copies
+        block, self._pending = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
         if block:
             try:
                 self._decode(block, start)

@@ -67,6 +67,8 @@ def test_stdout_noise_does_not_corrupt_the_protocol(runtime: RuntimeFactory,
     body = b64("noise and data")
     res = rt.post(body)
     assert (res.status_code, res.content) == (200, body.encode() + b"\n")
+    # the worker's output reaches the log through its own pipe, not always before the answer
+    wait_for(lambda: "raw fd 1 noise" in rt.log(), "the worker's output in the log", 10)
     assert re.search(r"worker \d: lots of noise", rt.log()) and "raw fd 1 noise" in rt.log()
     assert "setup: loading the model" in rt.log()
 
@@ -153,6 +155,7 @@ def test_worker_in_another_language(runtime: RuntimeFactory, tmp_path: Path) -> 
         res = rt.post(body)
         assert res.status_code == 200
         assert base64.b64decode(res.content[:-1], validate=True) == expected
+    wait_for(lambda: "bash worker: call" in rt.log(), "the worker's output in the log", 10)
     assert re.search(r"worker \d: bash worker: call", rt.log())
 
 
