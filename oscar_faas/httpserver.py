@@ -10,7 +10,8 @@ gateway's come from :class:`~oscar_faas.config.Settings`, the provider's from it
   concatenation, so an unbounded header costs quadratic time on the event loop);
 * a request whose head is not whole within ``header_timeout`` seconds of its first byte gets
   408 and the connection is closed; a request body that stays silent for ``body_timeout``
-  seconds closes the connection; idle keep-alive connections close quietly after
+  seconds closes the connection, and so does an answer its client stops reading for
+  ``write_timeout`` seconds (the provider's; 0 on the gateway); idle keep-alive connections close quietly after
   ``keepalive_timeout`` (uvicorn's own timer, :func:`server_options`), and a new connection
   that sends nothing after ``first_byte_timeout``: time spent idle never counts against a
   request;
@@ -54,6 +55,9 @@ class HttpLimits:
     #: Connections served at once; past it, one waiting for a request is closed to make
     #: room, else the newest is answered 503.
     max_connections: int = 1000
+    #: Seconds an answer may wait for a client that does not read it (then the connection
+    #: closes); 0: no limit (the gateway's ``/run`` bounds its own answers).
+    write_timeout: float = 0.0
     #: Refuse a Transfer-Encoding other than exactly ``chunked`` (400).
     strict_transfer_encoding: bool = False
 
@@ -70,6 +74,7 @@ def bounded_protocol(limits: HttpLimits, fd_reserve: int) -> type[BoundedHttpPro
         "body_timeout": limits.body_timeout,
         "max_connections": descriptor_cap(limits.max_connections, fd_reserve),
         "strict_transfer_encoding": limits.strict_transfer_encoding,
+        "write_timeout": limits.write_timeout,
         "waiting": {},
     })
 
@@ -115,6 +120,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     max_connections: ClassVar[int] = HttpLimits.max_connections
     first_byte_timeout: ClassVar[float] = HttpLimits.first_byte_timeout
     strict_transfer_encoding: ClassVar[bool] = HttpLimits.strict_transfer_encoding
+    write_timeout: ClassVar[float] = HttpLimits.write_timeout
     #: this worker's connections waiting for a request (new, or kept alive between two),
     #: oldest first: the ones closed to make room
     waiting: ClassVar[dict[BoundedHttpProtocol, None]] = {}
@@ -125,6 +131,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     _body_timer: asyncio.TimerHandle | None = None
     _silent_timer: asyncio.TimerHandle | None = None
+    _write_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -236,13 +243,31 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         else:
             transport.close()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.write_timeout > 0 and self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        super().resume_writing()
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        self.logger.info("client read nothing of its answer for %g s: closing",
+                         self.write_timeout)
+        self.transport.close()
+
     # --- timers --------------------------------------------------------------------------
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer, self._silent_timer):
+        for timer in (self._head_timer, self._body_timer, self._silent_timer,
+                      self._write_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = self._silent_timer = None
+        self._head_timer = self._body_timer = self._silent_timer = self._write_timer = None
 
     def _arm_head_timer(self) -> None:
         if self.header_timeout > 0:

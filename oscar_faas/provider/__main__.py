@@ -94,8 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds a new connection may stay silent; then it is closed "
                              "quietly (default: %(default)s)")
     parser.add_argument("--socket-timeout", type=float, default=defaults.body_timeout,
-                        help="seconds a request body may stay silent while it is read; then "
-                             "the connection is closed (default: %(default)s)")
+                        help="seconds a request body may stay silent, or an answer unread by "
+                             "its client; then the connection is closed (default: %(default)s)")
     parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
                         help="connections open at once; over it, the one idle the longest is "
                              "closed to make room, else the newest is answered 503 (default: "
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                         keepalive_timeout=args.keepalive_timeout,
                         first_byte_timeout=args.first_byte_timeout,
                         body_timeout=args.socket_timeout,
+                        write_timeout=args.socket_timeout,
                         max_connections=max(1, args.max_connections),
                         strict_transfer_encoding=True)
     signal.signal(signal.SIGTERM, _stop)
