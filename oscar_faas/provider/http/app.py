@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable, Iterator
 from ...errors import OscarFaasError
 from .function_proxy import FunctionProxy
 from .messages import Request, RequestBody, Response, text_response
-from .routes import Handler, check_basic_auth, find, guarded
+from .routes import ON_LOOP, Handler, check_basic_auth, find, guarded
 
 log = logging.getLogger("oscar_faas.provider")
 access_log = logging.getLogger("oscar_faas.provider.access")
@@ -106,7 +106,8 @@ class ProviderApp:
                 resp = text_response("Method Not Allowed" if status == 405
                                      else "404 page not found", status)
             else:
-                got = await loop.run_in_executor(self.threads, self._run, handler, req)
+                got = (self._run(handler, req) if handler in ON_LOOP
+                       else await loop.run_in_executor(self.threads, self._run, handler, req))
                 if got is None:
                     return  # the client left during its body: nobody to answer
                 resp = got
