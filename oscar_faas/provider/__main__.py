@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"error: {ENV_RUNTIME}={runtime!r}: must be one of {', '.join(RUNTIMES)}",
               file=sys.stderr)
         return 2
-    from .http.server import serve
+    from .http.startup import serve
 
     limits = HttpLimits(max_header_size=max(1024, args.max_header_size),
                         header_timeout=args.header_timeout,

@@ -324,7 +324,7 @@ class AsyncQueue:
 
 
 def async_function(backend: Any, req: Request) -> Response:
-    """The route: queue the call on the backend's queue (set by :func:`.http.server.make_server`)."""
+    """The route: queue the call on the backend's queue (set by :func:`.http.startup.make_server`)."""
     queue: AsyncQueue | None = getattr(backend, "async_queue", None)
     if queue is None:
         return text_response("asynchronous invocation is not enabled on this provider", 501)

@@ -1,7 +1,7 @@
 """The provider's HTTP side, on the same server stack as the gateway (uvicorn, httptools and
 the bounded protocol of :mod:`oscar_faas.httpserver`):
 
-* :mod:`.server`: binding, the uvicorn server and start-up (``python -m oscar_faas.provider``);
+* :mod:`.startup`: binding, the uvicorn server and start-up (``python -m oscar_faas.provider``);
 * :mod:`.app`: the ASGI app: ``/function/*`` to :mod:`.function_proxy`, Basic auth on
   ``/system/*``, ``/metrics``, routing and error mapping;
 * :mod:`.routes`: the route table, one short blocking function per path and method;
