@@ -258,7 +258,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._write_timer = None
         self.logger.info("client read nothing of its answer for %g s: closing",
                          self.write_timeout)
-        self.transport.close()
+        self.transport.abort()  # close() would wait for the unread answer to leave first
 
     # --- timers --------------------------------------------------------------------------
 
