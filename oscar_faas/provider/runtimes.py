@@ -1,4 +1,4 @@
-"""One long-lived runtime per OSCAR function: started, watched, restarted, replaced, stopped.
+"""One long-lived runtime per function: started, watched, restarted, replaced, stopped.
 
 The :class:`RuntimeManager` keeps, per function, one :class:`ManagedRuntime`: a keeper thread
 that starts the runtime through a :class:`~.launch.Launcher`, polls ``GET {url}/_/health``
@@ -10,20 +10,17 @@ runtime that is starting, and get a 503 naming the cause at once while it is fai
 Life cycle, as the provider drives it:
 
 * **deploy** and **provider start**: :meth:`RuntimeManager.ensure` starts a runtime in the
-  background (the REST call does not wait for it). At start, runtimes the launcher reports as
-  still running (:meth:`~.launch.Launcher.adopt`; containers, by labels) are kept when their
-  ``fingerprint`` is the spec's, stopped otherwise.
-* **update** with a different spec: a new runtime is started and becomes the function's at
-  once, so every call that arrives after the update is answered by the new definition (as
-  before runtimes, and as oscar-python's ``update_service`` then ``run_service`` expect); such
-  calls wait for it to listen (:data:`START_WAIT`) and then queue inside it until it is ready.
-  The old runtime gets no new calls, finishes the ones it has (at most :data:`DRAIN_LIMIT`
-  seconds) and is stopped. If the new one never gets ready, calls get its own answers (a
-  worker's error with its output, 503) instead of being served silently by the old
-  definition: a broken update shows itself exactly as a broken deploy does. The price: a warm
-  model is reloaded before the first call after an update is answered.
-* **delete** and **provider close**: stopped (SIGTERM, the runtime finishes what it can for a
-  few seconds, then SIGKILL).
+  background (a deploy of a classic function then waits a little for it to be ready, see
+  :mod:`.backend`). At start, runtimes the launcher reports as still running (containers, by
+  labels) are kept when their ``fingerprint`` is the spec's, stopped otherwise.
+* **update** with a different spec: a new runtime becomes the function's at once, so every
+  call after the update is answered by the new definition (as oscar-python's
+  ``update_service`` then ``run_service`` expect); such calls wait for it to listen
+  (:data:`START_WAIT`), then queue inside it until it is ready. The old runtime finishes its
+  calls (at most :data:`DRAIN_LIMIT` s) and is stopped. A new one that never gets ready
+  answers calls itself (a worker's error, 503): a broken update shows as a broken deploy
+  does. The price: a warm model is reloaded before the first call after an update.
+* **delete** and **provider close**: stopped (SIGTERM, then SIGKILL after a few seconds).
 """
 
 from __future__ import annotations
@@ -109,6 +106,13 @@ class ManagedRuntime:
                 if left <= 0:
                     return None
                 self._cond.wait(left)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for it to be ready (False at once if it fails or stops)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping or self.state.state in (READY, FAILED),
+                                timeout)
+            return self.state.state == READY and not self._stopping
 
     def release(self) -> None:
         with self._cond:
@@ -313,10 +317,11 @@ class ManagedRuntime:
 
 
 class RuntimeManager:
-    """The runtimes of every OSCAR function of the provider. Thread-safe."""
+    """Every function's runtime; classic ones' by ``host_launcher`` (on the host). Thread-safe."""
 
-    def __init__(self, launcher: Launcher) -> None:
+    def __init__(self, launcher: Launcher, host_launcher: Launcher | None = None) -> None:
         self.launcher = launcher
+        self.host_launcher = host_launcher or launcher
         self._runtimes: dict[str, ManagedRuntime] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -356,7 +361,8 @@ class RuntimeManager:
             old = self._runtimes.get(spec.name)
             if old is not None and old.spec.fingerprint == spec.fingerprint:
                 return
-            self._runtimes[spec.name] = ManagedRuntime(spec, self.launcher, adopted).start()
+            launcher = self.host_launcher if spec.classic else self.launcher
+            self._runtimes[spec.name] = ManagedRuntime(spec, launcher, adopted).start()
         if old is not None:
             log.info("function %s updated: the previous runtime stops once its calls end",
                      spec.name)

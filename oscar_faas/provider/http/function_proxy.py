@@ -11,9 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote
 
-from ...contract import HOP_BY_HOP
+from ...contract import HOP_BY_HOP, canonical_header
 from ...errors import OscarFaasError, ServiceNotFound
-from ..cgi import canonical_header
 from ..entries import Call
 from ..types import DEFAULT_NAMESPACE
 from .messages import RequestBody, text_response
