@@ -22,6 +22,6 @@ def __getattr__(name: str) -> Any:
     """Load the server on first use, so the command line can read the provider's options
     without importing it."""
     if name in __all__:
-        from . import server
+        from .http import startup as server
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

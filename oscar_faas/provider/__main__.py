@@ -14,8 +14,8 @@ from types import FrameType
 from typing import Mapping, Sequence
 
 from ..config import DEFAULT_DATA_DIR
-from ..contract import FIRST_BYTE_TIMEOUT, KEEPALIVE_IDLE
 from ..errors import ConfigError, OscarFaasError
+from ..httpserver import HttpLimits
 
 #: Where each OSCAR function's runtime runs: a host process, or a container of its image.
 RUNTIMES = ("host", "container")
@@ -81,23 +81,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rotate --log-file at this size (default: %(default)s)")
     parser.add_argument("--log-backups", type=int, default=3,
                         help="rotated log files kept (default: %(default)s)")
-    parser.add_argument("--max-header-size", type=int, default=64 * 1024,
+    defaults = HttpLimits()
+    parser.add_argument("--max-header-size", type=int, default=defaults.max_header_size,
                         help="largest request line plus headers in bytes, 431 above "
                              "(default: %(default)s)")
-    parser.add_argument("--header-timeout", type=float, default=30.0,
+    parser.add_argument("--header-timeout", type=float, default=defaults.header_timeout,
                         help="seconds a client has to send a request head, from its first "
                              "byte (408 after; default: %(default)s)")
-    parser.add_argument("--keepalive-timeout", type=float, default=KEEPALIVE_IDLE,
+    parser.add_argument("--keepalive-timeout", type=float, default=defaults.keepalive_timeout,
                         help="seconds an idle keep-alive connection stays open; then it is "
                              "closed quietly (default: %(default)s)")
-    parser.add_argument("--first-byte-timeout", type=float, default=FIRST_BYTE_TIMEOUT,
+    parser.add_argument("--first-byte-timeout", type=float, default=defaults.first_byte_timeout,
                         help="seconds a new connection may stay silent; then it is closed "
                              "quietly (default: %(default)s)")
-    parser.add_argument("--socket-timeout", type=float, default=300.0,
-                        help="seconds a read or write may stall during a request "
-                             "(default: %(default)s)")
-    parser.add_argument("--max-connections", type=int, default=1000,
-                        help="connections served at once, 503 above (default: %(default)s)")
+    parser.add_argument("--socket-timeout", type=float, default=defaults.body_timeout,
+                        help="seconds a request body may stay silent, or an answer unread by "
+                             "its client; then the connection is closed (default: %(default)s)")
+    parser.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                        help="connections open at once; over it, the one idle the longest is "
+                             "closed to make room, else the newest is answered 503 (default: "
+                             "%(default)s)")
 
 
 def default_runtime(env: Mapping[str, str] | None = None) -> str:
@@ -153,14 +156,16 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(f"error: {ENV_RUNTIME}={runtime!r}: must be one of {', '.join(RUNTIMES)}",
               file=sys.stderr)
         return 2
-    from .server import HttpLimits, serve
+    from .http.startup import serve
 
     limits = HttpLimits(max_header_size=max(1024, args.max_header_size),
                         header_timeout=args.header_timeout,
                         keepalive_timeout=args.keepalive_timeout,
                         first_byte_timeout=args.first_byte_timeout,
-                        socket_timeout=args.socket_timeout,
-                        max_connections=max(1, args.max_connections))
+                        body_timeout=args.socket_timeout,
+                        write_timeout=args.socket_timeout,
+                        max_connections=max(1, args.max_connections),
+                        strict_transfer_encoding=True)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:

@@ -35,7 +35,7 @@ import requests
 from ..contract import (HEADER_CALL_ID, HEADER_CALLBACK_URL, HEADER_DURATION,
                         HEADER_FUNCTION_NAME, HEADER_FUNCTION_STATUS, HEADER_JOB_EVENT,
                         HOP_BY_HOP, JOB_EVENT_STARTED)
-from .httpio import Request, Response, text_response
+from .http.messages import Request, Response, text_response
 
 log = logging.getLogger("oscar_faas.provider.async")
 
@@ -324,7 +324,7 @@ class AsyncQueue:
 
 
 def async_function(backend: Any, req: Request) -> Response:
-    """The route: queue the call on the backend's queue (set by :func:`.server.make_server`)."""
+    """The route: queue the call on the backend's queue (set by :func:`.http.startup.make_server`)."""
     queue: AsyncQueue | None = getattr(backend, "async_queue", None)
     if queue is None:
         return text_response("asynchronous invocation is not enabled on this provider", 501)

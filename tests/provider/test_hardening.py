@@ -5,6 +5,7 @@ cap and one log line per client disconnect. Everything goes over raw sockets to 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Callable
 
 import pytest
@@ -145,6 +146,26 @@ def test_client_disconnects_are_one_line_each(make_provider: Callable[..., Provi
     p.stop()
     log = p.log()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_an_answer_left_unread_is_cut_after_the_socket_timeout(
+        make_provider: Callable[..., ProviderProcess]) -> None:
+    """A client that stops reading its answer holds the connection for --socket-timeout at
+    most (then it is cut, not drained: the answer never leaves)."""
+    p = make_provider(extra_args=["--socket-timeout", "2"])
+    p.deploy("big", "head -c 200000000 /dev/zero")
+    with socket.create_connection(("127.0.0.1", p.port), timeout=PATIENCE) as sock:
+        sock.sendall(_post(b"Content-Length: 0\r\n").replace(b"echo", b"big"))
+        time.sleep(5)  # reads nothing
+        got = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert got < 100_000_000, got
+    assert requests.get(p.url + "/healthz", timeout=PATIENCE).status_code == 200
+    assert "Traceback" not in p.log()
 
 
 def test_log_file_is_rotated_at_its_cap(make_provider: Callable[..., ProviderProcess],

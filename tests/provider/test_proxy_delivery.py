@@ -3,6 +3,7 @@ the runtime never read is sent again whole, one it read is never sent twice (iss
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import struct
@@ -10,7 +11,7 @@ import threading
 
 import pytest
 
-from oscar_faas.provider.httpio import BodyReader
+from oscar_faas.provider.http.messages import RequestBody
 from oscar_faas.provider.proxy import ConnectionPool, RuntimeUnreachable, forward
 
 
@@ -73,7 +74,7 @@ class Runtime:
         self.listener.close()
 
 
-def _call(pool: ConnectionPool, body: io.RawIOBase | BodyReader, length: int) -> bytes:
+def _call(pool: ConnectionPool, body: io.RawIOBase | RequestBody, length: int) -> bytes:
     answer = forward(pool, "POST", "/", [("Host", "x")], body, length, False)
     try:
         return b"".join(answer.chunks)
@@ -109,8 +110,13 @@ def test_a_call_never_read_by_a_runtime_that_is_gone_keeps_its_body() -> None:
     runtime = Runtime("reset", listen_after=False)
     pool = ConnectionPool(f"http://127.0.0.1:{runtime.port}")
     assert _call(pool, io.BytesIO(b"one"), 3) == b"first"
-    wire = io.BufferedReader(io.BytesIO(b"the whole body"))
-    body = BodyReader(wire, 14, chunked=False)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def receive() -> dict[str, object]:  # the body as the provider's app receives it
+        return {"type": "http.request", "body": b"the whole body", "more_body": False}
+
+    body = RequestBody(receive, loop, 14)
     with pytest.raises(RuntimeUnreachable):  # the caller may wait for the next runtime
         _call(pool, body, 14)
     assert body.read() == b"the whole body"  # put back: a retry sends all of it

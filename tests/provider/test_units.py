@@ -1,22 +1,22 @@
-"""Pure pieces tested without HTTP: payload shapes, parsing, the limiter, the body reader,
-the store's all-or-nothing writes and the in-process supervisor call."""
+"""Small pieces: payload shapes, parsing, the limiter, body framing (over one real
+connection), the store's all-or-nothing writes and the in-process supervisor call."""
 
 from __future__ import annotations
 
-import io
 import logging
 import os
+import socket
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from oscar_faas.errors import InvalidService
 from oscar_faas.provider.errors import FunctionExists
 from oscar_faas.provider import state as state_mod
-from oscar_faas.provider.httpio import BodyReader
-from oscar_faas.provider.routes import check_basic_auth
+from oscar_faas.provider.http.routes import check_basic_auth
 from oscar_faas.provider.state import Store
 from oscar_faas.provider.types import (FunctionDeployment, FunctionStatus, Secret,
                                        format_time)
@@ -25,6 +25,7 @@ from oscar_faas.runtime.cgi import cgi_env
 from oscar_faas.runtime.limiter import Limiter, QueueFull
 from oscar_faas.runtime.settings import RuntimeSettings
 
+from .conftest import ProviderProcess
 from .test_watchdog import wait_dead
 
 
@@ -148,20 +149,49 @@ def test_basic_auth_check() -> None:
     assert not check_basic_auth("", "admin", "pw")
 
 
-# --- body reader ------------------------------------------------------------------------------
+# --- body framing (httptools, on a real provider) -----------------------------------------
 
-def test_chunked_body_reader() -> None:
-    raw = io.BufferedReader(io.BytesIO(
-        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"))
-    body = BodyReader(raw, None, chunked=True)
-    assert body.read(3) == b"hel" and body.read() == b"lo world"
-    assert body.done and body.read() == b"" and raw.read() == b"NEXT"
+def _exchange(port: int, raw: bytes, answers: int) -> list[bytes]:
+    """Send ``raw`` on one connection and read ``answers`` Content-Length answers."""
+    got, data = [], b""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(raw)
+        while len(got) < answers:
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536) or b"<closed>"
+                assert not data.endswith(b"<closed>"), got
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            while len(data) < length:
+                data += sock.recv(65536)
+            got.append(head + b"\r\n\r\n" + data[:length])
+            data = data[length:]
+    return got
 
 
-def test_length_body_reader_stops_at_length() -> None:
-    raw = io.BufferedReader(io.BytesIO(b"abcdefNEXT"))
-    body = BodyReader(raw, 6, chunked=False)
-    assert body.drain() and body.done and raw.read() == b"NEXT"
+def test_chunked_body_reader(make_provider: Callable[..., ProviderProcess]) -> None:
+    """A chunked body with an extension and a trailer is read whole, and the next request
+    on the connection is read in step."""
+    p = make_provider()
+    body = b'{"name": "s", "value": "hello world"}'
+    raw = (b"POST /system/secrets HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5;ext=1\r\n" + body[:5] + b"\r\n%x\r\n" % (len(body) - 5) + body[5:]
+           + b"\r\n0\r\nTrailer: x\r\n\r\n" + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, second = _exchange(p.port, raw, 2)
+    assert first.startswith(b"HTTP/1.1 202 ") and second.startswith(b"HTTP/1.1 200 ")
+    assert second.endswith(b"OK\n")
+    assert [s["name"] for s in p.session.get(p.url + "/system/secrets").json()] == ["s"]
+
+
+def test_length_body_reader_stops_at_length(make_provider: Callable[..., ProviderProcess]
+                                            ) -> None:
+    p = make_provider()
+    body = b'{"name": "t", "value": "v"}'
+    raw = (b"POST /system/secrets HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+           % len(body) + body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    first, second = _exchange(p.port, raw, 2)
+    assert first.startswith(b"HTTP/1.1 202 ") and second.startswith(b"HTTP/1.1 200 ")
 
 
 # --- store ------------------------------------------------------------------------------------

@@ -3,15 +3,17 @@ delivered can be read again whole (the provider's proxy resends only that)."""
 
 from __future__ import annotations
 
-import io
+import asyncio
+import threading
+from typing import Any
 
 import uvicorn
 
 from oscar_faas.config import Settings
 from oscar_faas.contract import (FIRST_BYTE_TIMEOUT, KEEPALIVE_IDLE, POOL_REUSE_IDLE,
                                  RUNTIME_KEEPALIVE)
-from oscar_faas.provider.http_handler import HttpLimits
-from oscar_faas.provider.httpio import BodyReader
+from oscar_faas.httpserver import HttpLimits
+from oscar_faas.provider.http.messages import RequestBody
 from oscar_faas.provider.proxy import IDLE_LIMIT
 
 
@@ -25,14 +27,26 @@ def test_each_client_stops_reusing_before_its_server_closes() -> None:
     assert FIRST_BYTE_TIMEOUT < HttpLimits().header_timeout
 
 
+def _body(pieces: list[bytes], length: int | None) -> tuple[RequestBody, list[bytes]]:
+    """A request body as the provider's app receives it (ASGI messages on an event loop),
+    read from this thread; the pieces not received yet are the second value."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    left = list(pieces)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": left.pop(0), "more_body": len(left) > 0}
+
+    return RequestBody(receive, loop, length, chunked=length is None), left
+
+
 def test_a_body_put_back_is_read_again_whole() -> None:
-    wire = io.BufferedReader(io.BytesIO(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nNEXT"))
-    body = BodyReader(wire, None, chunked=True)
+    body, left = _body([b"hello", b" world"], None)
     first = body.read(7)
     body.unread(first)
     assert body.read() == b"hello world"
-    assert body.done and wire.read() == b"NEXT"  # the connection stays in step
-    sized = BodyReader(io.BufferedReader(io.BytesIO(b"abcdef")), 6, chunked=False)
+    assert body.done and left == []  # nothing more was asked of the connection
+    sized, _ = _body([b"abcdef"], 6)
     got = sized.read(6)
     sized.unread(got)
     assert not sized.read(0) and sized.read(4) == b"abcd" and sized.read(10) == b"ef"

@@ -1,38 +1,31 @@
 """The provider's route table: one short function per path and method.
 
-The table mirrors faas-provider's ``serve.go`` (``/system/*``, ``/function/*``, ``/healthz``);
-:class:`App` adds basic auth on ``/system/*`` and ``/function/*`` and turns the package's errors into
-status codes, so handlers stay free of HTTP plumbing. Routes take a :class:`Request` and return
-a :class:`Response`; :mod:`.server` moves them over the socket.
+The table mirrors faas-provider's ``serve.go`` (``/system/*``, ``/async-function/*``,
+``/healthz``); ``/function/*`` is the proxy's (:mod:`.function_proxy`). :mod:`.app` adds basic
+auth on ``/system/*`` and turns the package's errors into status codes, so handlers stay free
+of HTTP plumbing. Routes are blocking: they take a :class:`Request` and return a
+:class:`Response` on one of the app's threads.
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
 import re
-import time
-import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
-from urllib.parse import unquote
+from typing import Callable
 
-from .. import __version__
-from ..contract import HOP_BY_HOP, basic_credentials, canonical_header
-from ..errors import OscarFaasError, ServiceNotFound
-from .async_calls import async_function
-from .backend import Backend, Call
-from .httpio import Request, Response, empty_response, json_response, text_response
-from .logs import parse_since
-from .types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
-                    ScaleServiceRequest, Secret, check_namespace)
-
-log = logging.getLogger("oscar_faas.provider")
+from ... import __version__
+from ...contract import basic_credentials
+from ...errors import ServiceNotFound
+from ..async_calls import async_function
+from ..backend import Backend
+from ..logs import parse_since
+from ..types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
+                     ScaleServiceRequest, Secret, check_namespace)
+from .messages import Request, Response, empty_response, json_response, text_response
 
 PROVIDER_NAME = "oscar-faas-local"
 ORCHESTRATION = "local"
-#: Methods the classic watchdog runs a function for; others get 405 from it.
-WATCHDOG_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 Handler = Callable[[Backend, Request], Response]
 
@@ -100,7 +93,7 @@ def function_logs(backend: Backend, req: Request) -> Response:
     stream = logs.query(name, req.arg("instance"), since, tail, follow)
     headers = {"Content-Type": "application/x-ndjson"}
     if follow:
-        return Response(200, headers=headers, stream=stream, chunked=True)
+        return Response(200, headers=headers, stream=stream)
     body = b"".join(stream)
     return Response(200, body, headers)
 
@@ -166,62 +159,6 @@ def delete_secret(backend: Backend, req: Request) -> Response:
     return empty_response(202)
 
 
-# --- /function/<name>[/path] -------------------------------------------------------------------
-
-def invoke_function(backend: Backend, req: Request) -> Response:
-    """Answer the call as gateway + provider + watchdog would: through the function's runtime,
-    or a process per call (see :meth:`~.backend.LocalBackend.invoke`)."""
-    started, start_ns = time.monotonic(), time.time_ns()
-    call_id = req.header("X-Call-Id") or str(uuid.uuid4())
-    internal = {"X-OpenFaaS-Internal": "proxy", "X-Call-Id": call_id}
-    name, _, namespace = req.params["name"].partition(".")
-    if req.method not in WATCHDOG_METHODS and not _exposed(backend, name):
-        return text_response("Method not allowed", 405, {"X-Call-Id": call_id})
-    if namespace not in ("", DEFAULT_NAMESPACE):
-        return text_response(f"error finding function {req.params['name']}: not found", 404,
-                             internal)
-    raw_path = req.params.get("rest") or "/"
-    call = Call(method=req.method, raw_path=raw_path, path=unquote(raw_path), query=req.query,
-                headers=_forwarded_headers(req, call_id, start_ns), host=req.header("Host"),
-                body=req.body, content_length=req.body.content_length,
-                chunked=req.body.chunked)
-    try:
-        answer = backend.invoke(name, call)
-    except ServiceNotFound as err:
-        return text_response(err.message, err.status, internal)
-    except OscarFaasError as err:
-        return text_response(err.message, err.status,
-                             {**(internal if err.status != 429 else {"X-Call-Id": call_id}),
-                              **err.headers})
-    # canonical names, so the runtime's x-duration-seconds is replaced rather than doubled
-    headers = {canonical_header(k): v for k, v in answer.headers}
-    headers.update({
-        "X-Duration-Seconds": f"{time.monotonic() - started:f}",
-        "X-Call-Id": call_id,
-        "X-Start-Time": str(start_ns),
-    })
-    return Response(answer.status, headers=headers, stream=answer.chunks,
-                    length=answer.length or 0, chunked=answer.length is None,
-                    close_connection=answer.close_connection, on_close=[answer.close])
-
-
-def _exposed(backend: Backend, name: str) -> bool:
-    """An exposed service's server answers every method (HEAD, OPTIONS included)."""
-    exposed = getattr(backend, "exposed", None)
-    return bool(exposed and exposed(name))
-
-
-def _forwarded_headers(req: Request, call_id: str, start_ns: int) -> list[tuple[str, str]]:
-    """The headers a function sees: the client's minus hop-by-hop ones, plus what the
-    OpenFaaS gateway adds (call id, start time, forwarded-for/host)."""
-    headers = [(k, v) for k, v in req.headers if k.lower() not in HOP_BY_HOP]
-    present = {canonical_header(k) for k, _ in headers}
-    extra = {"X-Call-Id": call_id, "X-Start-Time": str(start_ns),
-             "X-Forwarded-For": req.client, "X-Forwarded-Host": req.header("Host")}
-    headers.extend((k, v) for k, v in extra.items() if k not in present and v)
-    return headers
-
-
 # --- the table ---------------------------------------------------------------------------------
 
 _NAME = r"(?P<name>[-a-zA-Z_0-9.]+)"
@@ -257,8 +194,14 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/system/logs", function_logs),
     _route("GET", f"/system/namespace/{_NAMESPACE}", get_namespace),
     _route("POST PUT DELETE", f"/system/namespace/{_NAMESPACE}", mutate_namespace),
-    _route("*", f"/function/{_NAME}(?P<rest>/.*)?", invoke_function),  # any method
 )
+
+
+#: Handlers that neither block nor read the body: run on the event loop, which saves a
+#: thread hand-off (about half the cost of a ``/healthz``, which every gateway health check
+#: makes).
+ON_LOOP: frozenset[Handler] = frozenset({healthz, system_info, list_namespaces, get_namespace,
+                                         mutate_namespace})
 
 
 def _known(backend: Backend, name: str) -> bool:
@@ -269,7 +212,7 @@ def _known(backend: Backend, name: str) -> bool:
     return True
 
 
-def _guarded(path: str) -> bool:
+def guarded(path: str) -> bool:
     """Paths that need the credentials when the provider has them: the REST API, as in
     faas-provider. ``/function/*`` stays open as there (the real OpenFaaS gateway sends no
     credentials on calls): an OSCAR service's runtime checks its own caller's token
@@ -287,58 +230,16 @@ def check_basic_auth(header: str, username: str, password: str) -> bool:
     return user_ok and password_ok
 
 
-class App:
-    """Routing, auth and error mapping around a :class:`Backend`."""
-
-    def __init__(self, backend: Backend, username: str | None = None,
-                 password: str | None = None, routes: tuple[Route, ...] = ROUTES,
-                 metrics: Any = None) -> None:
-        self.backend = backend
-        self.credentials = (username, password) if username and password else None
-        self.routes = routes
-        #: :class:`~oscar_faas.metrics.ProviderMetrics`, or None (no ``/metrics``)
-        self.metrics = metrics
-
-    def handle(self, req: Request) -> Response:
-        """Answer one request; never raises for expected errors."""
-        if self.metrics is not None:
-            if req.path.startswith("/function/"):
-                return self._counted(req)
-            if req.path == "/metrics" and req.method == "GET":
-                body, content_type = self.metrics.exposition()
-                return Response(200, body, {"Content-Type": content_type})
-        return self._handle(req)
-
-    def _counted(self, req: Request) -> Response:
-        """A function call, counted as the OpenFaaS gateway counts it (unknown functions,
-        404, are not: their names would grow the label set)."""
-        name = req.path[len("/function/"):].split("/", 1)[0].partition(".")[0]
-        if not _known(self.backend, name):
-            return self._handle(req)
-        started = time.monotonic()
-        self.metrics.started(name)
-        resp = self._handle(req)
-        self.metrics.observe(name, resp.status, time.monotonic() - started)
-        return resp
-
-    def _handle(self, req: Request) -> Response:
-        if self.credentials and _guarded(req.path):
-            if not check_basic_auth(req.header("Authorization"), *self.credentials):
-                return text_response("invalid credentials", 401,
-                                     {"WWW-Authenticate": 'Basic realm="Restricted"'})
-        allowed = False
-        for route in self.routes:
-            match = route.pattern.fullmatch(req.path)
-            if match is None:
-                continue
-            if req.method not in route.methods and "*" not in route.methods:
-                allowed = True
-                continue
-            req.params = {k: v for k, v in match.groupdict().items() if v is not None}
-            try:
-                return route.handler(self.backend, req)
-            except OscarFaasError as err:
-                return text_response(err.message, err.status)
-        if allowed:
-            return text_response("Method Not Allowed", 405)
-        return text_response("404 page not found", 404)
+def find(method: str, path: str) -> tuple[Handler | None, dict[str, str], int]:
+    """The handler of ``method path`` and its path parameters; without a handler, the
+    status to answer: 405 (the path exists for other methods) or 404."""
+    allowed = False
+    for route in ROUTES:
+        match = route.pattern.fullmatch(path)
+        if match is None:
+            continue
+        if method not in route.methods:
+            allowed = True
+            continue
+        return route.handler, {k: v for k, v in match.groupdict().items() if v is not None}, 0
+    return None, {}, 405 if allowed else 404
