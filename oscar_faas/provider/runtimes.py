@@ -34,10 +34,12 @@ import logging
 import threading
 import time
 from typing import Iterable
+from urllib.parse import urlsplit
 
+from ..contract import RUNTIME_CONNECT_TIMEOUT
+from ..upstream import Upstream
 from .launch import Launcher, LaunchError, RuntimeHandle, RuntimeSpec
 from .logs import function_logger
-from .proxy import ConnectionPool
 from .runtime_state import (FAILED, READY, RESTART_STABLE, STARTING, RuntimeState,
                             exit_cause, probe, restart_delay, summary)
 
@@ -67,7 +69,8 @@ class ManagedRuntime:
         self.name = spec.name
         self.launcher = launcher
         self.handle: RuntimeHandle | None = None
-        self.pool: ConnectionPool | None = None
+        #: the proxy's connections to the running runtime (closed when it is gone)
+        self.pool: Upstream | None = None
         self.inflight = 0
         #: what it is doing or why it is not running (replaced whole, read without a lock)
         self.state = RuntimeState(reason=self._starting_text())
@@ -90,7 +93,7 @@ class ManagedRuntime:
 
     # --- what calls use ------------------------------------------------------------------------
 
-    def acquire(self, wait: float = START_WAIT) -> tuple[RuntimeHandle, ConnectionPool] | None:
+    def acquire(self, wait: float = START_WAIT) -> tuple[RuntimeHandle, Upstream] | None:
         """The running runtime for one call (waiting up to ``wait`` s for it to listen), or
         None: stopped, still not running after ``wait``, or failed and waiting out its
         back-off (then at once: :attr:`state` says why and when it tries again); the caller
@@ -250,7 +253,9 @@ class ManagedRuntime:
                 stale = handle
             else:
                 stale = None
-                self.handle, self.pool = handle, ConnectionPool(handle.url)
+                url = urlsplit(handle.url)  # no read timeout: a call runs as long as it may
+                self.handle, self.pool = handle, Upstream(
+                    url.hostname or "127.0.0.1", url.port or 80, RUNTIME_CONNECT_TIMEOUT, None)
                 if self.state.state != FAILED:  # a failure stays the news until it is ready
                     self._set(STARTING, f"its runtime listens on {handle.url}; waiting for it to "
                               "be ready (warm workers load first)")
