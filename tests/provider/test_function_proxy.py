@@ -19,6 +19,7 @@ import requests
 from websockets.asyncio.client import connect
 
 from oscar_faas.contract import SUPERVISOR_PROCESS
+from oscar_faas.metrics import ProviderMetrics
 from oscar_faas.provider.backend import LocalBackend
 from oscar_faas.provider.http.function_proxy import FunctionProxy
 from oscar_faas.provider.types import FunctionDeployment
@@ -51,11 +52,11 @@ class _App:
 
 
 class Provider:
-    def __init__(self, backend: LocalBackend, url: str) -> None:
-        self.backend, self.url = backend, url
+    def __init__(self, backend: LocalBackend, url: str, metrics: ProviderMetrics) -> None:
+        self.backend, self.url, self.metrics = backend, url, metrics
 
-    def deploy(self, name: str, script: str, **env: str) -> None:
-        self.backend.deploy(FunctionDeployment(
+    def deploy(self, name: str, script: str, update: bool = False, **env: str) -> None:
+        (self.backend.update if update else self.backend.deploy)(FunctionDeployment(
             service=name, image="ignored", env_process=SUPERVISOR_PROCESS,
             env_vars={"SCRIPT": base64.b64encode(script.encode()).decode(),
                       "LOG_LEVEL": "INFO", **env}))
@@ -83,8 +84,9 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
     backend = LocalBackend(tmp_path_factory.mktemp("fproxy") / "data", env=dict(os.environ))
     backend.load()
     try:
-        with ThreadedServer(_App(FunctionProxy(backend))) as url:
-            yield Provider(backend, url)
+        metrics = ProviderMetrics(backend.function_load, "openfaas-fn")
+        with ThreadedServer(_App(FunctionProxy(backend, metrics))) as url:
+            yield Provider(backend, url, metrics)
     finally:
         backend.close()
 
@@ -195,3 +197,37 @@ def test_websocket_echo_of_an_exposed_service(provider: Provider, exposed: str) 
             return [str(text), repr(await ws.recv())]
 
     assert asyncio.run(talk()) == ["t: hi", repr(b"\x00\x01")]
+
+
+#: The script copies its input to its output (the answer is that file, in base64).
+ECHO = 'cp "$INPUT_FILE_PATH" "$TMP_OUTPUT_DIR/echo.bin"\n'
+
+
+@pytest.mark.parametrize("size", [1, 60_000, 1_000_000])
+def test_the_first_call_after_create_and_update_gets_its_whole_body(provider: Provider,
+                                                                    size: int) -> None:
+    """As tests/provider/test_whole_calls.py: no wait after the deploy or the update, so the
+    call is held until the (new) runtime listens, and must still reach it whole."""
+    for framing, chunked in (("sized", False), ("chunked", True)):
+        name = f"fp-first-{framing}-{size}"
+        for update in (False, True):
+            provider.deploy(name, ECHO, update=update, MY_VAR=str(update))
+            raw = os.urandom(size)
+            encoded = base64.b64encode(raw)
+            pieces = [encoded[i:i + 100_000] for i in range(0, len(encoded), 100_000)]
+            resp = provider.call(name, data=iter(pieces) if chunked else encoded)
+            assert resp.status_code == 200, f"{resp.status_code} {resp.text[:300]}"
+            assert base64.b64decode(resp.content) == raw, f"{name}: not the body sent"
+
+
+def test_calls_are_counted_in_the_metrics_unknown_functions_not(provider: Provider,
+                                                                exposed: str) -> None:
+    before = provider.metrics.exposition()[0].decode()
+    assert provider.call(exposed, "/info", method="GET").status_code == 200
+    assert provider.call("fp-never-deployed").status_code == 404
+    text = provider.metrics.exposition()[0].decode()
+    line = f'gateway_function_invocation_total{{code="200",function_name="{exposed}.openfaas-fn"}}'
+    count = [float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)]
+    was = [float(x.split()[-1]) for x in before.splitlines() if x.startswith(line)]
+    assert count and count[0] == (was[0] if was else 0) + 1, text
+    assert "fp-never-deployed" not in text
