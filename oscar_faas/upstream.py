@@ -80,6 +80,13 @@ class Response:
         return sender is None or (sender.done() and not sender.cancelled()
                                   and sender.exception() is None)
 
+    @property
+    def body_failed(self) -> bool:
+        """Sending the body stopped on an error (its source failed: a client that left)."""
+        sender = self._sender
+        return sender is not None and sender.done() and (
+            sender.cancelled() or sender.exception() is not None)
+
     def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

@@ -231,3 +231,23 @@ def test_calls_are_counted_in_the_metrics_unknown_functions_not(provider: Provid
     was = [float(x.split()[-1]) for x in before.splitlines() if x.startswith(line)]
     assert count and count[0] == (was[0] if was else 0) + 1, text
     assert "fp-never-deployed" not in text
+
+
+def test_a_client_that_leaves_mid_answer_frees_the_runtime(provider: Provider,
+                                                           exposed: str) -> None:
+    """The answer is not read on for nobody: the runtime's connection is closed and the call
+    released at once."""
+    runtime = provider.backend.runtimes.get(exposed)
+    assert runtime is not None
+    port = int(provider.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET /function/{exposed}/big?n={10 ** 11} HTTP/1.1\r\nHost: x\r\n\r\n"
+                     .encode())
+        got = 0
+        while got < 4 * 1024 * 1024:
+            got += len(sock.recv(1 << 20))
+        assert runtime.inflight == 1
+    deadline = time.monotonic() + 10
+    while runtime.inflight:
+        assert time.monotonic() < deadline, "the call still holds its runtime"
+        time.sleep(0.05)

@@ -310,8 +310,8 @@ async def _answer(name: str, resp: Response, headers: list[tuple[str, str]],
             pieces += 1
             if gone is None and pieces >= 2 and resp.body_sent:
                 gone = asyncio.ensure_future(_disconnect(receive))
-            elif gone is not None and gone.done():
-                return
+            elif (gone is not None and gone.done()) or resp.body_failed:
+                return  # the client left (while it still sent its body, in the latter)
         await send({"type": "http.response.body", "body": b""})
         complete = True
     except (ConnectionError, TimeoutError) as err:  # includes a client gone (OSError)
