@@ -28,22 +28,19 @@ import re
 import threading
 import time
 import uuid
-from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any, AsyncIterator
 
+from ...asgibody import BodyPieces, ClientGone, disconnected
 from ...contract import HOP_BY_HOP_BYTES, refused_exposed_method
 from ...errors import OscarFaasError, ServiceNotFound
 from ...runtime.cgi import canonical_header
 from ...upstream import NotSent, Response, Upstream
-from ...wsproxy import bridge, client_headers, deny
+from ...wsproxy import Receive, Scope, Send, bridge, client_headers, deny
 from ..backend import LocalBackend, RuntimeFailed, not_ready
 from ..runtimes import START_WAIT, ManagedRuntime
 from ..types import DEFAULT_NAMESPACE
 
 log = logging.getLogger("oscar_faas.provider.proxy")
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: Methods the classic watchdog runs a function for; others get 405 (exposed services: any).
 WATCHDOG_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
@@ -60,30 +57,14 @@ _OURS = frozenset({"X-Duration-Seconds", "X-Call-Id", "X-Start-Time"})
 _INTERNAL = ("X-OpenFaaS-Internal", "proxy")
 
 
-class ClientGone(Exception):
-    """The client disconnected before its body was complete: nobody to answer."""
-
-
-class RequestBody:
+class RequestBody(BodyPieces):
     """The client's body: read whole when small (kept until the call is delivered, so it can
     be sent again), else streamed once."""
 
     def __init__(self, receive: Receive, length: int | None, chunked: bool) -> None:
-        self._receive = receive
+        super().__init__(receive)
         self.length, self.chunked = length, chunked
-        self.more = True
         self._held: list[bytes] = []
-
-    async def _next(self) -> bytes:
-        while self.more:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            self.more = message.get("more_body", False)
-            chunk = message.get("body", b"")
-            if chunk:
-                return chunk
-        return b""
 
     async def whole(self, limit: int = INLINE_BODY) -> bytes | None:
         """The whole body when it has at most ``limit`` bytes (kept: call again at will),
@@ -92,7 +73,7 @@ class RequestBody:
             return None
         size = sum(map(len, self._held))
         while self.more and size <= limit:
-            chunk = await self._next()
+            chunk = await self.next_chunk()
             self._held.append(chunk)
             size += len(chunk)
         if self.more or size > limit:
@@ -104,7 +85,7 @@ class RequestBody:
         held, self._held = self._held, []
         for chunk in held:
             yield chunk
-        while chunk := await self._next():
+        while chunk := await self.next_chunk():
             yield chunk
 
 
@@ -309,7 +290,7 @@ async def _answer(name: str, resp: Response, headers: list[tuple[str, str]],
             # body is sent, watch for it past two pieces and stop reading then.
             pieces += 1
             if gone is None and pieces >= 2 and resp.body_sent:
-                gone = asyncio.ensure_future(_disconnect(receive))
+                gone = asyncio.ensure_future(disconnected(receive))
             elif (gone is not None and gone.done()) or resp.body_failed:
                 return  # the client left (while it still sent its body, in the latter)
         await send({"type": "http.response.body", "body": b""})
@@ -325,11 +306,6 @@ async def _answer(name: str, resp: Response, headers: list[tuple[str, str]],
             resp.release()
         else:
             resp.close()
-
-
-async def _disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _raw_path(scope: Scope) -> str:
