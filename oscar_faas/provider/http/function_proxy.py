@@ -28,6 +28,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, AsyncIterator
 
 from ...asgibody import BodyPieces, ClientGone, disconnected
@@ -138,9 +139,14 @@ class FunctionProxy:
         self.backend = backend
         #: :class:`~oscar_faas.metrics.ProviderMetrics`, or None
         self.metrics = metrics
+        #: the runtimes' pools this loop has used (each is closed with its runtime too)
+        self._pools: weakref.WeakSet[Upstream] = weakref.WeakSet()
 
     async def aclose(self) -> None:
-        """The pools belong to the runtimes (closed when each is stopped): nothing here."""
+        """Close the connections to the runtimes while the loop still runs (the runtimes,
+        stopped after it, could only ask a loop that no longer turns)."""
+        for pool in list(self._pools):
+            pool.close()
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -223,6 +229,7 @@ class FunctionProxy:
                 raise not_ready(name, runtime)
             assert runtime is not None
             handle, pool = got
+            self._pools.add(pool)
             try:
                 return runtime, handle, await forward(pool, method, target, headers, body)
             except NotSent:
