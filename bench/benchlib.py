@@ -194,7 +194,7 @@ def steal_ticks() -> tuple[int, int]:
 
 def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (all threads), as the provider finds them."""
-    from oscar_faas.provider.processes import child_pids
+    from oscar_faas.runtime.children import child_pids
 
     return child_pids(pid)
 

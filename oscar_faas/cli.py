@@ -152,7 +152,7 @@ def since_time(value: str, now: float | None = None) -> str:
     import time
     from datetime import datetime, timezone
 
-    from .provider.limits import parse_duration
+    from .contract import parse_duration
     if not value:
         return ""
     seconds = parse_duration(value)  # None for anything but a duration

@@ -84,6 +84,12 @@ ENV_RUNTIME_LIFELINE = "OSCAR_RUNTIME_LIFELINE"
 ENV_ISOLATED = "OSCAR_FUNCTION_ISOLATED"
 #: The embedded provider's bound on calls waiting for a ``max_inflight`` slot.
 WATCHDOG_MAX_QUEUE = "max_queue"
+#: The classic watchdog's command, split on single spaces and run once per call.
+ENV_FPROCESS = "fprocess"
+#: Set to ``true`` by the embedded provider for a function whose ``envProcess`` is not the
+#: oscar supervisor (what faas-cli deploys): its runtime then runs :data:`ENV_FPROCESS` once
+#: per call, as the classic watchdog does, instead of the OSCAR I/O contract.
+ENV_RUNTIME_CLASSIC = "OSCAR_RUNTIME_CLASSIC"
 
 # --------------------------------------------------------------------------- exposed services
 
@@ -168,6 +174,12 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "upgrade"})
 #: The same names as bytes, as ASGI servers give header names.
 HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP)
+
+
+def canonical_header(name: str) -> str:
+    """Go's canonical form (``x-call-id`` -> ``X-Call-Id``): how a watchdog names headers,
+    and so the classic watchdog's CGI variables."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def is_dns1123_label(name: str, max_length: int = DNS1123_MAX_LENGTH) -> bool:

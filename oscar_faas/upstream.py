@@ -22,6 +22,7 @@ import asyncio
 import time
 from ssl import SSLContext
 from typing import AsyncIterable, AsyncIterator, Mapping, Sequence, Union
+from urllib.parse import urlsplit
 
 from .contract import POOL_REUSE_IDLE
 from .upstream_connection import HIGH_WATER, Connection, NotSent
@@ -123,6 +124,15 @@ class Upstream:
         self._idle: list[Connection] = []
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def for_url(cls, url: str, connect_timeout: float | None,
+                read_timeout: float | None = None) -> "Upstream":
+        """The pool for ``http://host:port`` (a function's runtime: by default no read
+        timeout, as a call runs as long as its function allows)."""
+        parts = urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 80, connect_timeout,
+                   read_timeout)
 
     def _put(self, conn: Connection) -> None:
         if conn.reusable and len(self._idle) < POOL_SIZE and not self._closed:

@@ -25,7 +25,7 @@ from ..errors import InvalidService, OscarFaasError
 from ..hoststatus import CpuSampler, cluster, machine_node, pod_states
 from ..metrics import exposition
 from ..model import Service
-from ..provider.quantities import parse_quantity
+from ..quantities import parse_quantity
 from ..translate import is_oscar_function, status_to_service
 from .context import gateway
 from .logstream import wants_follow

@@ -1,10 +1,11 @@
 """The embedded OpenFaaS-compatible local provider.
 
 It speaks the faas-provider REST contract (``/system/*``, ``/function/*``, ``/healthz``) and
-runs functions on one machine: an OSCAR service gets one long-lived runtime
-(:mod:`.runtimes`), as a host process or a container of its ``image`` (``--runtime``), any
-other ``fprocess`` a host process per call with classic-watchdog semantics, so the gateway
-talks to it exactly as to an OpenFaaS cluster.
+runs functions on one machine: every function gets one long-lived runtime (:mod:`.runtimes`)
+to which ``/function/<name>`` is proxied. An OSCAR service's runs as a host process or a
+container of its ``image`` (``--runtime``); any other ``fprocess`` gets a host runtime in
+classic-watchdog mode, which starts a process per call, so the gateway talks to it exactly as
+to an OpenFaaS cluster.
 
 Entry points: :func:`serve` (blocking) and ``python -m oscar_faas.provider`` (the same as
 ``oscar-faas provider``).

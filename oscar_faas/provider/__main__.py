@@ -29,9 +29,10 @@ OSCAR services (envProcess /oscar/bin/supervisor) get one long-lived runtime eac
 (oscar-faas runtime; warm workers with OSCAR_WORKER), to which /function/<name> is proxied:
 with --runtime host (the default) a process on this host (the function's image is ignored),
 with --runtime container a container of the function's own image through the Docker Engine
-API at DOCKER_HOST (Docker, or Podman's `podman system service`). Any other envProcess runs
-on this host as a process per call with classic-watchdog semantics (request body on stdin,
-stdout as the answer, exec_timeout, max_inflight). SIGTERM or Ctrl-C stops the runtimes too.
+API at DOCKER_HOST (Docker, or Podman's `podman system service`). Any other envProcess
+gets a runtime on this host in classic-watchdog mode: a process per call inside it (request
+body on stdin, stdout as the answer, exec_timeout, max_inflight), its image ignored.
+SIGTERM or Ctrl-C stops the runtimes and what they run.
 
 Deployments and secrets are stored under --data-dir and survive a restart.
 Basic auth on /system/* and /function/* is enabled when OPENFAAS_USERNAME and

@@ -3,17 +3,17 @@ host processes.
 
 :class:`Backend` is the contract routes rely on (faas-provider's ``FaaSHandlers`` split into
 methods); :class:`LocalBackend` implements it on top of :class:`~.state.Store` (durable
-deployments and secrets) and two ways of running a function:
+deployments and secrets) and one way of running a function: every function with an
+``envProcess`` gets one long-lived runtime (:mod:`.runtimes`, started by a
+:class:`~.launch.Launcher`), and ``/function/<name>`` is proxied to it
+(:mod:`.http.function_proxy`):
 
 * the functions the gateway deploys (``envProcess`` is the oscar supervisor,
-  :data:`SUPERVISOR_COMMANDS`) get one long-lived runtime each (:mod:`.runtimes`, started by a
-  :class:`~.launch.Launcher`), and ``/function/<name>`` is proxied to it
-  (:mod:`.http.function_proxy`);
-* any other ``envProcess`` (what faas-cli deploys) runs once per call with classic-watchdog
-  semantics (:class:`~.watchdog.Watchdog`).
+  :data:`SUPERVISOR_COMMANDS`): the OSCAR I/O contract, where the provider's launcher says;
+* any other ``envProcess`` (what faas-cli deploys): the runtime's classic-watchdog mode runs
+  it once per call (:mod:`oscar_faas.runtime.classic`), on the host.
 
-Per-function data (argv, env, limiter, runtime spec) is derived once per deploy, so an
-invocation does no parsing.
+Per-function data (runtime spec) is derived once per deploy, so an invocation does no parsing.
 """
 
 from __future__ import annotations
@@ -27,26 +27,28 @@ from pathlib import Path
 from typing import Mapping, Protocol
 
 from .. import contract as c
-from ..contract import ENV_EXPOSE_PORT, ENV_SECRETS_DIR, server_timing
+from ..contract import ENV_EXPOSE_PORT
 from ..errors import ServiceNotFound, UpstreamNotReady
-from .cgi import cgi_env
 from .entries import Call, FunctionEntry, runtime_spec
-from .errors import ProviderError, TooManyRequests, Unsupported
+from .errors import ProviderError, Unsupported
 from .isolation import Isolation
-from .launch import HostLauncher, Launcher, inherited_env
-from .limits import Limiter, QueueFull, WatchdogConfig
+from .launch import HostLauncher, Launcher
 from .runtime_state import FAILED
 from .runtimes import START_WAIT, ManagedRuntime, RuntimeManager
 from .state import FunctionRecord, Store
 from .types import (DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus,
                     ScaleServiceRequest, Secret)
-from .watchdog import Watchdog
 
 log = logging.getLogger("oscar_faas.provider")
 
 #: Every ``envProcess`` that means "the oscar supervisor": its module form and the path
-#: function images install it at (what the gateway deploys). Such functions get a runtime.
+#: function images install it at (what the gateway deploys). Such functions get a runtime
+#: with the OSCAR I/O contract; any other envProcess a classic-watchdog one.
 SUPERVISOR_COMMANDS = frozenset({c.SUPERVISOR_MODULE, c.SUPERVISOR_PROCESS})
+#: Longest wait of a classic function's deploy (of the provider's start, for all of them) for
+#: its runtime to be ready (a start takes under a second), so it is available
+#: (``availableReplicas`` 1) once deployed, as when the provider ran its processes itself.
+DEPLOY_WAIT = 10.0
 
 
 class NotFound(ServiceNotFound):
@@ -87,17 +89,16 @@ class LocalBackend:
     """A single-machine OpenFaaS provider. Thread-safe."""
 
     def __init__(self, data_dir: str | Path, env: Mapping[str, str] | None = None,
-                 max_inflight: int | None = None, launcher: Launcher | None = None,
-                 isolation: Isolation | None = None) -> None:
-        """:param isolation: run every function as a user of its own (:mod:`.isolation`;
+                 launcher: Launcher | None = None, isolation: Isolation | None = None) -> None:
+        """:param launcher: where runtimes run (default: a host launcher made here, with
+            ``env`` as the host's); classic-watchdog functions' always run on the host.
+        :param isolation: run every function as a user of its own (:mod:`.isolation`;
             the provider must be root); the host launcher made here uses it too."""
         self.isolation = isolation
         self.store = Store(data_dir, isolation)
-        self.watchdog = Watchdog(logging.getLogger("oscar_faas.provider.watchdog"), isolation)
-        host_env = os.environ if env is None else env
-        self._base_env = inherited_env(host_env)
-        self.runtimes = RuntimeManager(launcher or HostLauncher(host_env, isolation=isolation))
-        self._max_inflight = max_inflight
+        host = launcher if launcher is not None and launcher.kind == "host" else \
+            HostLauncher(os.environ if env is None else env, isolation=isolation)
+        self.runtimes = RuntimeManager(launcher or host, host)
         self._entries: dict[str, FunctionEntry] = {}
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -107,73 +108,65 @@ class LocalBackend:
         self.store.load()
         with self._lock:
             for record in self.store.functions():
-                self._entries[record.name] = self._entry(record, None)
+                self._entries[record.name] = self._entry(record)
             specs = [e.spec for e in self._entries.values() if e.spec is not None]
         self.runtimes.start_all(specs)
+        deadline = time.monotonic() + DEPLOY_WAIT  # classic ones: available once started
+        for spec in specs:
+            runtime = self.runtimes.get(spec.name) if spec.classic else None
+            if runtime is not None:
+                runtime.wait_ready(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        """Stop every runtime and kill every per-call process still running."""
+        """Stop every runtime (each kills the per-call processes it still runs)."""
         self.runtimes.close()
-        self.watchdog.close()
         if self.isolation is not None:
             self.isolation.close()
 
     # --- per-function data --------------------------------------------------------------------
 
-    def _entry(self, record: FunctionRecord, old: FunctionEntry | None) -> FunctionEntry:
+    def _entry(self, record: FunctionRecord) -> FunctionEntry:
         fd = record.deployment
-        config = WatchdogConfig.from_env(fd.env_vars, self._max_inflight)
         process = fd.env_process.strip()
-        secrets_dir = self.store.secrets_dir(fd.service)
-        env = dict(self._base_env)
-        env.update(fd.env_vars)
-        env["fprocess"] = fd.env_process
-        env[ENV_SECRETS_DIR] = str(secrets_dir)
-        user = None
-        if self.isolation is not None:
-            user = self.isolation.user(fd.service)
-            env.update(user.env(fd.service))
-        same_limits = old is not None and (old.config.max_inflight, old.config.max_queue) == (
-            config.max_inflight, config.max_queue)
-        # keep the limiter across an update that does not change it: calls in flight hold it
-        limiter = old.limiter if old is not None and same_limits else Limiter(
-            config.max_inflight, config.max_queue)
         spec = None
         if process in SUPERVISOR_COMMANDS:
-            kind = "runtime"
-            spec = runtime_spec(fd, secrets_dir)
-        else:
-            kind = "process" if process else "none"
-        return FunctionEntry(record=record, kind=kind,
-                             argv=tuple(a for a in process.split(" ") if a), env=env,
-                             config=config, limiter=limiter, spec=spec, user=user)
+            spec = runtime_spec(fd, self.store.secrets_dir(fd.service))
+        elif process:  # a classic watchdog refuses to start without fprocess: "none" then
+            spec = runtime_spec(fd, self.store.secrets_dir(fd.service), fd.env_process)
+        return FunctionEntry(record=record, kind="none" if spec is None else "runtime",
+                             env=dict(fd.env_vars), spec=spec)
 
     def _install(self, record: FunctionRecord) -> None:
         with self._lock:
-            entry = self._entries[record.name] = self._entry(record,
-                                                             self._entries.get(record.name))
-        if entry.spec is not None:
-            self.runtimes.ensure(entry.spec)
+            entry = self._entries[record.name] = self._entry(record)
+        if entry.spec is None:
+            self.runtimes.remove(record.name)  # it may have had one before this update
+            log.info("function %s: no envProcess, so no replica: calls get 503", record.name)
+            return
+        self.runtimes.ensure(entry.spec)
+        if entry.spec.classic:  # available once deployed, as before: its start is quick
+            runtime = self.runtimes.get(record.name)
+            if runtime is not None:
+                runtime.wait_ready(DEPLOY_WAIT)
+            log.info("function %s: image %r is ignored; this provider runs %r on the host, a "
+                     "process per call in the function's runtime", record.name,
+                     record.deployment.image, record.deployment.env_process)
+        else:
             log.info("function %s: served by its own runtime (%s launcher)", record.name,
                      self.runtimes.launcher.kind)
-        else:
-            self.runtimes.remove(record.name)  # it may have had one before this update
-            log.info("function %s: image %r is ignored; this provider runs %r on the host "
-                     "per call", record.name, record.deployment.image,
-                     record.deployment.env_process)
 
     def _ready(self, entry: FunctionEntry) -> bool:
-        """A classic watchdog refuses to start without ``fprocess``: never ready then; a
-        runtime is ready once its ``/_/health`` said so."""
-        if entry.kind == "runtime":
-            return self.runtimes.ready(entry.record.name)
-        return entry.kind == "process"
+        """Ready once its runtime's ``/_/health`` said so; never without a runtime (no
+        ``envProcess``)."""
+        return entry.kind == "runtime" and self.runtimes.ready(entry.record.name)
 
     def _status(self, entry: FunctionEntry) -> FunctionStatus:
         fd = entry.record.deployment
         if not fd.namespace:
             fd = FunctionDeployment(**{**fd.__dict__, "namespace": DEFAULT_NAMESPACE})
-        runtime = self.runtimes.get(fd.service) if entry.kind == "runtime" else None
+        # a classic function shows no runtime state, as before: its runtime is a detail
+        runtime = self.runtimes.get(fd.service) \
+            if entry.spec is not None and not entry.spec.classic else None
         return FunctionStatus(deployment=fd, invocation_count=self._counts.get(fd.service, 0),
                               replicas=1, available_replicas=1 if self._ready(entry) else 0,
                               created_at=entry.record.created_at,
@@ -221,10 +214,7 @@ class LocalBackend:
         """``(name, replicas, running, waiting)`` per function, for the metrics: a runtime's
         own ``/_/status`` (calls in flight through it when it cannot be asked)."""
         load = []
-        for name, entry in sorted(self._entries.items()):
-            if entry.kind != "runtime":
-                load.append((name, 1, entry.limiter.running, entry.limiter.waiting))
-                continue
+        for name in sorted(self._entries):
             runtime = self.runtimes.get(name)
             status = runtime.status() if runtime is not None else None
             if status is not None:
@@ -250,7 +240,8 @@ class LocalBackend:
     def exposed(self, name: str) -> bool:
         """An exposed service's function (its runtime proxies any method to its server)."""
         entry = self._entries.get(name)
-        return entry is not None and entry.kind == "runtime" and ENV_EXPOSE_PORT in entry.env
+        return entry is not None and entry.spec is not None and not entry.spec.classic \
+            and ENV_EXPOSE_PORT in entry.env
 
     def known(self, name: str) -> bool:
         """Deployed (calls to unknown functions are not counted in the metrics)."""
@@ -262,42 +253,16 @@ class LocalBackend:
         is counted (``invocationCount``). The proxy acquires, forwards and maps errors
         (:mod:`.http.function_proxy`).
 
-        :raises NotFound: unknown function. :raises NotReady: no ``envProcess``, or one that
-            has no runtime of its own (a process per call).
+        :raises NotFound: unknown function. :raises NotReady: no ``envProcess``.
         """
         entry = self._entries.get(name)
         if entry is None:
             raise NotFound(f"error finding function {name}.{DEFAULT_NAMESPACE}: not found")
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
-        if entry.kind != "runtime":
+        if entry.kind == "none":  # no envProcess: a classic watchdog would not start
             raise NotReady(f"No endpoints available for: {name}.")
         return self.runtimes.get(name)
-
-    def _per_call(self, name: str, entry: FunctionEntry, call: Call) -> Answer:
-        """The classic watchdog: one process per call, waiting for a slot if busy."""
-        cgi = cgi_env(call.method, call.path, call.query, call.headers, call.host,
-                      call.content_length, call.chunked)
-        env = {**entry.env, **cgi}
-        queued = time.monotonic()
-        try:
-            entry.limiter.acquire()
-        except QueueFull:
-            raise TooManyRequests("Concurrent request limit exceeded. Max concurrent requests: "
-                                  f"{entry.config.max_inflight}") from None
-        timings = {"queue": time.monotonic() - queued}
-        try:
-            result = self.watchdog.run_process(name, list(entry.argv), env, call.body,
-                                               call.content_length, entry.config, entry.user)
-        finally:
-            entry.limiter.release()
-        timings.update(result.timings)
-        headers = [("Content-Type", entry.config.content_type or call.header("Content-Type")
-                    or "text/plain")]
-        if timings:
-            headers.append(("Server-Timing", server_timing(timings)))
-        return Answer(result.status, headers, result.chunks(), result.length, result.close,
-                      close_connection=result.abandoned)
 
 
 def not_ready(name: str, runtime: ManagedRuntime | None) -> NotReady:

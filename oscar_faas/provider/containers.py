@@ -47,7 +47,7 @@ from ..netutil import free_port
 from .container_specs import HEALTH_PATH, FunctionContainer, FunctionSpec
 from .engine_api import (ContainerError, FunctionNotReady, ImageUnavailable, connect,
                          container_state, created_at, explain, pull_error)
-from .quantities import memory_bytes, nano_cpus
+from ..quantities import memory_bytes, nano_cpus
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 :class:`Call` is one ``/function/<name>`` request as the backend needs it; :class:`FunctionEntry`
 is everything an invocation needs, computed once per deploy; :func:`runtime_spec` is what a
-launcher needs to run a function's runtime.
+launcher needs to run a function's runtime (an OSCAR service's, or a classic ``fprocess``'s).
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .isolation import FunctionUser
+from ..contract import ENV_FPROCESS, ENV_RUNTIME_CLASSIC
 from .launch import RuntimeSpec
-from .limits import Limiter, WatchdogConfig
 from .state import FunctionRecord
 from .types import FunctionDeployment
 
@@ -48,23 +47,26 @@ class FunctionEntry:
     """Everything an invocation needs, computed at deploy time."""
 
     record: FunctionRecord
-    #: ``"runtime"`` (proxied to its runtime), ``"process"`` (a process per call) or
-    #: ``"none"`` (no envProcess: never ready)
+    #: ``"runtime"`` (proxied to its runtime) or ``"none"`` (no envProcess: never ready)
     kind: str
-    argv: tuple[str, ...]
+    #: the function's own ``envVars``
     env: dict[str, str]
-    config: WatchdogConfig
-    limiter: Limiter
     spec: RuntimeSpec | None = None
-    #: who its per-call processes run as (:mod:`.isolation`); None: the provider's user
-    user: FunctionUser | None = None
 
 
-def runtime_spec(fd: FunctionDeployment, secrets_dir: Path) -> RuntimeSpec:
-    """What a launcher needs to run ``fd``'s runtime."""
+def runtime_spec(fd: FunctionDeployment, secrets_dir: Path,
+                 fprocess: str | None = None) -> RuntimeSpec:
+    """What a launcher needs to run ``fd``'s runtime.
+
+    :param fprocess: a classic-watchdog function's command (not the oscar supervisor): its
+        runtime runs it once per call (``OSCAR_RUNTIME_CLASSIC``), on the host.
+    """
     limits = fd.limits or {}
     requests = fd.requests or {}
     gpu = any((limits.get(k) or requests.get(k) or "0") not in ("", "0") for k in GPU_KEYS)
-    return RuntimeSpec(name=fd.service, image=fd.image, env=dict(fd.env_vars),
+    env = dict(fd.env_vars)
+    if fprocess is not None:
+        env.update({ENV_FPROCESS: fprocess, ENV_RUNTIME_CLASSIC: "true"})
+    return RuntimeSpec(name=fd.service, image=fd.image, env=env,
                        secrets_dir=secrets_dir, memory=limits.get("memory") or None,
-                       cpu=limits.get("cpu") or None, gpu=gpu)
+                       cpu=limits.get("cpu") or None, gpu=gpu, classic=fprocess is not None)

@@ -36,8 +36,3 @@ class RequestTooLarge(ProviderError):
 
     status = 413
 
-
-class TooManyRequests(ProviderError):
-    """``max_inflight`` reached and the wait queue full: the watchdog's 429."""
-
-    status = 429

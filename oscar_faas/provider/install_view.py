@@ -214,21 +214,6 @@ class InstallView:
                 *argv]
 
 
-#: How much of a failed process's output may hold setpriv's exec error.
-EXEC_FAILURE_SCAN = 4096
-_EXEC_FAILED = b"setpriv: failed to execute "
-
-
-def exec_failure(output: bytes) -> str | None:
-    """The classic watchdog's ``exec: "<cmd>": <reason>`` line for a command the view's
-    ``setpriv`` could not execute (its output starts with setpriv's own error), else None."""
-    if not output.startswith(_EXEC_FAILED):
-        return None
-    line = output[len(_EXEC_FAILED):].split(b"\n", 1)[0].decode("utf-8", "replace")
-    command, _, reason = line.rpartition(": ")
-    return f'exec: "{command}": {reason}\n' if command else None
-
-
 def namespaces_work() -> str | None:
     """None when this process can build views, else why not (in words)."""
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]

@@ -1,8 +1,9 @@
 """Starting a function's long-lived runtime: the interface, and its host implementation.
 
 The embedded provider runs one runtime (``python -m oscar_faas.runtime``, see
-:mod:`oscar_faas.runtime`) per OSCAR function and proxies ``/function/<name>`` to it. *Where*
-that runtime runs is a :class:`Launcher`'s business:
+:mod:`oscar_faas.runtime`) per function (an OSCAR service, or a classic ``fprocess`` that
+the runtime runs once per call) and proxies ``/function/<name>`` to it. *Where* that runtime
+runs is a :class:`Launcher`'s business (a classic function's is always the host's):
 
 * :class:`HostLauncher` (here): a child process of the provider on this host, listening on a
   loopback port it picks itself (``--port 0``; the port is read from its ``listening on`` line,
@@ -34,9 +35,9 @@ from typing import Mapping, Protocol
 
 from ..contract import ENV_RUNTIME_LIFELINE, ENV_SECRETS_DIR
 from ..errors import OscarFaasError
+from ..runtime.children import kill_tree
 from .isolation import Isolation
 from .logs import function_logger
-from .processes import kill_tree
 
 log = logging.getLogger("oscar_faas.provider.launch")
 
@@ -72,6 +73,9 @@ class RuntimeSpec:
     cpu: str | None = None
     #: the deployment asks for a GPU
     gpu: bool = False
+    #: a classic-watchdog function (``fprocess`` per call): it runs on the host whatever the
+    #: provider's launcher, its image ignored (its env says so too, hence not fingerprinted)
+    classic: bool = False
     #: digest of the spec: same fingerprint = same runtime (adoption)
     fingerprint: str = field(default="")
 
@@ -166,12 +170,16 @@ class HostProcess:
 
     Its stdout and stderr (one pipe) are copied line by line into the function's logger
     (:func:`~.logs.function_logger`), so ``/system/logs`` shows the runtime's lines and the
-    output of scripts and workers; the last :data:`TAIL_LINES` are kept for errors.
+    output of scripts and workers; the last :data:`TAIL_LINES` are kept for errors. A classic
+    function's log is only its processes' stderr, as under a classic watchdog: with
+    ``classic``, the runtime's own lines go to the provider's log instead.
     """
 
-    def __init__(self, name: str, proc: subprocess.Popen[bytes], fingerprint: str = "") -> None:
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], fingerprint: str = "",
+                 classic: bool = False) -> None:
         self.name = name
         self.fingerprint = fingerprint
+        self.classic = classic
         self.proc = proc
         self.pid = proc.pid
         self.url = ""
@@ -267,7 +275,9 @@ class HostProcess:
         with self._tail_lock:
             self._tail.append(text)
         match = _RUNTIME_LINE.match(text)
-        if match is not None:
+        if match is not None and self.classic:
+            log.log(logging.getLevelName(match.group(1)), "%s: %s", self.name, match.group(2))
+        elif match is not None:
             self._logger.log(logging.getLevelName(match.group(1)), "%s", match.group(2))
         else:
             self._logger.info("%s", text)
@@ -333,7 +343,7 @@ class HostLauncher:
                                     **extra)  # type: ignore[call-overload]
         except (OSError, subprocess.SubprocessError) as err:
             raise LaunchError(f"cannot start the runtime of {spec.name}: {err}") from None
-        handle = HostProcess(spec.name, proc, spec.fingerprint)
+        handle = HostProcess(spec.name, proc, spec.fingerprint, spec.classic)
         if not handle.wait_listening(self.listen_timeout):
             handle.stop(1.0)
             code = proc.returncode

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from .. import __version__
-from ..contract import HOP_BY_HOP, basic_credentials
+from ..contract import HOP_BY_HOP, basic_credentials, canonical_header
 from ..errors import OscarFaasError, ServiceNotFound
 from .async_calls import async_function
 from .backend import Backend, Call
@@ -26,7 +26,6 @@ from .httpio import Request, Response, empty_response, json_response, text_respo
 from .logs import parse_since
 from .types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
                     ScaleServiceRequest, Secret, check_namespace)
-from .cgi import canonical_header
 
 log = logging.getLogger("oscar_faas.provider")
 

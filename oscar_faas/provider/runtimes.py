@@ -1,4 +1,4 @@
-"""One long-lived runtime per OSCAR function: started, watched, restarted, replaced, stopped.
+"""One long-lived runtime per function: started, watched, restarted, replaced, stopped.
 
 The :class:`RuntimeManager` keeps, per function, one :class:`ManagedRuntime`: a keeper thread
 that starts the runtime through a :class:`~.launch.Launcher`, polls ``GET {url}/_/health``
@@ -10,20 +10,17 @@ runtime that is starting, and get a 503 naming the cause at once while it is fai
 Life cycle, as the provider drives it:
 
 * **deploy** and **provider start**: :meth:`RuntimeManager.ensure` starts a runtime in the
-  background (the REST call does not wait for it). At start, runtimes the launcher reports as
-  still running (:meth:`~.launch.Launcher.adopt`; containers, by labels) are kept when their
-  ``fingerprint`` is the spec's, stopped otherwise.
-* **update** with a different spec: a new runtime is started and becomes the function's at
-  once, so every call that arrives after the update is answered by the new definition (as
-  before runtimes, and as oscar-python's ``update_service`` then ``run_service`` expect); such
-  calls wait for it to listen (:data:`START_WAIT`) and then queue inside it until it is ready.
-  The old runtime gets no new calls, finishes the ones it has (at most :data:`DRAIN_LIMIT`
-  seconds) and is stopped. If the new one never gets ready, calls get its own answers (a
-  worker's error with its output, 503) instead of being served silently by the old
-  definition: a broken update shows itself exactly as a broken deploy does. The price: a warm
-  model is reloaded before the first call after an update is answered.
-* **delete** and **provider close**: stopped (SIGTERM, the runtime finishes what it can for a
-  few seconds, then SIGKILL).
+  background (a deploy of a classic function then waits a little for it to be ready, see
+  :mod:`.backend`). At start, runtimes the launcher reports as still running (containers, by
+  labels) are kept when their ``fingerprint`` is the spec's, stopped otherwise.
+* **update** with a different spec: a new runtime becomes the function's at once, so every
+  call after the update is answered by the new definition (as oscar-python's
+  ``update_service`` then ``run_service`` expect); such calls wait for it to listen
+  (:data:`START_WAIT`), then queue inside it until it is ready. The old runtime finishes its
+  calls (at most :data:`DRAIN_LIMIT` s) and is stopped. A new one that never gets ready
+  answers calls itself (a worker's error, 503): a broken update shows as a broken deploy
+  does. The price: a warm model is reloaded before the first call after an update.
+* **delete** and **provider close**: stopped (SIGTERM, then SIGKILL after a few seconds).
 """
 
 from __future__ import annotations
@@ -34,7 +31,6 @@ import logging
 import threading
 import time
 from typing import Iterable
-from urllib.parse import urlsplit
 
 from ..contract import RUNTIME_CONNECT_TIMEOUT
 from ..upstream import Upstream
@@ -69,8 +65,7 @@ class ManagedRuntime:
         self.name = spec.name
         self.launcher = launcher
         self.handle: RuntimeHandle | None = None
-        #: the proxy's connections to the running runtime (closed when it is gone)
-        self.pool: Upstream | None = None
+        self.pool: Upstream | None = None  # the proxy's connections to it, closed with it
         self.inflight = 0
         #: what it is doing or why it is not running (replaced whole, read without a lock)
         self.state = RuntimeState(reason=self._starting_text())
@@ -112,6 +107,13 @@ class ManagedRuntime:
                 if left <= 0:
                     return None
                 self._cond.wait(left)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for it to be ready (False at once if it fails or stops)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping or self.state.state in (READY, FAILED),
+                                timeout)
+            return self.state.state == READY and not self._stopping
 
     def release(self) -> None:
         with self._cond:
@@ -168,8 +170,7 @@ class ManagedRuntime:
 
     def _set(self, state: str, reason: str, retry_at: float | None = None,
              failures: int | None = None, restarted: bool = False) -> None:
-        """Replace :attr:`state` (the time of change kept when ``state`` stays) and wake
-        the calls waiting on it."""
+        """Replace :attr:`state` (its time kept when ``state`` stays); wake waiting calls."""
         with self._cond:
             old = self.state
             self.state = RuntimeState(
@@ -225,8 +226,7 @@ class ManagedRuntime:
                 return
 
     def _back_off(self, failures: int, cause: str, restarted: bool = False) -> bool:
-        """Failed: tell calls why and when the next try is, and wait for it; True when
-        stopping."""
+        """Failed: tell calls why and when the next try is, wait for it; True: stopping."""
         delay = restart_delay(failures)
         self._set(FAILED, cause, retry_at=time.monotonic() + delay, failures=failures,
                   restarted=restarted)
@@ -253,9 +253,8 @@ class ManagedRuntime:
                 stale = handle
             else:
                 stale = None
-                url = urlsplit(handle.url)  # no read timeout: a call runs as long as it may
-                self.handle, self.pool = handle, Upstream(
-                    url.hostname or "127.0.0.1", url.port or 80, RUNTIME_CONNECT_TIMEOUT, None)
+                self.handle, self.pool = handle, Upstream.for_url(handle.url,
+                                                                  RUNTIME_CONNECT_TIMEOUT)
                 if self.state.state != FAILED:  # a failure stays the news until it is ready
                     self._set(STARTING, f"its runtime listens on {handle.url}; waiting for it to "
                               "be ready (warm workers load first)")
@@ -318,10 +317,11 @@ class ManagedRuntime:
 
 
 class RuntimeManager:
-    """The runtimes of every OSCAR function of the provider. Thread-safe."""
+    """Every function's runtime; classic ones' by ``host_launcher`` (on the host). Thread-safe."""
 
-    def __init__(self, launcher: Launcher) -> None:
+    def __init__(self, launcher: Launcher, host_launcher: Launcher | None = None) -> None:
         self.launcher = launcher
+        self.host_launcher = host_launcher or launcher
         self._runtimes: dict[str, ManagedRuntime] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -361,7 +361,8 @@ class RuntimeManager:
             old = self._runtimes.get(spec.name)
             if old is not None and old.spec.fingerprint == spec.fingerprint:
                 return
-            self._runtimes[spec.name] = ManagedRuntime(spec, self.launcher, adopted).start()
+            launcher = self.host_launcher if spec.classic else self.launcher
+            self._runtimes[spec.name] = ManagedRuntime(spec, launcher, adopted).start()
         if old is not None:
             log.info("function %s updated: the previous runtime stops once its calls end",
                      spec.name)

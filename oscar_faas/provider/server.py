@@ -207,12 +207,11 @@ def make_launcher(runtime: str, data_dir: str | Path,
 def _start_async_queue(backend: LocalBackend, data_dir: str | Path, url: str) -> None:
     """``/async-function``'s queue on disk (:mod:`.async_calls`), each function running up
     to its own ``max_inflight`` jobs; it calls this server's ``/function`` at ``url``."""
+    from ..runtime.settings import script_slots
     from .async_calls import AsyncQueue
-    from .limits import WatchdogConfig
 
     def concurrency(name: str) -> int:
-        return WatchdogConfig.from_env(backend.get_function(name).deployment.env_vars
-                                       ).max_inflight
+        return script_slots(backend.get_function(name).deployment.env_vars)
 
     queue = backend.async_queue = AsyncQueue(data_dir, concurrency)  # type: ignore[attr-defined]
     queue.start(url.replace("//0.0.0.0:", "//127.0.0.1:").replace("//[::]:", "//[::1]:"))

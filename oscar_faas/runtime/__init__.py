@@ -6,7 +6,9 @@ worker).
 ``POST /`` (any path) -> the OSCAR I/O contract -> the answer, ``GET /_/health`` (200 only when
 ready) and ``GET /_/status``. It is configured by the supervisor's environment; see
 :mod:`.server` for the HTTP side, :mod:`.invoke` for one call and :mod:`.workers` for warm
-workers (``OSCAR_WORKER``, line protocol v1; Python workers use :mod:`.oscar_worker`).
+workers (``OSCAR_WORKER``, line protocol v1; Python workers use :mod:`.oscar_worker`). With
+``OSCAR_RUNTIME_CLASSIC=true`` it is a classic watchdog instead (:mod:`.classic`): ``fprocess``
+runs once per call, body on stdin, stdout as the answer (what faas-cli functions get).
 
 Its import graph stays small (stdlib, uvicorn/httptools, PyYAML, pybase64; minio only when
 uploading) because it is frozen into function images.
@@ -37,4 +39,8 @@ Environment (the supervisor's, plus the watchdog's settings):
                   setup() once and forks the others), it serves calls over line protocol v1
                   (see docs/internals.md) instead of the script
   OSCAR_WORKER_FORK  false: every worker runs its own setup() (no fork)
+  OSCAR_RUNTIME_CLASSIC, fprocess
+                  true: be a classic watchdog instead: run fprocess (split on single spaces,
+                  no shell) once per call, the body on its stdin, its stdout the answer
+                  (combine_output=false: stderr to the log), 500 on a non-zero exit
 """

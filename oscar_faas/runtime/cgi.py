@@ -1,22 +1,18 @@
 """The classic watchdog's CGI variables (``Http_Method``, ``Http_Path``, ``Http_<Header>``...)
-from an ASGI request, as the runtime passes them to the script or worker.
+from an ASGI request, as the runtime passes them to the script, a warm worker or a classic
+``fprocess``.
 
 Exists so that mapping (Go's canonical header names, which headers are left out) is stated in
-one place of the runtime.
+one place of the package: every process a function call starts gets it from here.
 """
 
 from __future__ import annotations
 
-from ..contract import HOP_BY_HOP
+from ..contract import HOP_BY_HOP, canonical_header
 from .asgi_io import Scope
 
 #: Headers that are no CGI variable: hop-by-hop ones and the framing.
 _HOP_BY_HOP = HOP_BY_HOP | {"host", "content-length"}
-
-
-def canonical_header(name: str) -> str:
-    """Go's canonical form (``x-call-id`` -> ``X-Call-Id``), which decides the CGI names."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def cgi_env(scope: Scope) -> dict[str, str]:

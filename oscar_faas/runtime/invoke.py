@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping, Protocol
 
 from ..contract import CGI_JOB_ANSWER, JOB_ANSWER_LOG
-from ..provider.processes import wait_until
 from ..supervisor.config import FunctionConfig, load_config, load_script
 from ..supervisor.errors import FunctionConfigError, SupervisorError, UploadError
 from ..supervisor.logs import SupervisorLog
 from ..supervisor.outputs import list_output_files, write_output_tail, write_response
 from ..supervisor.upload import resolve_targets, secret_environment, upload_outputs
+from .children import wait_until
 from .guardian import own_group
 from .hints import isolation_hint
 from .settings import RuntimeSettings

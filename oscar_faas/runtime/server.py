@@ -54,17 +54,23 @@ class RuntimeApp:
         self.settings = settings
         self.log = log
         self.pool: WorkerPool | None = None
-        if settings.worker:
+        self.invoker = self._invoker(env, workdir)
+        self.caller = CallerCheck(env)
+        self.limiter = Limiter(settings.slots, settings.max_queue)
+        self.executor = ThreadPoolExecutor(settings.slots, thread_name_prefix="call")
+
+    def _invoker(self, env: Mapping[str, str], workdir: Path) -> Invoker:
+        """What runs a call: the OSCAR I/O contract around the script or warm workers (their
+        pool made first, as :attr:`pool`)."""
+        if self.settings.worker:
             worker_env = dict(env)
             try:
                 worker_env.update(secret_environment(env))
             except Exception as err:  # noqa: BLE001 - calls will answer it; start anyway
-                log.error("%s", err)
-            self.pool = WorkerPool(settings.worker, worker_env, settings.slots, log, workdir)
-        self.invoker = Invoker(env, settings, log, workdir, self.pool)
-        self.caller = CallerCheck(env)
-        self.limiter = Limiter(settings.slots, settings.max_queue)
-        self.executor = ThreadPoolExecutor(settings.slots, thread_name_prefix="call")
+                self.log.error("%s", err)
+            self.pool = WorkerPool(self.settings.worker, worker_env, self.settings.slots,
+                                   self.log, workdir)
+        return Invoker(env, self.settings, self.log, workdir, self.pool)
 
     def start(self) -> None:
         if self.pool is not None:
@@ -114,9 +120,7 @@ class RuntimeApp:
         except QueueFull:
             self.log.warning("429: %d call(s) running and %d waiting", self.limiter.running,
                              self.limiter.queued)
-            await plain(send, 429, f"too many requests: {self.limiter.running} running and "
-                        f"{self.limiter.queued} waiting (max_inflight={self.limiter.slots}, "
-                        f"max_queue={self.limiter.max_queue})\n".encode(), started)
+            await plain(send, 429, self._queue_full(), started)
             return
         try:
             if await self._claimed_elsewhere(scope, send, started):
@@ -124,6 +128,12 @@ class RuntimeApp:
             await self._invoke(scope, receive, send, started, time.monotonic() - started)
         finally:
             self.limiter.release()
+
+    def _queue_full(self) -> bytes:
+        """The 429's body: every slot busy and the wait queue full."""
+        return (f"too many requests: {self.limiter.running} running and {self.limiter.queued} "
+                f"waiting (max_inflight={self.limiter.slots}, "
+                f"max_queue={self.limiter.max_queue})\n").encode()
 
     async def _claimed_elsewhere(self, scope: Scope, send: Send, started: float) -> bool:
         """A queued job claims its run from the gateway first (:mod:`.claim`); a redelivery
@@ -199,10 +209,10 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     try:
         settings = RuntimeSettings.from_env(env)
     except ValueError as err:
-        log.error("invalid OSCAR_WORKER: %s", err)
+        log.error("%s", err)
         return 2
-    try:
-        expose = ExposeSettings.from_env(env)
+    try:  # a classic fprocess is the function, whatever else its env says
+        expose = None if settings.classic else ExposeSettings.from_env(env)
     except ValueError as err:
         log.error("invalid expose settings: %s", err)
         return 2
@@ -235,11 +245,17 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
                             "check %s)", bound[0], bound[1], expose.name, expose.port,
                             expose.check)
         else:
-            app = RuntimeApp(env, settings, log, Path(workdir))
+            if settings.classic:
+                from .classic_app import ClassicApp  # it builds on RuntimeApp
+                app = ClassicApp(env, settings, log, Path(workdir))
+                mode = "classic watchdog: " + " ".join(settings.classic)
+            else:
+                app = RuntimeApp(env, settings, log, Path(workdir))
+                mode = ("warm worker " + " ".join(settings.worker) if settings.worker
+                        else "script")
             log.logger.info("listening on http://%s:%d (%s, %d slot(s), "
-                    "max_queue %d)", bound[0], bound[1],
-                    "warm worker " + " ".join(settings.worker) if settings.worker else "script",
-                    settings.slots, settings.max_queue)
+                    "max_queue %d)", bound[0], bound[1], mode, settings.slots,
+                    settings.max_queue)
         config = uvicorn.Config(app, loop="asyncio", http="httptools", ws=ws,  # type: ignore[arg-type]
                                 lifespan="off", access_log=False, log_config=None,
                                 log_level="warning", server_header=False, date_header=False,

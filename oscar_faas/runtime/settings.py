@@ -2,10 +2,11 @@
 
 The same variables as the supervisor (``SCRIPT``, ``FUNCTION_CONFIG``, ``LOG_LEVEL``,
 ``OSCAR_SECRETS_DIR``, ``OSCAR_STORAGE_SECRET``) plus the watchdog's (``max_inflight``,
-``exec_timeout``, ``read_timeout``, ``write_timeout``, ``content_type``), ``max_queue`` and the
-warm-worker opt-in ``OSCAR_WORKER`` (with ``OSCAR_WORKER_FORK``). Without ``max_inflight``
-a warm service gets one worker per CPU it may use (:mod:`.sizing`). Values are parsed leniently, as the watchdog does: a bad
-value means the default.
+``exec_timeout``, ``read_timeout``, ``write_timeout``, ``content_type``, ``combine_output``),
+``max_queue``, the warm-worker opt-in ``OSCAR_WORKER`` (with ``OSCAR_WORKER_FORK``) and the
+classic-watchdog switch ``OSCAR_RUNTIME_CLASSIC`` (with ``fprocess``). Without
+``max_inflight`` a warm service gets one worker per CPU it may use (:mod:`.sizing`). Values
+are parsed leniently, as the watchdog does: a bad value means the default.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..contract import is_true, parse_duration
+from ..contract import (ENV_FPROCESS, ENV_RUNTIME_CLASSIC, WATCHDOG_COMBINE_OUTPUT, is_true,
+                        parse_duration)
 from .sizing import default_worker_slots, service_resources
 
 #: Bound of the wait queue when ``max_queue`` is unset.
@@ -33,6 +35,13 @@ def default_script_slots() -> int:
     """Concurrency for scripts when ``max_inflight`` is unset or 0: 4 per CPU (the classic
     watchdog's 0 means unlimited, which a shared host cannot afford)."""
     return 4 * (os.cpu_count() or 1)
+
+
+def script_slots(env: Mapping[str, str]) -> int:
+    """Calls a function without warm workers runs at once: its ``max_inflight``, or
+    :func:`default_script_slots` when that is unset, 0 or not a number (also the provider's
+    bound on a function's queued async calls in flight)."""
+    return _count(env.get("max_inflight")) or default_script_slots()
 
 
 @dataclass(frozen=True)
@@ -57,15 +66,29 @@ class RuntimeSettings:
     fork: bool = True
     #: bytes each warm worker may use (the service's ``memory``), None = no limit
     memory_limit: int | None = None
+    #: classic-watchdog mode: the ``fprocess`` command run once per call (split on single
+    #: spaces, no shell), or None for the OSCAR I/O contract
+    classic: tuple[str, ...] | None = None
+    #: classic mode: stderr joins stdout in the answer (else it goes to the log)
+    combine_output: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RuntimeSettings:
-        """:raises ValueError: ``OSCAR_WORKER`` cannot be split (unbalanced quotes)."""
-        raw_worker = (env.get("OSCAR_WORKER") or "").strip()
-        worker = tuple(shlex.split(raw_worker)) if raw_worker else None
-        inflight = _count(env.get("max_inflight")) or 0
-        if not inflight:
-            inflight = default_worker_slots(env) if worker else default_script_slots()
+        """:raises ValueError: ``OSCAR_WORKER`` cannot be split (unbalanced quotes), or the
+            classic mode has no ``fprocess``."""
+        classic = None
+        if is_true(env.get(ENV_RUNTIME_CLASSIC)):
+            classic = tuple(a for a in (env.get(ENV_FPROCESS) or "").strip().split(" ") if a)
+            if not classic:
+                raise ValueError(f"{ENV_RUNTIME_CLASSIC} is set but {ENV_FPROCESS} is empty")
+        raw_worker = "" if classic else (env.get("OSCAR_WORKER") or "").strip()
+        try:
+            worker = tuple(shlex.split(raw_worker)) if raw_worker else None
+        except ValueError as err:
+            raise ValueError(f"invalid OSCAR_WORKER: {err}") from None
+        combine = env.get(WATCHDOG_COMBINE_OUTPUT)
+        inflight = (_count(env.get("max_inflight")) or default_worker_slots(env)) if worker \
+            else script_slots(env)
         queue = _count(env.get("max_queue"))
         return cls(
             slots=inflight,
@@ -77,4 +100,6 @@ class RuntimeSettings:
             worker=worker or None,
             fork=is_true(env.get("OSCAR_WORKER_FORK") or "true"),
             memory_limit=service_resources(env)[1] if worker else None,
+            classic=classic,
+            combine_output=True if combine is None else is_true(combine),
         )

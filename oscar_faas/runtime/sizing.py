@@ -53,7 +53,7 @@ def service_resources(env: Mapping[str, str]) -> tuple[float | None, int | None]
     import yaml
 
     from ..contract import ENV_FUNCTION_CONFIG
-    from ..provider.quantities import parse_quantity
+    from ..quantities import parse_quantity
 
     raw = env.get(ENV_FUNCTION_CONFIG, "")
     try:

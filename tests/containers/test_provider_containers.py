@@ -166,6 +166,20 @@ def test_deploy_runs_the_function_in_its_image_with_limits_secrets_and_logs(
     assert "listening on" in text  # the runtime's own line, from inside the container
 
 
+def test_a_classic_function_runs_on_the_host(container_provider: ContainerProvider) -> None:
+    """A faas-cli function (envProcess not the supervisor) gets a host runtime in classic
+    mode even under --runtime container: its image is ignored (and never pulled)."""
+    p = container_provider
+    resp = p.request("POST", "/system/functions", json={
+        "service": "plain", "image": "no-such-image.invalid/never:1", "envProcess": "cat"})
+    assert resp.status_code in (200, 202), resp.text
+    assert p.request("GET", "/system/function/plain").json()["availableReplicas"] == 1
+    resp = p.invoke("plain", data=b"on the host", timeout=60)
+    assert resp.status_code == 200 and resp.text == "on the host"
+    assert p.containers("plain") == []
+    assert "image 'no-such-image.invalid/never:1' is ignored" in p.log()
+
+
 def test_update_replaces_the_container_and_delete_removes_it(
         container_provider: ContainerProvider, busybox_image: str) -> None:
     p = container_provider

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oscar_faas.errors import InvalidService
-from oscar_faas.provider.quantities import memory_bytes, nano_cpus
+from oscar_faas.quantities import memory_bytes, nano_cpus
 
 
 @pytest.mark.parametrize("text, expected", [

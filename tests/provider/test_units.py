@@ -6,12 +6,9 @@ from __future__ import annotations
 import io
 import logging
 import os
-import subprocess
 import threading
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
 
 import pytest
 
@@ -23,9 +20,10 @@ from oscar_faas.provider.routes import check_basic_auth
 from oscar_faas.provider.state import Store
 from oscar_faas.provider.types import (FunctionDeployment, FunctionStatus, Secret,
                                        format_time)
-from oscar_faas.provider.cgi import canonical_header, cgi_env
-from oscar_faas.provider.limits import Limiter, QueueFull, WatchdogConfig, parse_duration
-from oscar_faas.provider.watchdog import Watchdog
+from oscar_faas.contract import canonical_header, parse_duration
+from oscar_faas.runtime.cgi import cgi_env
+from oscar_faas.runtime.limiter import Limiter, QueueFull
+from oscar_faas.runtime.settings import RuntimeSettings
 
 from .test_watchdog import wait_dead
 
@@ -80,22 +78,29 @@ def test_parse_duration(text: str | None, seconds: float | None) -> None:
 
 
 def test_watchdog_config_from_env() -> None:
-    default = WatchdogConfig.from_env({}, fallback_inflight=7)
+    """A classic function's watchdog settings, as its runtime reads them."""
+    classic = {"OSCAR_RUNTIME_CLASSIC": "true", "fprocess": "cat"}
+    default = RuntimeSettings.from_env(classic)
     assert default.combine_output is True and default.exec_timeout == 0
-    assert default.max_inflight == 7 and default.max_queue == 100
-    assert WatchdogConfig.from_env({"max_inflight": "0"}, 7).max_inflight == 7
-    cfg = WatchdogConfig.from_env({"combine_output": "false", "exec_timeout": "2s",
-                                   "max_inflight": "1", "max_queue": "0",
-                                   "content_type": "application/json"})
-    assert (cfg.combine_output, cfg.exec_timeout, cfg.max_inflight, cfg.max_queue,
+    assert default.slots == 4 * (os.cpu_count() or 1) and default.max_queue == 100
+    assert default.classic == ("cat",)
+    assert RuntimeSettings.from_env({**classic, "max_inflight": "0"}).slots == default.slots
+    cfg = RuntimeSettings.from_env({**classic, "combine_output": "false", "exec_timeout": "2s",
+                                    "max_inflight": "1", "max_queue": "0",
+                                    "content_type": "application/json"})
+    assert (cfg.combine_output, cfg.exec_timeout, cfg.slots, cfg.max_queue,
             cfg.content_type) == (False, 2.0, 1, 0, "application/json")
-    assert WatchdogConfig.from_env({}).max_inflight == 4 * (os.cpu_count() or 1)
+    assert RuntimeSettings.from_env({**classic, "fprocess": "python3  h.py "}).classic == (
+        "python3", "h.py")
+    with pytest.raises(ValueError):
+        RuntimeSettings.from_env({**classic, "fprocess": " "})
 
 
 def test_cgi_env() -> None:
-    env = cgi_env("PUT", "/p", "a=1", [("x-call-id", "c"), ("Connection", "keep-alive"),
-                                        ("content-type", "a/b"), ("X-Call-Id", "second")],
-                  "h:1", None, True)
+    headers = [("x-call-id", "c"), ("Connection", "keep-alive"), ("content-type", "a/b"),
+               ("X-Call-Id", "second"), ("host", "h:1"), ("transfer-encoding", "chunked")]
+    env = cgi_env({"method": "PUT", "path": "/p", "query_string": b"a=1",
+                   "headers": [(k.lower().encode(), v.encode()) for k, v in headers]})
     assert env == {"Http_X_Call_Id": "c", "Http_Content_Type": "a/b", "Http_Method": "PUT",
                    "Http_ContentLength": "-1", "Http_Content_Length": "-1",
                    "Http_Query": "a=1", "Http_Path": "/p", "Http_Host": "h:1",
@@ -103,44 +108,35 @@ def test_cgi_env() -> None:
     assert canonical_header("x-FORWARDED-for") == "X-Forwarded-For"
 
 
-def wait_for(predicate: Any, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
 def test_limiter_queue_then_full() -> None:
-    limiter = Limiter(max_inflight=1, max_queue=1)
-    limiter.acquire()
-    got = threading.Event()
+    """The runtime's one limiter (asyncio): FIFO hand-over, bounded queue."""
+    import asyncio
 
-    def waiter() -> None:
-        limiter.acquire()
-        got.set()
+    async def scenario() -> None:
+        limiter = Limiter(slots=1, max_queue=1)
+        await limiter.acquire()
+        waiter = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        assert limiter.queued == 1
+        with pytest.raises(QueueFull):
+            await limiter.acquire()
+        assert not waiter.done()
+        limiter.release()  # handed straight to the waiter
+        await asyncio.wait_for(waiter, 10)
+        assert limiter.queued == 0
+        # The waiter holds the only slot: the next caller has to queue.
+        late = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        assert limiter.queued == 1
+        limiter.release()  # the waiter's slot goes to the late caller
+        await asyncio.wait_for(late, 10)
+        assert late.done() and limiter.queued == 0
+        limiter.release()
+        # Every slot is free again: a caller gets one without queueing.
+        await asyncio.wait_for(limiter.acquire(), 10)
+        assert limiter.queued == 0
 
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    wait_for(lambda: limiter.waiting == 1)
-    with pytest.raises(QueueFull):
-        limiter.acquire()
-    assert not got.is_set()
-    limiter.release()  # handed straight to the waiter
-    thread.join(10)
-    assert got.is_set() and limiter.waiting == 0
-    # The waiter holds the only slot: the next caller has to queue.
-    late = threading.Thread(target=limiter.acquire)
-    late.start()
-    wait_for(lambda: limiter.waiting == 1)
-    limiter.release()  # the waiter's slot goes to the late caller
-    late.join(10)
-    assert not late.is_alive() and limiter.waiting == 0
-    limiter.release()
-    # Every slot is free again: a caller gets one without queueing.
-    free = threading.Thread(target=limiter.acquire)
-    free.start()
-    free.join(10)
-    assert not free.is_alive() and limiter.waiting == 0
+    asyncio.run(scenario())
 
 
 def test_basic_auth_check() -> None:

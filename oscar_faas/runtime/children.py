@@ -1,19 +1,27 @@
-"""Child processes of the watchdog: feeding stdin, waiting with a deadline, logging stderr,
-and killing a whole tree (the process, its descendants and the groups they lead)."""
+"""The processes a call starts: feeding their stdin, waiting for them with a deadline, passing
+their stderr on line by line, and killing a whole tree (the process, its descendants and the
+groups they lead).
+
+Exists so the runtime's two kinds of per-call processes (an OSCAR script, :mod:`.invoke`, and
+a classic ``fprocess``, :mod:`.classic`) and the provider that stops runtimes
+(:mod:`oscar_faas.provider.launch`) share one way of doing each, with no import of the
+provider from the runtime.
+"""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from typing import IO, BinaryIO
 
 #: Read/write size for bodies and pipes.
 CHUNK = 64 * 1024
+_STDERR_LOCK = threading.Lock()
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -22,16 +30,22 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _drain(body: BinaryIO) -> None:
-    while body.read(CHUNK):
-        pass
+def write_stderr(data: bytes) -> None:
+    """Write ``data`` whole to our stderr (the function's log), never interleaved with
+    another call's lines; a closed stderr is ignored."""
+    with _STDERR_LOCK:
+        try:
+            write_all(2, data)
+        except OSError:
+            pass
 
 
-def pump_body(body: BinaryIO, stdin: IO[bytes], log: logging.Logger) -> None:
+def pump_body(body: BinaryIO, stdin: IO[bytes]) -> None:
     """Copy the request body to the child's stdin, then close it (the child sees EOF).
 
     If the child stops reading (exits early), the rest of the body is still read and dropped,
-    so the HTTP connection stays usable for the next request.
+    so the HTTP connection stays usable for the next request. A body that cannot be read to
+    its end (the client went away, ``read_timeout``) just ends the child's stdin.
     """
     fd = stdin.fileno()
     try:
@@ -39,10 +53,11 @@ def pump_body(body: BinaryIO, stdin: IO[bytes], log: logging.Logger) -> None:
             try:
                 write_all(fd, chunk)
             except BrokenPipeError:
-                _drain(body)
+                while body.read(CHUNK):
+                    pass
                 break
-    except (OSError, ValueError) as err:
-        log.debug("request body interrupted: %s", err)
+    except (OSError, ValueError, TimeoutError):
+        pass
     finally:
         try:
             stdin.close()
@@ -76,10 +91,11 @@ def wait_until(proc: subprocess.Popen[bytes], deadline: float) -> bool:
 
 
 class StderrLines:
-    """Log a child's stderr line by line (``combine_output=false``)."""
+    """Pass a child's stderr on to ours (the function's log) line by line, each line after
+    ``stderr: `` (``combine_output=false``)."""
 
-    def __init__(self, log: logging.Logger, name: str) -> None:
-        self.log, self.name, self.buf = log, name, bytearray()
+    def __init__(self) -> None:
+        self.buf = bytearray()
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -93,8 +109,9 @@ class StderrLines:
             self._emit(bytes(self.buf))
             self.buf.clear()
 
-    def _emit(self, line: bytes) -> None:
-        self.log.info("stderr: %s", line.decode("utf-8", "replace").rstrip("\r"))
+    @staticmethod
+    def _emit(line: bytes) -> None:
+        write_stderr(b"stderr: " + line.rstrip(b"\r") + b"\n")
 
 
 def child_pids(pid: int) -> list[int]:
@@ -105,17 +122,12 @@ def child_pids(pid: int) -> list[int]:
     except OSError:
         return found
     for tid in tasks:
-        found.extend(thread_child_pids(pid, int(tid)))
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found.extend(int(p) for p in handle.read().split())
+        except (OSError, ValueError):
+            continue
     return found
-
-
-def thread_child_pids(pid: int, tid: int) -> list[int]:
-    """Children forked by one thread of ``pid`` (``/proc/<pid>/task/<tid>/children``)."""
-    try:
-        with open(f"/proc/{pid}/task/{tid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except (OSError, ValueError):
-        return []
 
 
 def kill_tree(pid: int) -> None:

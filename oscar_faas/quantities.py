@@ -1,14 +1,16 @@
 """Kubernetes resource quantities (``512Mi``, ``0.5``, ``500m``) as the numbers engines take.
 
-Exists so the container engine's limits (``mem_limit``, ``nano_cpus``) read OSCAR/OpenFaaS
-quantities by the Kubernetes rules, in one place, testable without an engine.
+Exists so every reader of an FDL's ``cpu``/``memory`` (the container engine's limits
+``mem_limit``/``nano_cpus``, a warm service's worker count in :mod:`.runtime.sizing`, the
+status route's totals) follows the Kubernetes rules, in one place, testable without an engine;
+at the package's top level because the runtime must not import the provider.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation, ROUND_CEILING
 
-from ..errors import InvalidService
+from .errors import InvalidService
 
 #: The smallest memory limit engines accept (Docker and Podman refuse less than 6 MiB).
 MIN_MEMORY = 6 * 1024 * 1024
