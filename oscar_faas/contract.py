@@ -140,6 +140,9 @@ KEEPALIVE_IDLE = 15.0
 #: A new connection that has sent nothing within this many seconds is closed (quietly), by
 #: the provider and by the gateway's workers.
 FIRST_BYTE_TIMEOUT = 5.0
+#: The provider's proxy gives up connecting to a function's runtime (on this machine, or a
+#: container on it) after this many seconds and treats it as not listening.
+RUNTIME_CONNECT_TIMEOUT = 5.0
 
 
 def refused_exposed_method(method: str) -> str | None:

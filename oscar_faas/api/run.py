@@ -14,6 +14,8 @@ import asyncio
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 
+from ..asgibody import BodyPieces, ClientGone
+from ..asgibody import disconnected as _disconnect
 from ..auth import require_run_access
 from ..contract import HOP_BY_HOP_BYTES
 from ..errors import BodyTooLarge, NotInvocable, OscarFaasError
@@ -78,18 +80,7 @@ async def error_response(send: Send, err: OscarFaasError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _disconnect(receive: Receive) -> None:
-    """Return when the client disconnects (reading past any body left unread: a function
-    may answer before it has taken all of its input)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body was complete: nobody to answer."""
-
-
-class RequestBody:
+class RequestBody(BodyPieces):
     """The client's body as the function gets it: bytes when small, else a bounded stream.
 
     The stream remembers when it had to stop at the limit, so the handler can answer 413
@@ -97,21 +88,9 @@ class RequestBody:
     """
 
     def __init__(self, receive: Receive, limit: int) -> None:
-        self.receive = receive
+        super().__init__(receive)
         self.limit = limit
-        self.more = True
         self.too_large = False
-
-    async def _next(self) -> bytes:
-        while self.more:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            self.more = message.get("more_body", False)
-            chunk = message.get("body", b"")
-            if chunk:
-                return chunk
-        return b""
 
     async def read(self, length: int | None) -> bytes | AsyncIterator[bytes]:
         """:raises BodyTooLarge: the body passes the limit (0: none) within the first
@@ -121,7 +100,7 @@ class RequestBody:
         parts: list[bytes] = []
         got = 0
         while got <= REPLAYABLE:
-            chunk = await self._next()
+            chunk = await self.next_chunk()
             if not chunk:
                 break
             parts.append(chunk)
@@ -136,7 +115,7 @@ class RequestBody:
     async def _stream(self, head: bytes, seen: int) -> AsyncIterator[bytes]:
         yield head
         while True:
-            chunk = await self._next()
+            chunk = await self.next_chunk()
             if not chunk:
                 return
             seen += len(chunk)

@@ -5,7 +5,8 @@ host processes.
 methods); :class:`LocalBackend` implements it on top of :class:`~.state.Store` (durable
 deployments and secrets) and one way of running a function: every function with an
 ``envProcess`` gets one long-lived runtime (:mod:`.runtimes`, started by a
-:class:`~.launch.Launcher`), and ``/function/<name>`` is proxied to it (:mod:`.proxy`):
+:class:`~.launch.Launcher`), and ``/function/<name>`` is proxied to it
+(:mod:`.http.function_proxy`):
 
 * the functions the gateway deploys (``envProcess`` is the oscar supervisor,
   :data:`SUPERVISOR_COMMANDS`): the OSCAR I/O contract, where the provider's launcher says;
@@ -23,17 +24,15 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
-from urllib.parse import urlsplit
+from typing import Mapping, Protocol
 
 from .. import contract as c
 from ..contract import ENV_EXPOSE_PORT
 from ..errors import ServiceNotFound, UpstreamNotReady
-from .entries import Call, FunctionEntry, runtime_spec
+from .entries import FunctionEntry, runtime_spec
 from .errors import ProviderError, Unsupported
 from .isolation import Isolation
 from .launch import HostLauncher, Launcher
-from .proxy import Answer, RuntimeUnreachable, forward
 from .runtime_state import FAILED
 from .runtimes import START_WAIT, ManagedRuntime, RuntimeManager
 from .state import FunctionRecord, Store
@@ -80,7 +79,9 @@ class Backend(Protocol):
     def list_secrets(self) -> list[Secret]: ...
     def put_secret(self, secret: Secret, create: bool) -> None: ...
     def delete_secret(self, name: str) -> None: ...
-    def invoke(self, name: str, call: Call) -> Answer: ...
+    def known(self, name: str) -> bool: ...
+    def exposed(self, name: str) -> bool: ...
+    def runtime_for(self, name: str) -> ManagedRuntime | None: ...
     def close(self) -> None: ...
 
 
@@ -242,76 +243,26 @@ class LocalBackend:
         return entry is not None and entry.spec is not None and not entry.spec.classic \
             and ENV_EXPOSE_PORT in entry.env
 
-    def runtime_address(self, name: str, wait: float) -> tuple[str, int, Callable[[], None]] | None:
-        """``(host, port, release)`` of the function's running runtime (waiting up to
-        ``wait`` s for it to listen), for a connection that is not one HTTP call (a WebSocket
-        upgrade); ``release()`` when it ends. None: no such runtime."""
-        runtime = self.runtimes.get(name)
-        got = runtime.acquire(wait) if runtime is not None else None
-        if got is None:
-            return None
-        parts = urlsplit(got[0].url)
-        return parts.hostname or "127.0.0.1", parts.port or 80, runtime.release  # type: ignore[union-attr]
+    def known(self, name: str) -> bool:
+        """Deployed (calls to unknown functions are not counted in the metrics)."""
+        return name in self._entries
 
-    def invoke(self, name: str, call: Call) -> Answer:
-        """Answer one call: proxied to the function's runtime (which answers its own 429).
+    def runtime_for(self, name: str) -> ManagedRuntime | None:
+        """The runtime that answers a call to ``name`` (None while it has none: stopped or
+        being replaced; the proxy waits for it and then answers :func:`not_ready`). The call
+        is counted (``invocationCount``). The proxy acquires, forwards and maps errors
+        (:mod:`.http.function_proxy`).
 
-        :raises NotFound: unknown function. :raises NotReady: no ``envProcess``, or no
-            runtime running within :data:`~.runtimes.START_WAIT`.
-        :raises RuntimeFailed: the runtime went away in the middle of the call.
+        :raises NotFound: unknown function. :raises NotReady: no ``envProcess``.
         """
         entry = self._entries.get(name)
         if entry is None:
             raise NotFound(f"error finding function {name}.{DEFAULT_NAMESPACE}: not found")
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
-        if entry.kind == "none":
+        if entry.kind == "none":  # no envProcess: a classic watchdog would not start
             raise NotReady(f"No endpoints available for: {name}.")
-        return self._proxy(name, call)
-
-    def _proxy(self, name: str, call: Call) -> Answer:
-        deadline = time.monotonic() + START_WAIT
-        target = call.raw_path + (f"?{call.query}" if call.query else "")
-        while True:
-            runtime = self.runtimes.get(name)
-            got = runtime.acquire(max(0.0, deadline - time.monotonic())) if runtime else None
-            if got is None:
-                current = self.runtimes.get(name)
-                if current is not None and current is not runtime \
-                        and time.monotonic() < deadline:
-                    continue  # replaced while we waited: ask the new one
-                raise not_ready(name, runtime)
-            handle, pool = got
-            try:
-                answer = forward(pool, call.method, target, call.headers, call.body,
-                                 call.content_length, call.chunked, name)
-            except RuntimeUnreachable:
-                runtime.release()
-                if not runtime.suspect(handle):
-                    time.sleep(0.02)  # dying, not yet dead: look again shortly
-                if time.monotonic() >= deadline:
-                    raise not_ready(name, runtime) from None
-                continue
-            except ConnectionError as err:
-                runtime.release()
-                runtime.suspect(handle)
-                tail = handle.output_tail().strip().splitlines()[-10:]
-                raise RuntimeFailed(f"the runtime of {name} went away during the call "
-                                    f"({err})" + ("\n" + "\n".join(tail) if tail else "")
-                                    ) from None
-            except BaseException:
-                runtime.release()
-                raise
-            close = answer.close
-
-            def done(close=close, runtime=runtime) -> None:
-                try:
-                    close()
-                finally:
-                    runtime.release()
-
-            answer.close = done
-            return answer
+        return self.runtimes.get(name)
 
 
 def not_ready(name: str, runtime: ManagedRuntime | None) -> NotReady:

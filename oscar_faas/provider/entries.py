@@ -1,15 +1,13 @@
-"""What the backend keeps per function and per call: plain records, apart from the logic.
+"""What the backend keeps per function: plain records, apart from the logic.
 
-:class:`Call` is one ``/function/<name>`` request as the backend needs it; :class:`FunctionEntry`
-is everything an invocation needs, computed once per deploy; :func:`runtime_spec` is what a
-launcher needs to run a function's runtime (an OSCAR service's, or a classic ``fprocess``'s).
+:class:`FunctionEntry` is everything an invocation needs, computed once per deploy;
+:func:`runtime_spec` is what a launcher needs to run a function's runtime (an OSCAR service's, or a classic ``fprocess``'s).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from ..contract import ENV_FPROCESS, ENV_RUNTIME_CLASSIC
 from .launch import RuntimeSpec
@@ -18,28 +16,6 @@ from .types import FunctionDeployment
 
 #: ``limits``/``requests`` keys that ask for a GPU.
 GPU_KEYS = ("nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu")
-
-
-@dataclass
-class Call:
-    """One ``/function/<name>[/path]`` request, as the backend needs it."""
-
-    method: str
-    #: the path after the function's name, still percent-encoded (``/`` when none)
-    raw_path: str
-    #: the same, decoded (the classic watchdog's ``Http_Path``)
-    path: str
-    query: str
-    #: the client's headers minus hop-by-hop ones, plus the gateway's (X-Call-Id, ...)
-    headers: list[tuple[str, str]]
-    host: str
-    body: BinaryIO
-    content_length: int | None
-    chunked: bool
-
-    def header(self, name: str) -> str:
-        lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), "")
 
 
 @dataclass(frozen=True)

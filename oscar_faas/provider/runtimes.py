@@ -32,9 +32,10 @@ import threading
 import time
 from typing import Iterable
 
+from ..contract import RUNTIME_CONNECT_TIMEOUT
+from ..upstream import Upstream
 from .launch import Launcher, LaunchError, RuntimeHandle, RuntimeSpec
 from .logs import function_logger
-from .proxy import ConnectionPool
 from .runtime_state import (FAILED, READY, RESTART_STABLE, STARTING, RuntimeState,
                             exit_cause, probe, restart_delay, summary)
 
@@ -64,7 +65,7 @@ class ManagedRuntime:
         self.name = spec.name
         self.launcher = launcher
         self.handle: RuntimeHandle | None = None
-        self.pool: ConnectionPool | None = None
+        self.pool: Upstream | None = None  # the proxy's connections to it, closed with it
         self.inflight = 0
         #: what it is doing or why it is not running (replaced whole, read without a lock)
         self.state = RuntimeState(reason=self._starting_text())
@@ -87,7 +88,7 @@ class ManagedRuntime:
 
     # --- what calls use ------------------------------------------------------------------------
 
-    def acquire(self, wait: float = START_WAIT) -> tuple[RuntimeHandle, ConnectionPool] | None:
+    def acquire(self, wait: float = START_WAIT) -> tuple[RuntimeHandle, Upstream] | None:
         """The running runtime for one call (waiting up to ``wait`` s for it to listen), or
         None: stopped, still not running after ``wait``, or failed and waiting out its
         back-off (then at once: :attr:`state` says why and when it tries again); the caller
@@ -169,8 +170,7 @@ class ManagedRuntime:
 
     def _set(self, state: str, reason: str, retry_at: float | None = None,
              failures: int | None = None, restarted: bool = False) -> None:
-        """Replace :attr:`state` (the time of change kept when ``state`` stays) and wake
-        the calls waiting on it."""
+        """Replace :attr:`state` (its time kept when ``state`` stays); wake waiting calls."""
         with self._cond:
             old = self.state
             self.state = RuntimeState(
@@ -226,8 +226,7 @@ class ManagedRuntime:
                 return
 
     def _back_off(self, failures: int, cause: str, restarted: bool = False) -> bool:
-        """Failed: tell calls why and when the next try is, and wait for it; True when
-        stopping."""
+        """Failed: tell calls why and when the next try is, wait for it; True: stopping."""
         delay = restart_delay(failures)
         self._set(FAILED, cause, retry_at=time.monotonic() + delay, failures=failures,
                   restarted=restarted)
@@ -254,7 +253,8 @@ class ManagedRuntime:
                 stale = handle
             else:
                 stale = None
-                self.handle, self.pool = handle, ConnectionPool(handle.url)
+                self.handle, self.pool = handle, Upstream.for_url(handle.url,
+                                                                  RUNTIME_CONNECT_TIMEOUT)
                 if self.state.state != FAILED:  # a failure stays the news until it is ready
                     self._set(STARTING, f"its runtime listens on {handle.url}; waiting for it to "
                               "be ready (warm workers load first)")

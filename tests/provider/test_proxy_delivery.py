@@ -1,18 +1,18 @@
 """The proxy's delivery rule against a scripted runtime over real loopback sockets: a call
-the runtime never read is sent again whole, one it read is never sent twice (issue 22)."""
+the runtime never read is sent again whole, one it read is never sent twice (issue 22).
+The proxy is ``function_proxy.forward`` on the upstream client, on an event loop."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import socket
 import struct
 import threading
 
 import pytest
 
-from oscar_faas.provider.http.messages import RequestBody
-from oscar_faas.provider.proxy import ConnectionPool, RuntimeUnreachable, forward
+from oscar_faas.provider.http.function_proxy import RequestBody, forward
+from oscar_faas.upstream import NotSent, Upstream
 
 
 def _read_request(conn: socket.socket) -> bytes:
@@ -74,52 +74,75 @@ class Runtime:
         self.listener.close()
 
 
-def _call(pool: ConnectionPool, body: io.RawIOBase | RequestBody, length: int) -> bytes:
-    answer = forward(pool, "POST", "/", [("Host", "x")], body, length, False)
+def _body(data: bytes) -> RequestBody:
+    """The client's body as the ASGI server hands it over (one message)."""
+    messages = [{"type": "http.request", "body": data, "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    return RequestBody(receive, len(data), chunked=False)
+
+
+async def _call(pool: Upstream, body: RequestBody) -> bytes:
+    answer = await forward(pool, "POST", "/", [("Host", "x")], body)
     try:
-        return b"".join(answer.chunks)
-    finally:
+        data = await answer.read()
+    except BaseException:
         answer.close()
+        raise
+    answer.release()  # read whole: its connection goes back to the pool
+    return data
+
+
+def _pool(runtime: Runtime) -> Upstream:
+    return Upstream("127.0.0.1", runtime.port, 5.0, None)
 
 
 def test_a_call_the_runtime_never_read_is_sent_again_whole() -> None:
     runtime = Runtime("reset")
-    pool = ConnectionPool(f"http://127.0.0.1:{runtime.port}")
-    assert _call(pool, io.BytesIO(b"one"), 3) == b"first"
-    assert _call(pool, io.BytesIO(b"two!"), 4) == b"two!"
+    pool = _pool(runtime)
+
+    async def calls() -> None:
+        assert await _call(pool, _body(b"one")) == b"first"
+        assert await _call(pool, _body(b"two!")) == b"two!"
+        pool.close()
+
+    asyncio.run(calls())
     runtime.thread.join(5)
     assert runtime.seen == [b"one", b"two!"]  # delivered once, whole
     runtime.close()
-    pool.close()
 
 
 def test_a_call_the_runtime_read_is_never_sent_twice() -> None:
     runtime = Runtime("taken")
-    pool = ConnectionPool(f"http://127.0.0.1:{runtime.port}")
-    assert _call(pool, io.BytesIO(b"one"), 3) == b"first"
-    with pytest.raises(ConnectionError) as err:
-        _call(pool, io.BytesIO(b"two!"), 4)
-    assert not isinstance(err.value, RuntimeUnreachable)  # not for the caller to retry
+    pool = _pool(runtime)
+
+    async def calls() -> None:
+        assert await _call(pool, _body(b"one")) == b"first"
+        with pytest.raises(ConnectionError) as err:
+            await _call(pool, _body(b"two!"))
+        assert not isinstance(err.value, NotSent)  # not for the caller to retry
+        pool.close()
+
+    asyncio.run(calls())
     runtime.thread.join(3)
     assert runtime.seen == [b"one", b"two!"]
     runtime.close()
-    pool.close()
 
 
 def test_a_call_never_read_by_a_runtime_that_is_gone_keeps_its_body() -> None:
     runtime = Runtime("reset", listen_after=False)
-    pool = ConnectionPool(f"http://127.0.0.1:{runtime.port}")
-    assert _call(pool, io.BytesIO(b"one"), 3) == b"first"
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
+    pool = _pool(runtime)
 
-    async def receive() -> dict[str, object]:  # the body as the provider's app receives it
-        return {"type": "http.request", "body": b"the whole body", "more_body": False}
+    async def calls() -> None:
+        assert await _call(pool, _body(b"one")) == b"first"
+        body = _body(b"the whole body")
+        with pytest.raises(NotSent):  # the caller may wait for the next runtime
+            await _call(pool, body)
+        assert await body.whole() == b"the whole body"  # kept: a retry sends all of it
+        pool.close()
 
-    body = RequestBody(receive, loop, 14)
-    with pytest.raises(RuntimeUnreachable):  # the caller may wait for the next runtime
-        _call(pool, body, 14)
-    assert body.read() == b"the whole body"  # put back: a retry sends all of it
+    asyncio.run(calls())
     runtime.thread.join(5)
     assert runtime.seen == [b"one"]
-    pool.close()

@@ -14,7 +14,7 @@ from oscar_faas.contract import (FIRST_BYTE_TIMEOUT, KEEPALIVE_IDLE, POOL_REUSE_
                                  RUNTIME_KEEPALIVE)
 from oscar_faas.httpserver import HttpLimits
 from oscar_faas.provider.http.messages import RequestBody
-from oscar_faas.provider.proxy import IDLE_LIMIT
+from oscar_faas.upstream import POOL_REUSE_IDLE as IDLE_LIMIT  # the pool to each runtime
 
 
 def test_each_client_stops_reusing_before_its_server_closes() -> None:
