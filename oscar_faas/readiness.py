@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import IO, Any, Iterable
 
 from .client import ClientError, OscarClient
-from .provider.runtime_state import summary
+from .provider.runtimes.state import summary
 
 #: Seconds between two looks at a service.
 POLL = 0.5

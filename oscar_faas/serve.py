@@ -68,7 +68,7 @@ def provider_environment(env: Mapping[str, str]) -> dict[str, str]:
     need (paths, locale, proxies, CA files, its engine, its own ``OSCAR_FAAS_*``
     settings), never a credential: ``/proc/<pid>/environ`` keeps a process's start-time
     environment for its whole life, so removing them later would not hide them."""
-    from .provider.launch import inherited_env
+    from .provider.host.launcher import inherited_env
     picked = inherited_env(env)
     picked.update({k: v for k, v in env.items()
                    if k in PROVIDER_ENV or k.startswith(PROVIDER_ENV_PREFIXES)})
@@ -79,7 +79,7 @@ def provider_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def write_credentials(path: Path, username: str, password: str) -> None:
     """The provider's credentials for ``--credentials-file``: 0600, never in an environment."""
-    from .provider.state import atomic_write
+    from .provider.state.store import atomic_write
     atomic_write(path, f"{username}\n{password}\n".encode(), 0o600)
 
 

@@ -2,10 +2,10 @@
 host processes.
 
 :class:`Backend` is the contract routes rely on (faas-provider's ``FaaSHandlers`` split into
-methods); :class:`LocalBackend` implements it on top of :class:`~.state.Store` (durable
+methods); :class:`LocalBackend` implements it on top of :class:`~.state.store.Store` (durable
 deployments and secrets) and one way of running a function: every function with an
-``envProcess`` gets one long-lived runtime (:mod:`.runtimes`, started by a
-:class:`~.launch.Launcher`), and ``/function/<name>`` is proxied to it
+``envProcess`` gets one long-lived runtime (:mod:`.runtimes.manager`, started by a
+:class:`~.runtimes.launch.Launcher`), and ``/function/<name>`` is proxied to it
 (:mod:`.http.function_proxy`):
 
 * the functions the gateway deploys (``envProcess`` is the oscar supervisor,
@@ -31,12 +31,13 @@ from ..contract import ENV_EXPOSE_PORT
 from ..errors import ServiceNotFound, UpstreamNotReady
 from .entries import FunctionEntry, runtime_spec
 from .errors import ProviderError, Unsupported
-from .isolation import Isolation
-from .launch import HostLauncher, Launcher
-from .runtime_state import FAILED
-from .runtimes import START_WAIT, ManagedRuntime, RuntimeManager
-from .state import FunctionRecord, Store
-from .types import (DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus,
+from .host.isolation import Isolation
+from .host.launcher import HostLauncher
+from .runtimes.launch import Launcher
+from .runtimes.state import FAILED
+from .runtimes.manager import START_WAIT, ManagedRuntime, RuntimeManager
+from .state.store import FunctionRecord, Store
+from .state.types import (DEFAULT_NAMESPACE, FunctionDeployment, FunctionStatus,
                     ScaleServiceRequest, Secret)
 
 log = logging.getLogger("oscar_faas.provider")
@@ -92,7 +93,7 @@ class LocalBackend:
                  launcher: Launcher | None = None, isolation: Isolation | None = None) -> None:
         """:param launcher: where runtimes run (default: a host launcher made here, with
             ``env`` as the host's); classic-watchdog functions' always run on the host.
-        :param isolation: run every function as a user of its own (:mod:`.isolation`;
+        :param isolation: run every function as a user of its own (:mod:`.host.isolation`;
             the provider must be root); the host launcher made here uses it too."""
         self.isolation = isolation
         self.store = Store(data_dir, isolation)

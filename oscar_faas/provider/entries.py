@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import ENV_FPROCESS, ENV_RUNTIME_CLASSIC
-from .launch import RuntimeSpec
-from .state import FunctionRecord
-from .types import FunctionDeployment
+from .runtimes.launch import RuntimeSpec
+from .state.store import FunctionRecord
+from .state.types import FunctionDeployment
 
 #: ``limits``/``requests`` keys that ask for a GPU.
 GPU_KEYS = ("nvidia.com/gpu", "amd.com/gpu", "intel.com/gpu")

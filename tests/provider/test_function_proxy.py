@@ -22,7 +22,7 @@ from oscar_faas.contract import SUPERVISOR_PROCESS
 from oscar_faas.metrics import ProviderMetrics
 from oscar_faas.provider.backend import LocalBackend
 from oscar_faas.provider.http.function_proxy import FunctionProxy
-from oscar_faas.provider.types import FunctionDeployment
+from oscar_faas.provider.state.types import FunctionDeployment
 from oscar_faas.serve import free_port
 from tests.asgiserver import ThreadedServer
 from tests.functionpython import function_python

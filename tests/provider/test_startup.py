@@ -10,7 +10,7 @@ import os
 import signal
 import time
 
-from oscar_faas.provider.runtime_state import RESTART_STABLE
+from oscar_faas.provider.runtimes.state import RESTART_STABLE
 
 from .conftest import ProviderProcess
 from .test_runtimes import PID_AND_VAR, deploy, pid_and_var, wait_ready

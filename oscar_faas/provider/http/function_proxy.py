@@ -38,8 +38,8 @@ from ...contract import canonical_header
 from ...upstream import NotSent, Response, Upstream
 from ...wsproxy import Receive, Scope, Send, bridge, client_headers, deny
 from ..backend import LocalBackend, RuntimeFailed, not_ready
-from ..runtimes import START_WAIT, ManagedRuntime
-from ..types import DEFAULT_NAMESPACE
+from ..runtimes.manager import START_WAIT, ManagedRuntime
+from ..state.types import DEFAULT_NAMESPACE
 
 log = logging.getLogger("oscar_faas.provider.proxy")
 
@@ -212,7 +212,7 @@ class FunctionProxy:
                        headers: list[tuple[str, str]], body: RequestBody
                        ) -> tuple[ManagedRuntime, Any, Response]:
         """Acquire the runtime and send the call (again while it cannot have been taken),
-        within :data:`~..runtimes.START_WAIT`.
+        within :data:`~..runtimes.manager.START_WAIT`.
 
         :raises NotFound, NotReady, RuntimeFailed: as the backend's errors say.
         """

@@ -20,7 +20,7 @@ from ...errors import ServiceNotFound
 from ..async_calls import async_function
 from ..backend import Backend
 from ..logs import parse_since
-from ..types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
+from ..state.types import (DEFAULT_NAMESPACE, DeleteFunctionRequest, FunctionDeployment,
                      ScaleServiceRequest, Secret, check_namespace)
 from .messages import Request, Response, empty_response, json_response, text_response
 
@@ -75,7 +75,7 @@ def mutate_namespace(backend: Backend, req: Request) -> Response:
 
 
 def function_logs(backend: Backend, req: Request) -> Response:
-    """faas-provider's logs contract (see :mod:`.logs`): NDJSON, live with ``follow``."""
+    """faas-provider's logs contract (see :mod:`..logs`): NDJSON, live with ``follow``."""
     logs = getattr(backend, "logs", None)
     if logs is None:
         return text_response("Feature not implemented in this version of OpenFaaS", 501)

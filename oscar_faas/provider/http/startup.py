@@ -26,9 +26,10 @@ from ... import __version__
 from ...errors import ConfigError
 from ...httpserver import HttpLimits, server_options
 from ..backend import LocalBackend
-from ..isolation import Isolation
-from ..isolation import wanted as isolation_wanted
-from ..launch import HostLauncher, Launcher
+from ..host.isolation import Isolation
+from ..host.isolation import wanted as isolation_wanted
+from ..host.launcher import HostLauncher
+from ..runtimes.launch import Launcher
 from .app import ProviderApp
 
 log = logging.getLogger("oscar_faas.provider")
@@ -126,7 +127,7 @@ class ProviderServer:
 def _logs(folder: Path) -> Any:
     """The functions' logs (``GET /system/logs``), fed by their loggers."""
     from ..logs import FUNCTION_LOGGER, FunctionLogs
-    from ..types import DEFAULT_NAMESPACE
+    from ..state.types import DEFAULT_NAMESPACE
     logs = FunctionLogs(DEFAULT_NAMESPACE, folder)
     function_loggers = logging.getLogger(FUNCTION_LOGGER)
     logs.attach(function_loggers)
@@ -143,7 +144,7 @@ def _metrics(backend: LocalBackend) -> Any:
     """
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from ...metrics import ProviderMetrics
-    from ..types import DEFAULT_NAMESPACE
+    from ..state.types import DEFAULT_NAMESPACE
     return ProviderMetrics(backend.function_load, DEFAULT_NAMESPACE)
 
 
@@ -151,11 +152,11 @@ def make_launcher(runtime: str, data_dir: str | Path,
                   isolation: Isolation | None = None) -> Launcher:
     """The launcher of ``--runtime``: ``host`` or ``container``.
 
-    :param isolation: host runtimes run as their function's own user (:mod:`..isolation`).
+    :param isolation: host runtimes run as their function's own user (:mod:`..host.isolation`).
     :raises EngineUnavailable: ``container``, and no engine answers at ``DOCKER_HOST``.
     """
     if runtime == "container":
-        from ..container_launcher import ContainerLauncher
+        from ..containers.launcher import ContainerLauncher
         return ContainerLauncher(data_dir)
     if runtime != "host":
         raise ConfigError(f"unknown runtime {runtime!r}: 'host' or 'container'")

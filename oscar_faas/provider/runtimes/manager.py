@@ -4,14 +4,14 @@ The :class:`RuntimeManager` keeps, per function, one :class:`ManagedRuntime`: a 
 that starts the runtime through a :class:`~.launch.Launcher`, polls ``GET {url}/_/health``
 until it answers 200 (then the function counts as ready: ``availableReplicas`` 1), watches it
 and starts it again when it dies. What it is doing, and why it is not running, is its
-:class:`~.runtime_state.RuntimeState` (the restart policy is described there): calls wait for a
+:class:`~.state.RuntimeState` (the restart policy is described there): calls wait for a
 runtime that is starting, and get a 503 naming the cause at once while it is failed.
 
 Life cycle, as the provider drives it:
 
 * **deploy** and **provider start**: :meth:`RuntimeManager.ensure` starts a runtime in the
   background (a deploy of a classic function then waits a little for it to be ready, see
-  :mod:`.backend`). At start, runtimes the launcher reports as still running (containers, by
+  :mod:`..backend`). At start, runtimes the launcher reports as still running (containers, by
   labels) are kept when their ``fingerprint`` is the spec's, stopped otherwise.
 * **update** with a different spec: a new runtime becomes the function's at once, so every
   call after the update is answered by the new definition (as oscar-python's
@@ -32,14 +32,14 @@ import threading
 import time
 from typing import Iterable
 
-from ..contract import RUNTIME_CONNECT_TIMEOUT
-from ..upstream import Upstream
+from ...contract import RUNTIME_CONNECT_TIMEOUT
+from ...upstream import Upstream
 from .launch import Launcher, LaunchError, RuntimeHandle, RuntimeSpec
-from .logs import function_logger
-from .runtime_state import (FAILED, READY, RESTART_STABLE, STARTING, RuntimeState,
+from ..logs import function_logger
+from .state import (FAILED, READY, RESTART_STABLE, STARTING, RuntimeState,
                             exit_cause, probe, restart_delay, summary)
 
-log = logging.getLogger("oscar_faas.provider.runtimes")
+log = logging.getLogger("oscar_faas.provider.runtimes.manager")
 
 #: Longest wait of a call for its function's runtime to listen (started, restarted).
 START_WAIT = 30.0

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..contract import ENV_ISOLATED
+from ...contract import ENV_ISOLATED
 from .install_view import InstallView, namespaces_work
 
-log = logging.getLogger("oscar_faas.provider.isolation")
+log = logging.getLogger("oscar_faas.provider.host.isolation")
 
 #: First uid (and gid) given to functions, and how many there are to pick from: far above
 #: login users, system users and the usual subordinate-id ranges (100000 + 65536 * n).
@@ -150,7 +150,7 @@ def function_python(helper_dir: Path,
         return sys.executable, None
     helper_dir.mkdir(mode=0o755, exist_ok=True)
     os.chmod(helper_dir, 0o755)
-    from .state import atomic_write
+    from ..state.store import atomic_write
     atomic_write(helper_dir / "sitecustomize.py",
                  SITECUSTOMIZE.format(folders=_package_paths()).encode(), 0o644)
     extra = os.pathsep.join([str(helper_dir), *([inherited] if inherited else [])])
@@ -160,7 +160,7 @@ def function_python(helper_dir: Path,
             log.warning("%s cannot be run by unprivileged users; function runtimes use %s",
                         sys.executable, candidate)
             return candidate, extra
-    from ..errors import ConfigError
+    from ...errors import ConfigError
     raise ConfigError(
         f"functions run as unprivileged users of their own when the provider runs as root, "
         f"but such a user cannot run {sys.executable} with oscar_faas (its files are not "
@@ -248,7 +248,7 @@ class Isolation:
     # --- state ----------------------------------------------------------------------------
 
     def _write(self, name: str, data: bytes) -> None:
-        from .state import atomic_write
+        from ..state.store import atomic_write
         atomic_write(self.data_dir / name, data, 0o600)
 
     def _read_users(self) -> dict[str, int]:
@@ -258,7 +258,7 @@ class Isolation:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            from ..errors import ConfigError
+            from ...errors import ConfigError
             raise ConfigError(f"corrupt provider state {USERS_FILE}: {err}") from None
 
     def _old_area(self) -> Path | None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from ..contract import DNS1123_LABEL, is_dns1123_label
-from ..errors import InvalidService
+from ...contract import DNS1123_LABEL, is_dns1123_label
+from ...errors import InvalidService
 
 #: The only namespace this provider has (the default of faas-netes and faasd).
 DEFAULT_NAMESPACE = "openfaas-fn"

@@ -42,12 +42,12 @@ import docker.errors
 import docker.types
 import requests
 
-from ..errors import InvalidService
-from ..netutil import free_port
-from .container_specs import HEALTH_PATH, FunctionContainer, FunctionSpec
+from ...errors import InvalidService
+from ...netutil import free_port
+from .specs import HEALTH_PATH, FunctionContainer, FunctionSpec
 from .engine_api import (ContainerError, FunctionNotReady, ImageUnavailable, connect,
                          container_state, created_at, explain, pull_error)
-from ..quantities import memory_bytes, nano_cpus
+from ...quantities import memory_bytes, nano_cpus
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-log = logging.getLogger("oscar_faas.provider.install_view")
+log = logging.getLogger("oscar_faas.provider.host.install_view")
 
 #: Size of each covering tmpfs: it holds only the empty folders the binds hang on.
 TMPFS_OPTIONS = "mode=0755,size=1m,nosuid,nodev"

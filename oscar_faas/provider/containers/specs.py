@@ -1,6 +1,6 @@
 """What a function's container is started with and what the provider keeps of a running one.
 
-Exists so the plain records of :mod:`.containers` (a spec and its digest, a running
+Exists so the plain records of :mod:`.engine` (a spec and its digest, a running
 container's address) stand apart from the engine calls.
 """
 

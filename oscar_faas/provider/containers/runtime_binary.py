@@ -32,9 +32,9 @@ import uuid
 from pathlib import Path
 from typing import Mapping
 
-from ..errors import OscarFaasError
+from ...errors import OscarFaasError
 
-log = logging.getLogger("oscar_faas.provider.runtime_binary")
+log = logging.getLogger("oscar_faas.provider.containers.runtime_binary")
 
 ENV_BINARY = "OSCAR_FAAS_RUNTIME_BINARY"
 #: The source tree the binary is frozen from: the folder holding the ``oscar_faas`` package.

@@ -1,7 +1,7 @@
 """Reaching the Docker Engine API (``DOCKER_HOST``), reading its answers, and the errors the
 container code raises.
 
-Exists so :mod:`.containers` (the engine's use) and :mod:`.container_launcher` share one
+Exists so :mod:`.engine` (the engine's use) and :mod:`.launcher` share one
 :func:`connect` and one family of errors whose messages name the function and the fix.
 """
 
@@ -16,7 +16,7 @@ import docker
 import docker.errors
 import requests
 
-from ..errors import OscarFaasError
+from ...errors import OscarFaasError
 
 class ContainerError(OscarFaasError):
     """The engine refused or failed something; the message says what and for which function."""

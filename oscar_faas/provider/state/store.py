@@ -10,7 +10,7 @@ the old one (``os.replace`` is atomic on POSIX). Layout::
 
 The per-function secrets folder plays the role of OpenFaaS' ``/var/openfaas/secrets`` mount:
 a function sees its own secrets and nothing else. It is rewritten whenever a secret or the
-function changes. With :mod:`.isolation` (a provider running as root), that folder is the
+function changes. With :mod:`..host.isolation` (a provider running as root), that folder is the
 function's own in the isolation area instead: root-owned, group = the function's gid, files
 0640, so only that function's user can read it.
 """
@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InvalidService, ServiceNotFound
-from .errors import FunctionExists, SecretExists
-from .isolation import Isolation
+from ...errors import ConfigError, InvalidService, ServiceNotFound
+from ..errors import FunctionExists, SecretExists
+from ..host.isolation import Isolation
 from .types import FunctionDeployment, Secret, format_time, parse_time
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """``--runtime container``: each function's runtime as a container of its own image.
 
-:class:`ContainerLauncher` is the provider's :class:`~.launch.Launcher` on top of
-:class:`~.containers.ContainerEngine` (the Docker Engine API at ``DOCKER_HOST``: Docker, or
+:class:`ContainerLauncher` is the provider's :class:`~..runtimes.launch.Launcher` on top of
+:class:`~.engine.ContainerEngine` (the Docker Engine API at ``DOCKER_HOST``: Docker, or
 ``podman system service``). For every function it runs a container of ``spec.image`` whose
 entry point is the static function runtime (:mod:`.runtime_binary`), bind-mounted read-only at
 ``/oscar``; the image is not rebuilt, so any image with ``/bin/sh`` works.
@@ -26,7 +26,7 @@ entry point is the static function runtime (:mod:`.runtime_binary`), bind-mounte
   manager stops every handle); one that died leaves them running and the next provider on the
   same data dir adopts them. Deleting a function removes its container.
 
-What the engine (:mod:`.containers`) leaves to its user:
+What the engine (:mod:`.engine`) leaves to its user:
 
 * The container runs as the image's own ``USER``: secret files must be readable by it (mode
   0644 in a folder of the function's own, or owned by that uid).
@@ -53,16 +53,16 @@ from typing import Any, Mapping
 import docker.errors
 import requests
 
-from ..contract import ENV_SECRETS_DIR
-from ..errors import OscarFaasError
-from .container_specs import FunctionContainer
-from .containers import SECRETS_MOUNT, ContainerEngine
+from ...contract import ENV_SECRETS_DIR
+from ...errors import OscarFaasError
+from .specs import FunctionContainer
+from .engine import SECRETS_MOUNT, ContainerEngine
 from .engine_api import ContainerError, connect
-from .launch import _RUNTIME_LINE, LaunchError, RuntimeSpec
-from .logs import function_logger
+from ..runtimes.launch import _RUNTIME_LINE, LaunchError, RuntimeSpec
+from ..logs import function_logger
 from .runtime_binary import ensure_runtime, planned_dir
 
-log = logging.getLogger("oscar_faas.provider.containers")
+log = logging.getLogger("oscar_faas.provider.containers.engine")
 
 #: Which runtime binary a container was started with (the cache folder's name).
 LABEL_RUNTIME = "com.oscar-faas.runtime"
@@ -91,7 +91,7 @@ def provider_id(data_dir: str | Path) -> str:
 
 
 class ContainerHandle:
-    """A function's runtime in a container (a :class:`~.launch.RuntimeHandle`)."""
+    """A function's runtime in a container (a :class:`~..runtimes.launch.RuntimeHandle`)."""
 
     def __init__(self, launcher: ContainerLauncher, fc: FunctionContainer,
                  fingerprint: str) -> None:
@@ -187,7 +187,7 @@ class ContainerHandle:
 
 
 class ContainerLauncher:
-    """Starts function runtimes as containers (a :class:`~.launch.Launcher`).
+    """Starts function runtimes as containers (a :class:`~..runtimes.launch.Launcher`).
 
     :param data_dir: the provider's data dir (its id is kept there).
     :param env: where ``DOCKER_HOST``, ``OSCAR_FAAS_RUNTIME_BINARY``,
