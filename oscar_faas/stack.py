@@ -41,13 +41,14 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from . import SOURCE_ROOT
 from .contract import SUPERVISOR_PROCESS, is_dns1123_label
 from .errors import OscarFaasError
 
 #: The faas-cli template every exported function is built with.
 TEMPLATE_LANG = "oscar"
 #: Where this repository keeps its faas-cli templates (``function-templates/<lang>/``).
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "function-templates"
+TEMPLATES_DIR = SOURCE_ROOT / "function-templates"
 #: faas-cli's default gateway, also the default ``provider.gateway`` of exported stacks.
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 #: Handler of every function: the template's own (empty) function folder, which exists once

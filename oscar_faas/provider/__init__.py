@@ -1,11 +1,19 @@
 """The embedded OpenFaaS-compatible local provider.
 
 It speaks the faas-provider REST contract (``/system/*``, ``/function/*``, ``/healthz``) and
-runs functions on one machine: every function gets one long-lived runtime (:mod:`.runtimes`)
+runs functions on one machine: every function gets one long-lived runtime (:mod:`.runtimes.manager`)
 to which ``/function/<name>`` is proxied. An OSCAR service's runs as a host process or a
 container of its ``image`` (``--runtime``); any other ``fprocess`` gets a host runtime in
 classic-watchdog mode, which starts a process per call, so the gateway talks to it exactly as
 to an OpenFaaS cluster.
+
+Its parts, as faas-provider's: a route table over a backend that manages runtimes, plus a
+proxy. :mod:`.http` is the HTTP side (uvicorn, the ``/system`` routes, the ``/function`` proxy);
+:mod:`.backend` the functions and secrets behind it; :mod:`.runtimes` starts, watches and
+restarts each function's runtime through a launcher, :mod:`.host` (a child process, a uid of
+its own as root) or :mod:`.containers` (a container of the function's image); :mod:`.state`
+keeps deployments and secrets in the data dir; :mod:`.logs` and :mod:`.async_calls` serve
+``/system/logs`` and ``/async-function``.
 
 Entry points: :func:`serve` (blocking) and ``python -m oscar_faas.provider`` (the same as
 ``oscar-faas provider``).

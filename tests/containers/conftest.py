@@ -145,7 +145,7 @@ def runtime_build() -> dict[str, Any]:
     container launcher uses (oscar_faas.provider.containers.runtime_binary: OSCAR_FAAS_RUNTIME_BINARY, or
     built with build-runtime.sh once and cached in ~/.cache/oscar-faas/ by the digest of its
     sources), so the tests and a provider started by them share one build."""
-    from oscar_faas.provider import runtime_binary
+    from oscar_faas.provider.containers import runtime_binary
 
     folder = runtime_binary.planned_dir()
     cached = (folder / "runtime").is_file()

@@ -249,7 +249,7 @@ def tls_registry(docker_client: Any, tmp_path: Path) -> Any:
 def test_a_missing_image_is_pulled_with_progress_then_runs(
         engine: ContainerEngine, tls_registry: Any, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from oscar_faas.provider import containers
+    from oscar_faas.provider.containers import engine as containers
 
     from .conftest import _rootfs_tar, _static_busybox
 

@@ -15,7 +15,7 @@ import pytest
 
 from oscar_faas.errors import InvalidService
 from oscar_faas.provider.errors import FunctionExists
-from oscar_faas.provider import state as state_mod
+from oscar_faas.provider.state import store as state_mod
 from oscar_faas.provider.http.routes import check_basic_auth
 from oscar_faas.provider.state.store import Store
 from oscar_faas.provider.state.types import (FunctionDeployment, FunctionStatus, Secret,

@@ -32,13 +32,12 @@ import uuid
 from pathlib import Path
 from typing import Mapping
 
+from ... import SOURCE_ROOT
 from ...errors import OscarFaasError
 
 log = logging.getLogger("oscar_faas.provider.containers.runtime_binary")
 
 ENV_BINARY = "OSCAR_FAAS_RUNTIME_BINARY"
-#: The source tree the binary is frozen from: the folder holding the ``oscar_faas`` package.
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
 #: ``build-runtime.sh`` and the entry points it freezes (present in a source checkout).
 TEMPLATE_DIR = SOURCE_ROOT / "function-templates" / "oscar"
 BUILD_SCRIPT = TEMPLATE_DIR / "build-runtime.sh"

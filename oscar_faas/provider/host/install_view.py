@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from ... import SOURCE_ROOT
+
 log = logging.getLogger("oscar_faas.provider.host.install_view")
 
 #: Size of each covering tmpfs: it holds only the empty folders the binds hang on.
@@ -91,7 +93,7 @@ def installation_needs(env: Mapping[str, str] | None = None) -> Needs:
     env = os.environ if env is None else env
     core = _folders([sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
                      os.path.dirname(os.path.realpath(sys.executable)),
-                     str(Path(__file__).resolve().parents[2]), *_editable_projects()])
+                     str(SOURCE_ROOT), *_editable_projects()])
     return Needs(core, _folders(p for p in sys.path if p),
                  _folders(p for p in (env.get("PATH") or "").split(os.pathsep) if p))
 

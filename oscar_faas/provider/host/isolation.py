@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from ... import SOURCE_ROOT
 from ...contract import ENV_ISOLATED
 from .install_view import InstallView, namespaces_work
 
@@ -89,7 +90,7 @@ def _package_paths() -> list[str]:
     """Where this oscar_faas and its dependencies are imported from."""
     import site
     import sysconfig
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(SOURCE_ROOT)
     paths = [root, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     paths += site.getsitepackages()
     seen: list[str] = []

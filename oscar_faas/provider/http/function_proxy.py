@@ -32,9 +32,8 @@ import weakref
 from typing import Any, AsyncIterator
 
 from ...asgibody import BodyPieces, ClientGone, disconnected
-from ...contract import HOP_BY_HOP_BYTES, refused_exposed_method
+from ...contract import HOP_BY_HOP_BYTES, canonical_header, refused_exposed_method
 from ...errors import OscarFaasError, ServiceNotFound
-from ...contract import canonical_header
 from ...upstream import NotSent, Response, Upstream
 from ...wsproxy import Receive, Scope, Send, bridge, client_headers, deny
 from ..backend import LocalBackend, RuntimeFailed, not_ready
