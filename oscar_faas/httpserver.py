@@ -11,10 +11,10 @@ gateway's come from :class:`~oscar_faas.config.Settings`, the provider's from it
 * a request whose head is not whole within ``header_timeout`` seconds of its first byte gets
   408 and the connection is closed; a request body that stays silent for ``body_timeout``
   seconds closes the connection, and so does an answer its client stops reading for
-  ``write_timeout`` seconds (the provider's; 0 on the gateway); idle keep-alive connections close quietly after
-  ``keepalive_timeout`` (uvicorn's own timer, :func:`server_options`), and a new connection
-  that sends nothing after ``first_byte_timeout``: time spent idle never counts against a
-  request;
+  ``write_timeout`` seconds (the provider's; 0 on the gateway); idle keep-alive connections
+  close quietly after ``keepalive_timeout`` (uvicorn's own timer, :func:`server_options`), and
+  a new connection that sends nothing after ``first_byte_timeout``: time spent idle never
+  counts against a request;
 * at most ``max_connections`` connections per process, and never more than the descriptors
   it may open minus a reserve (files, upstream connections, function processes): over the
   cap, the connection that has waited longest for a request (one that never sent a byte, or

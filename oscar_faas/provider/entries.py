@@ -1,7 +1,8 @@
 """What the backend keeps per function: plain records, apart from the logic.
 
 :class:`FunctionEntry` is everything an invocation needs, computed once per deploy;
-:func:`runtime_spec` is what a launcher needs to run a function's runtime (an OSCAR service's, or a classic ``fprocess``'s).
+:func:`runtime_spec` is what a launcher needs to run a function's runtime (an OSCAR
+service's, or a classic ``fprocess``'s).
 """
 
 from __future__ import annotations

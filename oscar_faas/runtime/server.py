@@ -9,8 +9,8 @@ answer leaves through :class:`Answer`, one chunk at a time, with backpressure bo
 
 The caller is checked first (:mod:`.caller`): an OSCAR service answers only its token.
 Concurrency: at most ``slots`` calls run (``max_inflight``; 0 = 4 per CPU for a script, one
-worker per CPU the service may use for a warm worker, :mod:`.sizing`); up to ``max_queue`` more wait in order, without reading their bodies; the next
-one gets 429 at once. ``GET /_/health`` is 200 only when ready (every warm worker has said it
+worker per CPU the service may use for a warm worker, :mod:`.sizing`); up to ``max_queue``
+more wait in order, without reading their bodies; the next one gets 429 at once. ``GET /_/health`` is 200 only when ready (every warm worker has said it
 is), else 503; ``GET /_/status`` is a JSON snapshot (ready, slots, running, queued).
 """
 
