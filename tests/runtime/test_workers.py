@@ -174,3 +174,22 @@ def test_without_pidfd_crash_and_timeouts_still_work(runtime: RuntimeFactory,
     script = runtime(make_env("exec sleep 600", tmpdir=tmp_path / "tmp2", exec_timeout="1s"),
                      command=NO_PIDFD)
     assert script.post(b64("x")).status_code == 408
+
+
+def test_a_warm_worker_keeps_its_heap_between_calls(runtime: RuntimeFactory,
+                                                    tmp_path: Path) -> None:
+    """A model's per-call buffers are not given back and faulted in again at every call
+    (glibc's defaults trim the heap after each: thousands of page faults per call); a
+    service that sets glibc's malloc itself keeps its own settings."""
+    import json
+
+    from oscar_faas.runtime.worker_process import WARM_HEAP
+
+    rt = runtime(worker_env(tmp_path, max_inflight="1"))
+    answers = [json.loads(base64.b64decode(rt.post(b64("heap")).content)) for _ in range(3)]
+    assert answers[-1]["malloc"] == WARM_HEAP
+    assert answers[-1]["faults"] < 500, answers  # 16 MiB written: 4,096 pages if faulted in
+
+    own = runtime(worker_env(tmp_path, max_inflight="1", MALLOC_ARENA_MAX="2"))
+    answer = json.loads(base64.b64decode(own.post(b64("heap")).content))
+    assert answer["malloc"] == {"MALLOC_ARENA_MAX": "2"}

@@ -4,7 +4,8 @@ It does what ``COPY_TO_OUTPUT`` does (copy the input into ``result.bin``), or, w
 ``WORKER_MODE=several``, what ``SEVERAL_SCRIPT`` does; inputs with a magic first word make it
 misbehave: ``crash`` (exit mid-call), ``fail`` (raise), ``noise`` (print, even fake protocol
 lines, to stdout), ``hang`` (never answer), ``barrier`` (wait until two calls have started),
-``pid`` (answer with its pid), ``leak`` (keep 48 MiB more after each call).
+``pid`` (answer with its pid), ``heap`` (allocate, write and free 16 MiB; answer
+the page faults that took and the worker's ``MALLOC_*`` env), ``leak`` (keep 48 MiB more after each call).
 ``WORKER_SETUP_GATE`` makes setup wait for a file; ``WORKER_EXIT_IN_SETUP`` makes it exit
 instead; ``WORKER_SETUP_MARKS`` is a folder where each run of setup leaves a file.
 """
@@ -62,6 +63,17 @@ def handler(input_path: str, output_dir: str, env: dict, state: dict) -> None:
         state["leak"].append(b"x" * (48 << 20))
     if word == b"pid":
         Path(output_dir, "pid.txt").write_text(str(os.getpid()))
+        return
+    if word == b"heap":  # a model's per-call buffers: 8 x 2 MiB, written, then freed
+        import json
+        import resource
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        buffers = [bytearray(2 << 20) for _ in range(8)]
+        del buffers
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        malloc = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+        Path(output_dir, "heap.json").write_text(json.dumps({"faults": faults,
+                                                             "malloc": malloc}))
         return
     if os.environ.get("WORKER_MODE") == "several":
         Path(output_dir, "a.txt").write_text("one")
