@@ -19,9 +19,9 @@
 #   reachable): a busybox-only image, and one with the musl loader as on Alpine.
 set -euo pipefail
 
-socket=${OSCAR_FAAS_PODMAN_SOCKET:-/run/oscar-faas-podman.sock}
+socket=$(realpath -m "${OSCAR_FAAS_PODMAN_SOCKET:-/run/oscar-faas-podman.sock}")
 conf=/etc/containers/containers.conf
-log=${OSCAR_FAAS_PODMAN_LOG:-/var/log/oscar-faas-podman.log}
+log=$(realpath -m "${OSCAR_FAAS_PODMAN_LOG:-/var/log/oscar-faas-podman.log}")
 marker="# written by oscar-faas scripts/setup-podman.sh"
 
 say() { echo "setup-podman: $*" >&2; }
@@ -76,9 +76,14 @@ if ping; then
 else
     say "starting podman system service on $socket (log: $log)"
     as_root rm -f "$socket"
-    # setsid + nohup: the service outlives this script and the CI step that ran it.
+    # setsid + nohup: the service outlives this script and the CI step that ran it. From /:
+    # conmon inherits the service's working directory, and once the folder this ran in is
+    # removed (a clone, a worktree) every container start fails with "write child: broken
+    # pipe" ("[conmon:e] Failed to get working directory" in the log).
+    cd /
     as_root setsid nohup podman system service --time=0 "unix://$socket" \
         >>"$log" 2>&1 </dev/null &
+    cd "$OLDPWD"
     for _ in $(seq 1 60); do
         ping && break
         sleep 0.5
