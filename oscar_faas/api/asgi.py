@@ -14,6 +14,7 @@ from typing import Any, Callable
 from a2wsgi import WSGIMiddleware
 from flask import Flask
 
+from ..asgibody import lifespan
 from ..invoker import FunctionInvoker
 from ..metrics import run_metrics
 from .context import EXTENSION
@@ -88,19 +89,12 @@ class GatewayASGI:
                 await self.exposed.websocket(scope, receive, send, *exposed)
             # anything else: returning without accepting makes the server answer 403
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send, self._shutdown)
 
     def _known(self, name: str) -> bool:
         return self._cache.get(name) is not None
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.invoker.close()  # return the pooled connections cleanly
-                self.follower.close()
-                self.metrics.usage.close()  # the last counts to the file
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _shutdown(self) -> None:
+        await self.invoker.close()  # return the pooled connections cleanly
+        self.follower.close()
+        self.metrics.usage.close()  # the last counts to the file

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from .asgi_io import Answer, BodyReader, Receive, Scope, Send
 from .cgi import cgi_env
 from .classic import ClassicRunner, Result
-from .server import RuntimeApp
+from .server import RuntimeApp, call_head
 
 
 class ClassicApp(RuntimeApp):
@@ -45,21 +45,7 @@ class ClassicApp(RuntimeApp):
         first = await receive()
         if first["type"] == "http.disconnect":
             return
-        content_type = self.settings.content_type
-        call_id = length = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"content-type" and not content_type:
-                content_type = value.decode("latin-1")
-            elif name == b"x-call-id":
-                call_id = value
-            elif name == b"content-length" and value.isdigit():
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = True
-        headers = [(b"content-type", (content_type or "text/plain").encode("latin-1"))]
-        if call_id is not None:
-            headers.append((b"x-call-id", call_id))
+        headers, length, chunked = call_head(scope, self.settings.content_type)
         body = BodyReader(loop, receive, first, self.settings.read_timeout)
         result: Result = await loop.run_in_executor(
             self.executor, self.invoker.run, body, None if chunked else length, cgi_env(scope))

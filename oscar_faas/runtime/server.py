@@ -46,6 +46,31 @@ from .settings import RuntimeSettings
 from .workers import WorkerPool
 
 
+def call_head(scope: Scope, content_type: str | None
+              ) -> tuple[list[tuple[bytes, bytes]], int | None, bool]:
+    """The answer's first headers and the request's framing, from one pass over its headers.
+
+    Content-Type is the function's ``content_type`` setting, else the request's, else
+    ``text/plain`` (the watchdogs' rule); the caller's ``X-Call-Id`` is echoed. The framing:
+    ``Content-Length`` (None when absent or not digits) and whether the body is chunked.
+    """
+    call_id = length = None
+    chunked = False
+    for name, value in scope["headers"]:
+        if name == b"content-type" and not content_type:
+            content_type = value.decode("latin-1")
+        elif name == b"x-call-id":
+            call_id = value
+        elif name == b"content-length" and value.isdigit():
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+    headers = [(b"content-type", (content_type or "text/plain").encode("latin-1"))]
+    if call_id is not None:
+        headers.append((b"x-call-id", call_id))
+    return headers, length, chunked
+
+
 class RuntimeApp:
     """The ASGI application: routes, limiter, thread pool, and the :class:`Invoker`."""
 
@@ -172,16 +197,7 @@ class RuntimeApp:
         first = await receive()
         if first["type"] == "http.disconnect":
             return
-        content_type = self.settings.content_type
-        call_id = None
-        for name, value in scope["headers"]:
-            if name == b"content-type" and not content_type:
-                content_type = value.decode("latin-1")
-            elif name == b"x-call-id":
-                call_id = value
-        headers = [(b"content-type", (content_type or "text/plain").encode("latin-1"))]
-        if call_id is not None:
-            headers.append((b"x-call-id", call_id))
+        headers, _, _ = call_head(scope, self.settings.content_type)
         body = BodyReader(loop, receive, first, self.settings.read_timeout)
         answer = Answer(loop, send, headers, started, self.settings.write_timeout)
         answer.timings["queue"] = queued

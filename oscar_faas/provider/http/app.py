@@ -16,6 +16,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Iterator
 
+from ...asgibody import lifespan
 from ...errors import OscarFaasError
 from .function_proxy import FunctionProxy
 from .messages import Request, RequestBody, Response, text_response
@@ -62,18 +63,7 @@ class ProviderApp:
         elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Nothing to start; at the server's stop (its connections closed), :meth:`aclose`."""
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+            await lifespan(receive, send, self.aclose)
 
     async def aclose(self) -> None:
         """Stop the proxy's connections and the threads (a route still running ends alone)."""
