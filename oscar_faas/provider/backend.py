@@ -5,7 +5,7 @@ host processes.
 methods); :class:`LocalBackend` implements it on top of :class:`~.state.store.Store` (durable
 deployments and secrets) and one way of running a function: every function with an
 ``envProcess`` gets one long-lived runtime (:mod:`.runtimes.manager`, started by a
-:class:`~.runtimes.launch.Launcher`), and ``/function/<name>`` is proxied to it
+:class:`~oscar_faas.launchers.launch.Launcher`), and ``/function/<name>`` is proxied to it
 (:mod:`.http.function_proxy`):
 
 * the functions the gateway deploys (``envProcess`` is the oscar supervisor,
@@ -29,11 +29,11 @@ from typing import Mapping, Protocol
 from .. import contract as c
 from ..contract import ENV_EXPOSE_PORT
 from ..errors import ServiceNotFound, UpstreamNotReady
+from ..launchers.host.isolation import Isolation
+from ..launchers.host.launcher import HostLauncher
+from ..launchers.launch import Launcher
 from .entries import FunctionEntry, runtime_spec
 from .errors import ProviderError, Unsupported
-from .host.isolation import Isolation
-from .host.launcher import HostLauncher
-from .runtimes.launch import Launcher
 from .runtimes.state import FAILED
 from .runtimes.manager import START_WAIT, ManagedRuntime, RuntimeManager
 from .state.store import FunctionRecord, Store
@@ -93,8 +93,9 @@ class LocalBackend:
                  launcher: Launcher | None = None, isolation: Isolation | None = None) -> None:
         """:param launcher: where runtimes run (default: a host launcher made here, with
             ``env`` as the host's); classic-watchdog functions' always run on the host.
-        :param isolation: run every function as a user of its own (:mod:`.host.isolation`;
-            the provider must be root); the host launcher made here uses it too."""
+        :param isolation: run every function as a user of its own
+            (:mod:`oscar_faas.launchers.host.isolation`; the provider must be root); the host
+            launcher made here uses it too."""
         self.isolation = isolation
         self.store = Store(data_dir, isolation)
         host = launcher if launcher is not None and launcher.kind == "host" else \

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import ENV_FPROCESS, ENV_RUNTIME_CLASSIC
-from .runtimes.launch import RuntimeSpec
+from ..launchers.launch import RuntimeSpec
 from .state.store import FunctionRecord
 from .state.types import FunctionDeployment
 

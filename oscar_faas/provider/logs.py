@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from ..launchers.launch import FUNCTION_LOGGER
+
 #: Lines kept in memory per function.
 RING_SIZE = 1000
 #: A function's log file is rotated past this size.
@@ -36,15 +38,8 @@ OPEN_FILES = 32
 FOLLOW_LIMIT = 300.0
 #: A quiet ``follow`` stream sends a blank line this often, to notice a client that left.
 HEARTBEAT = 10.0
-#: Parent of the per-function loggers the supervisor and the watchdog write to.
-FUNCTION_LOGGER = "oscar_faas.provider.function"
 #: The one instance of a function on this provider (faas-netes would give the pod name).
 INSTANCE = "local"
-
-
-def function_logger(name: str) -> logging.Logger:
-    """Where the lines of function ``name`` go (and from where they reach its log)."""
-    return logging.getLogger(f"{FUNCTION_LOGGER}.{name}")
 
 
 def parse_since(value: str) -> float | None:

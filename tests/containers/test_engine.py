@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from oscar_faas.provider.containers.specs import FunctionContainer
-from oscar_faas.provider.containers.engine import ContainerEngine
-from oscar_faas.provider.containers.engine_api import FunctionNotReady, ImageUnavailable
+from oscar_faas.launchers.containers.specs import FunctionContainer
+from oscar_faas.launchers.containers.engine import ContainerEngine
+from oscar_faas.launchers.containers.engine_api import FunctionNotReady, ImageUnavailable
 
 from .conftest import INVOKE_PATH, STANDIN_COMMAND, b64
 
@@ -249,14 +249,14 @@ def tls_registry(docker_client: Any, tmp_path: Path) -> Any:
 def test_a_missing_image_is_pulled_with_progress_then_runs(
         engine: ContainerEngine, tls_registry: Any, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from oscar_faas.provider.containers import engine as containers
+    from oscar_faas.launchers.containers import engine as containers
 
     from .conftest import _rootfs_tar, _static_busybox
 
     monkeypatch.setattr(containers, "PULL_PROGRESS_EVERY", 0)  # a line per event
     image = tls_registry.add("oscar/pulled", "v1",
                              _rootfs_tar(_static_busybox(), "pulled test image\n", {}))
-    caplog.set_level("INFO", logger="oscar_faas.provider.containers.engine")
+    caplog.set_level("INFO", logger="oscar_faas.launchers.containers.engine")
     fc = run_function(engine, image, "cat /image-marker\n", name="pulled")  # start pulls
     assert "pulled test image" in invoke(fc)
     messages = [record.getMessage() for record in caplog.records]
