@@ -133,10 +133,9 @@ class LocalBackend:
         spec = None
         if process in SUPERVISOR_COMMANDS:
             spec = runtime_spec(fd, self.store.secrets_dir(fd.service))
-        elif process:  # a classic watchdog refuses to start without fprocess: "none" then
+        elif process:  # a classic watchdog refuses to start without fprocess: no spec then
             spec = runtime_spec(fd, self.store.secrets_dir(fd.service), fd.env_process)
-        return FunctionEntry(record=record, kind="none" if spec is None else "runtime",
-                             env=dict(fd.env_vars), spec=spec)
+        return FunctionEntry(record=record, spec=spec)
 
     def _install(self, record: FunctionRecord) -> None:
         with self._lock:
@@ -160,7 +159,7 @@ class LocalBackend:
     def _ready(self, entry: FunctionEntry) -> bool:
         """Ready once its runtime's ``/_/health`` said so; never without a runtime (no
         ``envProcess``)."""
-        return entry.kind == "runtime" and self.runtimes.ready(entry.record.name)
+        return entry.spec is not None and self.runtimes.ready(entry.record.name)
 
     def _status(self, entry: FunctionEntry) -> FunctionStatus:
         fd = entry.record.deployment
@@ -243,7 +242,7 @@ class LocalBackend:
         """An exposed service's function (its runtime proxies any method to its server)."""
         entry = self._entries.get(name)
         return entry is not None and entry.spec is not None and not entry.spec.classic \
-            and ENV_EXPOSE_PORT in entry.env
+            and ENV_EXPOSE_PORT in entry.record.deployment.env_vars
 
     def known(self, name: str) -> bool:
         """Deployed (calls to unknown functions are not counted in the metrics)."""
@@ -262,7 +261,7 @@ class LocalBackend:
             raise NotFound(f"error finding function {name}.{DEFAULT_NAMESPACE}: not found")
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
-        if entry.kind == "none":  # no envProcess: a classic watchdog would not start
+        if entry.spec is None:  # no envProcess: a classic watchdog would not start
             raise NotReady(f"No endpoints available for: {name}.")
         return self.runtimes.get(name)
 

@@ -1,6 +1,6 @@
 """ContainerEngine against a real engine (Podman here), with real containers of images built
 offline and the static runtime binary bind-mounted read-only: the function runs inside its
-image, limits and secrets are applied, and replace, remove and adoption behave."""
+image, limits and secrets are applied, and remove and adoption behave."""
 
 from __future__ import annotations
 
@@ -140,22 +140,6 @@ def test_remove_removes_the_container_and_returns_its_output(
         assert docker_client.containers.list(all=True, filters={"id": container_id}) == []
     with pytest.raises(requests.ConnectionError):
         requests.get(fc.url + "/_/health", timeout=5)
-
-
-def test_replace_starts_the_new_one_then_removes_the_old(
-        engine: ContainerEngine, docker_client: Any, busybox_image: str) -> None:
-    old = run_function(engine, busybox_image, "echo version 1\n", name="upd")
-    new = engine.replace("upd", busybox_image, {"SCRIPT": b64("echo version 2\n")},
-                         command=STANDIN_COMMAND)
-    assert invoke(new).strip() == "version 2"
-    assert docker_client.containers.list(all=True, filters={"id": old.id}) == []
-    # a new one that never gets ready leaves the old one serving
-    with pytest.raises(FunctionNotReady, match="broken-runtime"):
-        engine.replace("upd", busybox_image, {}, command=["/bin/sh", "-c",
-                                                          "echo broken-runtime; exit 3"],
-                       timeout=READY_TIMEOUT)  # it fails on its exit, not on this deadline
-    assert invoke(new).strip() == "version 2"
-    assert [c.id for c in engine._containers("upd")] == [new.id]
 
 
 def test_a_restarted_provider_adopts_its_containers(

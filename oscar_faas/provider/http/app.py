@@ -76,13 +76,10 @@ class ProviderApp:
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if raw else scope["path"]
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        length = next((v for k, v in headers if k == "content-length"), "")
-        chunked = any(k == "transfer-encoding" for k, _ in headers)
         client = scope.get("client")
         req = Request(method=scope["method"], path=path,
                       query=scope.get("query_string", b"").decode("latin-1"), headers=headers,
-                      body=RequestBody(receive, loop, int(length) if length.isdigit() else None,
-                                       chunked),
+                      body=RequestBody(receive, loop),
                       client=client[0] if client else "")
         if req.method == "GET" and path == "/metrics" and self.metrics is not None:
             resp = await loop.run_in_executor(self.threads, self._exposition)
