@@ -14,20 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Iterator
 
 from ...asgibody import lifespan
 from ...errors import OscarFaasError
+from ...wsproxy import Receive, Scope, Send
 from .function_proxy import FunctionProxy
 from .messages import Request, RequestBody, Response, text_response
 from .routes import ON_LOOP, Handler, check_basic_auth, find, guarded
 
 log = logging.getLogger("oscar_faas.provider")
 access_log = logging.getLogger("oscar_faas.provider.access")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Routes running at once (each a blocking call: a deploy may wait for a runtime to start).
 ROUTE_THREADS = 32

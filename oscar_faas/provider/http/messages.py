@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs
 
 from ...errors import InvalidService
+from ...wsproxy import Receive
 from ..errors import RequestTooLarge
 
 #: Largest JSON body accepted on /system routes (a deployment carries a base64 script).
@@ -29,8 +30,7 @@ class RequestBody:
     :raises ConnectionError: from ``read``, when the client left before the end.
     """
 
-    def __init__(self, receive: Callable[[], Awaitable[dict[str, Any]]],
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self._receive, self._loop = receive, loop
         self._buffer = b""
         self._more = True

@@ -205,19 +205,16 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
 
 
 def serve(host: str, port: int, data_dir: str | Path, username: str | None = None,
-          password: str | None = None, ready_event: threading.Event | None = None,
-          limits: HttpLimits | None = None, runtime: str = "host") -> None:
+          password: str | None = None, limits: HttpLimits | None = None,
+          runtime: str = "host") -> None:
     """Run the embedded OpenFaaS-compatible provider until interrupted (blocking).
 
     :param username: with ``password``, require basic auth on ``/system/*`` (not on
         ``/function/*`` or ``/healthz``), as an OpenFaaS gateway does.
-    :param ready_event: set once the socket listens, for callers running this in a thread.
     """
     server = make_server(host, port, data_dir, username, password, limits, runtime)
     log.info("oscar-faas local provider ready on %s (data dir %s, %s runtime)", server.url,
              Path(data_dir).resolve(), runtime)
-    if ready_event is not None:
-        ready_event.set()
     try:
         server.serve_forever()
     finally:

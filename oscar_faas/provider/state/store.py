@@ -155,10 +155,7 @@ class Store:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         keep = {s for s in wanted if s in self._secrets}
         for secret in keep:
-            if owner is None:
-                atomic_write(folder / secret, self._secrets[secret], 0o600)
-            else:
-                atomic_write(folder / secret, self._secrets[secret], 0o600, owner)
+            atomic_write(folder / secret, self._secrets[secret], 0o600, owner)
         for path in folder.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
