@@ -142,9 +142,10 @@ def docker_client() -> Any:
 @pytest.fixture(scope="session")
 def runtime_build() -> dict[str, Any]:
     """The static runtime binary in a folder of its own (mounted at /oscar): what the
-    container launcher uses (oscar_faas.launchers.containers.runtime_binary: OSCAR_FAAS_RUNTIME_BINARY, or
-    built with build-runtime.sh once and cached in ~/.cache/oscar-faas/ by the digest of its
-    sources), so the tests and a provider started by them share one build."""
+    container launcher uses (oscar_faas.launchers.containers.runtime_binary:
+    OSCAR_FAAS_RUNTIME_BINARY, or built with build-runtime.sh once and cached in
+    ~/.cache/oscar-faas/ by the digest of its sources), so the tests and a provider started by
+    them share one build."""
     from oscar_faas.launchers.containers import runtime_binary
 
     folder = runtime_binary.planned_dir()
