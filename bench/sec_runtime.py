@@ -83,7 +83,7 @@ def function_env(script: str, variables: Mapping[str, str] | None = None,
     """The env a function gets: the provider's inherited host variables, then the
     deployment's envVars (SCRIPT, FUNCTION_CONFIG, the service's variables)."""
     from benchlib import deployment
-    from oscar_faas.provider.host.launcher import inherited_env
+    from oscar_faas.launchers.host.launcher import inherited_env
     env = inherited_env(os.environ)
     env.update(deployment("bench-runtime", script, variables, resources)["envVars"])
     if path_first:

@@ -38,7 +38,7 @@ TARGET_RATIO = 50
 
 def _function_env(fd: dict) -> dict[str, str]:
     """The env the provider gives this function (see provider/backend.py)."""
-    from oscar_faas.provider.host.launcher import inherited_env
+    from oscar_faas.launchers.host.launcher import inherited_env
     env = inherited_env(os.environ)
     env.update(fd["envVars"])
     env["fprocess"] = fd["envProcess"]

@@ -57,7 +57,7 @@ PROVIDER_STOP_GRACE = 20.0
 #: The file ``serve`` hands the provider its credentials in (0600, in the data dir).
 CREDENTIALS_FILE = "provider.credentials"
 #: Variables the provider is started with, besides :data:`PROVIDER_ENV_PREFIXES` and what
-#: functions inherit (``provider.launch.INHERITED_ENV``, ``LC_*``).
+#: functions inherit (``launchers.host.launcher.INHERITED_ENV``, ``LC_*``).
 PROVIDER_ENV = ("LD_PRELOAD", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "DOCKER_HOST",
                 "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "CONTAINER_HOST")
 PROVIDER_ENV_PREFIXES = ("PYTHON", "OSCAR_FAAS_", "COV_CORE_", "COVERAGE_")
@@ -68,7 +68,7 @@ def provider_environment(env: Mapping[str, str]) -> dict[str, str]:
     need (paths, locale, proxies, CA files, its engine, its own ``OSCAR_FAAS_*``
     settings), never a credential: ``/proc/<pid>/environ`` keeps a process's start-time
     environment for its whole life, so removing them later would not hide them."""
-    from .provider.host.launcher import inherited_env
+    from .launchers.host.launcher import inherited_env
     picked = inherited_env(env)
     picked.update({k: v for k, v in env.items()
                    if k in PROVIDER_ENV or k.startswith(PROVIDER_ENV_PREFIXES)})
@@ -79,7 +79,7 @@ def provider_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def write_credentials(path: Path, username: str, password: str) -> None:
     """The provider's credentials for ``--credentials-file``: 0600, never in an environment."""
-    from .provider.state.store import atomic_write
+    from .files import atomic_write
     atomic_write(path, f"{username}\n{password}\n".encode(), 0o600)
 
 

@@ -9,7 +9,7 @@
 # Everything is logged on stderr; stdout carries only `export DOCKER_HOST=...`.
 # OSCAR_FAAS_PODMAN_SOCKET (default /run/oscar-faas-podman.sock) picks the API socket.
 #
-# Why each step (see also oscar_faas/provider/containers/engine.py):
+# Why each step (see also oscar_faas/launchers/containers/engine.py):
 # * runc, not crun (podman's default): crun fails on hybrid cgroup hosts with
 #   "crun: cgroups in hybrid mode not supported".
 # * default_ulimits: podman's defaults (nofile 1048576) exceed the hard limits of many CI

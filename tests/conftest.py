@@ -1,7 +1,7 @@
 """Fixtures for the whole suite.
 
 As root, the embedded provider runs every function as a user of its own (host mode
-isolation, ``oscar_faas/provider/host/isolation.py``), and pytest's temporary folders are ``0700``
+isolation, ``oscar_faas/launchers/host/isolation.py``), and pytest's temporary folders are ``0700``
 root. The scripts and files a test hands to its functions live there, so, as root, each
 test's ``tmp_path`` is opened to them (``1777``, like ``/tmp``, with its parents crossable),
 as a container would get them mounted. A provider's data dir inside it is still made ``0700``

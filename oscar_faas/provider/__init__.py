@@ -10,8 +10,8 @@ to an OpenFaaS cluster.
 Its parts, as faas-provider's: a route table over a backend that manages runtimes, plus a
 proxy. :mod:`.http` is the HTTP side (uvicorn, the ``/system`` routes, the ``/function`` proxy);
 :mod:`.backend` the functions and secrets behind it; :mod:`.runtimes` starts, watches and
-restarts each function's runtime through a launcher, :mod:`.host` (a child process, a uid of
-its own as root) or :mod:`.containers` (a container of the function's image); :mod:`.state`
+restarts each function's runtime through a launcher of :mod:`oscar_faas.launchers` (a child
+process, a uid of its own as root, or a container of the function's image); :mod:`.state`
 keeps deployments and secrets in the data dir; :mod:`.logs` and :mod:`.async_calls` serve
 ``/system/logs`` and ``/async-function``.
 

@@ -35,6 +35,7 @@ import requests
 from ..contract import (HEADER_CALL_ID, HEADER_CALLBACK_URL, HEADER_DURATION,
                         HEADER_FUNCTION_NAME, HEADER_FUNCTION_STATUS, HEADER_JOB_EVENT,
                         HOP_BY_HOP, JOB_EVENT_STARTED)
+from ..files import atomic_write
 from .http.messages import Request, Response, text_response
 
 log = logging.getLogger("oscar_faas.provider.async")
@@ -161,10 +162,8 @@ class AsyncQueue:
                 "method": req.method, "callback": callback,
                 "headers": [(k, v) for k, v in req.headers if k.lower() not in _NOT_SENT],
                 "queued_ns": time.time_ns()}
-        tmp = self.root / f".{stem}.json.tmp"
-        with _private(tmp) as handle:  # the headers carry the service's token
-            handle.write(json.dumps(meta).encode())
-        tmp.replace(self.root / f"{stem}.json")
+        # whole or not at all, 0600: the headers carry the service's token
+        atomic_write(self.root / f"{stem}.json", json.dumps(meta).encode(), 0o600)
         self._enqueue(meta)
         return Response(202, headers=answer)
 

@@ -5,7 +5,7 @@ host processes.
 methods); :class:`LocalBackend` implements it on top of :class:`~.state.store.Store` (durable
 deployments and secrets) and one way of running a function: every function with an
 ``envProcess`` gets one long-lived runtime (:mod:`.runtimes.manager`, started by a
-:class:`~.runtimes.launch.Launcher`), and ``/function/<name>`` is proxied to it
+:class:`~oscar_faas.launchers.launch.Launcher`), and ``/function/<name>`` is proxied to it
 (:mod:`.http.function_proxy`):
 
 * the functions the gateway deploys (``envProcess`` is the oscar supervisor,
@@ -29,11 +29,11 @@ from typing import Mapping, Protocol
 from .. import contract as c
 from ..contract import ENV_EXPOSE_PORT
 from ..errors import ServiceNotFound, UpstreamNotReady
+from ..launchers.host.isolation import Isolation
+from ..launchers.host.launcher import HostLauncher
+from ..launchers.launch import Launcher
 from .entries import FunctionEntry, runtime_spec
 from .errors import ProviderError, Unsupported
-from .host.isolation import Isolation
-from .host.launcher import HostLauncher
-from .runtimes.launch import Launcher
 from .runtimes.state import FAILED
 from .runtimes.manager import START_WAIT, ManagedRuntime, RuntimeManager
 from .state.store import FunctionRecord, Store
@@ -93,8 +93,9 @@ class LocalBackend:
                  launcher: Launcher | None = None, isolation: Isolation | None = None) -> None:
         """:param launcher: where runtimes run (default: a host launcher made here, with
             ``env`` as the host's); classic-watchdog functions' always run on the host.
-        :param isolation: run every function as a user of its own (:mod:`.host.isolation`;
-            the provider must be root); the host launcher made here uses it too."""
+        :param isolation: run every function as a user of its own
+            (:mod:`oscar_faas.launchers.host.isolation`; the provider must be root); the host
+            launcher made here uses it too."""
         self.isolation = isolation
         self.store = Store(data_dir, isolation)
         host = launcher if launcher is not None and launcher.kind == "host" else \
@@ -132,10 +133,9 @@ class LocalBackend:
         spec = None
         if process in SUPERVISOR_COMMANDS:
             spec = runtime_spec(fd, self.store.secrets_dir(fd.service))
-        elif process:  # a classic watchdog refuses to start without fprocess: "none" then
+        elif process:  # a classic watchdog refuses to start without fprocess: no spec then
             spec = runtime_spec(fd, self.store.secrets_dir(fd.service), fd.env_process)
-        return FunctionEntry(record=record, kind="none" if spec is None else "runtime",
-                             env=dict(fd.env_vars), spec=spec)
+        return FunctionEntry(record=record, spec=spec)
 
     def _install(self, record: FunctionRecord) -> None:
         with self._lock:
@@ -159,7 +159,7 @@ class LocalBackend:
     def _ready(self, entry: FunctionEntry) -> bool:
         """Ready once its runtime's ``/_/health`` said so; never without a runtime (no
         ``envProcess``)."""
-        return entry.kind == "runtime" and self.runtimes.ready(entry.record.name)
+        return entry.spec is not None and self.runtimes.ready(entry.record.name)
 
     def _status(self, entry: FunctionEntry) -> FunctionStatus:
         fd = entry.record.deployment
@@ -242,7 +242,7 @@ class LocalBackend:
         """An exposed service's function (its runtime proxies any method to its server)."""
         entry = self._entries.get(name)
         return entry is not None and entry.spec is not None and not entry.spec.classic \
-            and ENV_EXPOSE_PORT in entry.env
+            and ENV_EXPOSE_PORT in entry.record.deployment.env_vars
 
     def known(self, name: str) -> bool:
         """Deployed (calls to unknown functions are not counted in the metrics)."""
@@ -261,7 +261,7 @@ class LocalBackend:
             raise NotFound(f"error finding function {name}.{DEFAULT_NAMESPACE}: not found")
         with self._lock:
             self._counts[name] = self._counts.get(name, 0) + 1
-        if entry.kind == "none":  # no envProcess: a classic watchdog would not start
+        if entry.spec is None:  # no envProcess: a classic watchdog would not start
             raise NotReady(f"No endpoints available for: {name}.")
         return self.runtimes.get(name)
 

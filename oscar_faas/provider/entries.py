@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..contract import ENV_FPROCESS, ENV_RUNTIME_CLASSIC
-from .runtimes.launch import RuntimeSpec
+from ..launchers.launch import RuntimeSpec
 from .state.store import FunctionRecord
 from .state.types import FunctionDeployment
 
@@ -24,10 +24,7 @@ class FunctionEntry:
     """Everything an invocation needs, computed at deploy time."""
 
     record: FunctionRecord
-    #: ``"runtime"`` (proxied to its runtime) or ``"none"`` (no envProcess: never ready)
-    kind: str
-    #: the function's own ``envVars``
-    env: dict[str, str]
+    #: what its runtime is started with; None without an envProcess (never ready: 503)
     spec: RuntimeSpec | None = None
 
 

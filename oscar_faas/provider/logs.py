@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from ..launchers.launch import FUNCTION_LOGGER
+
 #: Lines kept in memory per function.
 RING_SIZE = 1000
 #: A function's log file is rotated past this size.
@@ -36,15 +38,8 @@ OPEN_FILES = 32
 FOLLOW_LIMIT = 300.0
 #: A quiet ``follow`` stream sends a blank line this often, to notice a client that left.
 HEARTBEAT = 10.0
-#: Parent of the per-function loggers the supervisor and the watchdog write to.
-FUNCTION_LOGGER = "oscar_faas.provider.function"
 #: The one instance of a function on this provider (faas-netes would give the pod name).
 INSTANCE = "local"
-
-
-def function_logger(name: str) -> logging.Logger:
-    """Where the lines of function ``name`` go (and from where they reach its log)."""
-    return logging.getLogger(f"{FUNCTION_LOGGER}.{name}")
 
 
 def parse_since(value: str) -> float | None:
@@ -83,13 +78,11 @@ class Message:
 class FunctionLogs:
     """Per-function ring buffers (plus files), and the waiting room of followers."""
 
-    def __init__(self, namespace: str, folder: str | Path | None = None,
-                 ring_size: int = RING_SIZE) -> None:
+    def __init__(self, namespace: str, folder: str | Path | None = None) -> None:
         self.namespace = namespace
         self.folder = Path(folder) if folder is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-        self.ring_size = ring_size
         self._rings: dict[str, deque[Message]] = {}
         self._seq = 0
         self._changed = threading.Condition()
@@ -107,7 +100,7 @@ class FunctionLogs:
                               time.time() if epoch is None else epoch, text)
             ring = self._rings.get(name)
             if ring is None:
-                ring = self._rings[name] = deque(maxlen=self.ring_size)
+                ring = self._rings[name] = deque(maxlen=RING_SIZE)
             ring.append(message)
             self._changed.notify_all()
         if self.folder is not None:
@@ -172,11 +165,10 @@ class FunctionLogs:
         return name in self._rings
 
     def query(self, name: str, instance: str = "", since: float | None = None,
-              tail: int = 0, follow: bool = False, limit: float = FOLLOW_LIMIT,
-              ) -> Iterator[bytes]:
+              tail: int = 0, follow: bool = False) -> Iterator[bytes]:
         """The messages of ``name`` (NDJSON lines): those kept, filtered by ``since`` and
         cut to the last ``tail`` (<= 0: all); then, with ``follow``, new ones as they come
-        until ``limit`` seconds have passed."""
+        until :data:`FOLLOW_LIMIT` seconds have passed."""
         if instance and instance != INSTANCE:
             return
         with self._changed:
@@ -189,7 +181,7 @@ class FunctionLogs:
             yield message.to_json()
         if not follow:
             return
-        deadline = time.monotonic() + limit
+        deadline = time.monotonic() + FOLLOW_LIMIT
         while True:
             quiet_until = time.monotonic() + HEARTBEAT
             with self._changed:

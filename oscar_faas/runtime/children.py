@@ -4,7 +4,7 @@ groups they lead).
 
 Exists so the runtime's two kinds of per-call processes (an OSCAR script, :mod:`.invoke`, and
 a classic ``fprocess``, :mod:`.classic`) and the provider that stops runtimes
-(:mod:`oscar_faas.provider.runtimes.launch`) share one way of doing each, with no import of the
+(:mod:`oscar_faas.launchers.launch`) share one way of doing each, with no import of the
 provider from the runtime.
 """
 

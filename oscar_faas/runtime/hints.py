@@ -2,7 +2,7 @@
 
 On the embedded provider run as root, a function runs as a uid of its own, which sees only
 what every user may read, plus the oscar-faas installation (shown read-only by the provider,
-provider/host/install_view.py). A worker or script stored elsewhere, say beside the venv in a
+launchers/host/install_view.py). A worker or script stored elsewhere, say beside the venv in a
 ``0700`` folder, is "No such file or directory" or "Permission denied" to it; the bare error
 does not say why, so the runtime adds this (issue 21).
 """

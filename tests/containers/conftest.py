@@ -79,7 +79,7 @@ def engine_problem() -> str | None:
     except ImportError:
         return "the docker SDK is not installed (pip install docker)"
     _use_setup_socket()
-    from oscar_faas.provider.containers.engine_api import EngineUnavailable, connect
+    from oscar_faas.launchers.containers.engine_api import EngineUnavailable, connect
 
     try:
         connect(timeout=10).close()
@@ -127,7 +127,7 @@ def docker_client() -> Any:
     except ImportError:
         unavailable("the docker SDK is not installed (pip install docker)")
     _use_setup_socket()
-    from oscar_faas.provider.containers.engine_api import EngineUnavailable, connect
+    from oscar_faas.launchers.containers.engine_api import EngineUnavailable, connect
 
     try:
         client = connect(timeout=120)
@@ -142,10 +142,11 @@ def docker_client() -> Any:
 @pytest.fixture(scope="session")
 def runtime_build() -> dict[str, Any]:
     """The static runtime binary in a folder of its own (mounted at /oscar): what the
-    container launcher uses (oscar_faas.provider.containers.runtime_binary: OSCAR_FAAS_RUNTIME_BINARY, or
-    built with build-runtime.sh once and cached in ~/.cache/oscar-faas/ by the digest of its
-    sources), so the tests and a provider started by them share one build."""
-    from oscar_faas.provider.containers import runtime_binary
+    container launcher uses (oscar_faas.launchers.containers.runtime_binary:
+    OSCAR_FAAS_RUNTIME_BINARY, or built with build-runtime.sh once and cached in
+    ~/.cache/oscar-faas/ by the digest of its sources), so the tests and a provider started by
+    them share one build."""
+    from oscar_faas.launchers.containers import runtime_binary
 
     folder = runtime_binary.planned_dir()
     cached = (folder / "runtime").is_file()
@@ -290,7 +291,7 @@ def provider_id() -> str:
 @pytest.fixture
 def engine(docker_client: Any, runtime_build: dict[str, Any], provider_id: str) -> Iterator[Any]:
     """A ContainerEngine with a provider id of its own; its containers go at teardown."""
-    from oscar_faas.provider.containers.engine import ContainerEngine
+    from oscar_faas.launchers.containers.engine import ContainerEngine
 
     eng = ContainerEngine(runtime_build["dir"], provider_id=provider_id, client=docker_client)
     yield eng

@@ -1,6 +1,6 @@
 """ContainerEngine against a real engine (Podman here), with real containers of images built
 offline and the static runtime binary bind-mounted read-only: the function runs inside its
-image, limits and secrets are applied, and replace, remove and adoption behave."""
+image, limits and secrets are applied, and remove and adoption behave."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from oscar_faas.provider.containers.specs import FunctionContainer
-from oscar_faas.provider.containers.engine import ContainerEngine
-from oscar_faas.provider.containers.engine_api import FunctionNotReady, ImageUnavailable
+from oscar_faas.launchers.containers.specs import FunctionContainer
+from oscar_faas.launchers.containers.engine import ContainerEngine
+from oscar_faas.launchers.containers.engine_api import FunctionNotReady, ImageUnavailable
 
 from .conftest import INVOKE_PATH, STANDIN_COMMAND, b64
 
@@ -142,22 +142,6 @@ def test_remove_removes_the_container_and_returns_its_output(
         requests.get(fc.url + "/_/health", timeout=5)
 
 
-def test_replace_starts_the_new_one_then_removes_the_old(
-        engine: ContainerEngine, docker_client: Any, busybox_image: str) -> None:
-    old = run_function(engine, busybox_image, "echo version 1\n", name="upd")
-    new = engine.replace("upd", busybox_image, {"SCRIPT": b64("echo version 2\n")},
-                         command=STANDIN_COMMAND)
-    assert invoke(new).strip() == "version 2"
-    assert docker_client.containers.list(all=True, filters={"id": old.id}) == []
-    # a new one that never gets ready leaves the old one serving
-    with pytest.raises(FunctionNotReady, match="broken-runtime"):
-        engine.replace("upd", busybox_image, {}, command=["/bin/sh", "-c",
-                                                          "echo broken-runtime; exit 3"],
-                       timeout=READY_TIMEOUT)  # it fails on its exit, not on this deadline
-    assert invoke(new).strip() == "version 2"
-    assert [c.id for c in engine._containers("upd")] == [new.id]
-
-
 def test_a_restarted_provider_adopts_its_containers(
         engine: ContainerEngine, docker_client: Any, runtime_build: dict[str, Any],
         busybox_image: str, provider_id: str) -> None:
@@ -249,14 +233,14 @@ def tls_registry(docker_client: Any, tmp_path: Path) -> Any:
 def test_a_missing_image_is_pulled_with_progress_then_runs(
         engine: ContainerEngine, tls_registry: Any, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from oscar_faas.provider.containers import engine as containers
+    from oscar_faas.launchers.containers import engine as containers
 
     from .conftest import _rootfs_tar, _static_busybox
 
     monkeypatch.setattr(containers, "PULL_PROGRESS_EVERY", 0)  # a line per event
     image = tls_registry.add("oscar/pulled", "v1",
                              _rootfs_tar(_static_busybox(), "pulled test image\n", {}))
-    caplog.set_level("INFO", logger="oscar_faas.provider.containers.engine")
+    caplog.set_level("INFO", logger="oscar_faas.launchers.containers.engine")
     fc = run_function(engine, image, "cat /image-marker\n", name="pulled")  # start pulls
     assert "pulled test image" in invoke(fc)
     messages = [record.getMessage() for record in caplog.records]

@@ -12,10 +12,10 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from oscar_faas.provider.containers.launcher import LABEL_RUNTIME, ContainerLauncher
-from oscar_faas.provider.containers.engine import LABEL_FUNCTION, LABEL_PROVIDER, LABEL_SPEC
-from oscar_faas.provider.runtimes.launch import LaunchError, RuntimeSpec
-from oscar_faas.provider.logs import FUNCTION_LOGGER, FunctionLogs
+from oscar_faas.launchers.containers.launcher import LABEL_RUNTIME, ContainerLauncher
+from oscar_faas.launchers.containers.engine import LABEL_FUNCTION, LABEL_PROVIDER, LABEL_SPEC
+from oscar_faas.launchers.launch import FUNCTION_LOGGER, LaunchError, RuntimeSpec
+from oscar_faas.provider.logs import FunctionLogs
 
 from .conftest import INVOKE_PATH, RUNTIME_SERVES, b64
 
@@ -224,8 +224,8 @@ def test_an_engine_that_does_not_answer_leaves_the_container_taken_as_alive(
     does not raise (it says how to remove the container by hand)."""
     import docker
 
-    from oscar_faas.provider.containers.launcher import ContainerHandle
-    from oscar_faas.provider.containers.specs import FunctionContainer
+    from oscar_faas.launchers.containers.launcher import ContainerHandle
+    from oscar_faas.launchers.containers.specs import FunctionContainer
 
     dead = docker.DockerClient(base_url=f"unix://{tmp_path / 'no-engine.sock'}", timeout=2,
                                 version="1.41")

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from oscar_faas.contract import SUPERVISOR_PROCESS
-from oscar_faas.provider.containers.engine import LABEL_FUNCTION, LABEL_PROVIDER
+from oscar_faas.launchers.containers.engine import LABEL_FUNCTION, LABEL_PROVIDER
 from tests.livegateway import LiveGateway
 from tests.provider.conftest import ProviderProcess
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from oscar_faas.provider.containers.engine import LABEL_PROVIDER
+from oscar_faas.launchers.containers.engine import LABEL_PROVIDER
 from tests.livegateway import LiveGateway
 
 from .conftest import RUNTIME_SERVES, _import_image, _rootfs_tar, _static_busybox

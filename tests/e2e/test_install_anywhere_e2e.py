@@ -4,7 +4,7 @@ The test makes those conditions itself, as ``git clone`` into ``mktemp -d`` or a
 ``/root`` make them: a ``0700`` folder holding a virtual environment and the project's package,
 and ``oscar-faas serve`` started from that venv's ``python`` in that folder. Each function runs
 as a uid of its own that could not enter the folder; the provider shows it the installation
-(provider/host/install_view.py), so its runtime starts, its script can call the venv's ``python``
+(launchers/host/install_view.py), so its runtime starts, its script can call the venv's ``python``
 and a warm worker can run on it.
 """
 

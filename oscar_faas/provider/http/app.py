@@ -14,20 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Iterator
 
 from ...asgibody import lifespan
 from ...errors import OscarFaasError
+from ...wsproxy import Receive, Scope, Send
 from .function_proxy import FunctionProxy
 from .messages import Request, RequestBody, Response, text_response
 from .routes import ON_LOOP, Handler, check_basic_auth, find, guarded
 
 log = logging.getLogger("oscar_faas.provider")
 access_log = logging.getLogger("oscar_faas.provider.access")
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Routes running at once (each a blocking call: a deploy may wait for a runtime to start).
 ROUTE_THREADS = 32
@@ -76,13 +73,10 @@ class ProviderApp:
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if raw else scope["path"]
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        length = next((v for k, v in headers if k == "content-length"), "")
-        chunked = any(k == "transfer-encoding" for k, _ in headers)
         client = scope.get("client")
         req = Request(method=scope["method"], path=path,
                       query=scope.get("query_string", b"").decode("latin-1"), headers=headers,
-                      body=RequestBody(receive, loop, int(length) if length.isdigit() else None,
-                                       chunked),
+                      body=RequestBody(receive, loop),
                       client=client[0] if client else "")
         if req.method == "GET" and path == "/metrics" and self.metrics is not None:
             resp = await loop.run_in_executor(self.threads, self._exposition)

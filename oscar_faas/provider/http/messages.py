@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 from urllib.parse import parse_qs
 
 from ...errors import InvalidService
+from ...wsproxy import Receive
 from ..errors import RequestTooLarge
 
 #: Largest JSON body accepted on /system routes (a deployment carries a base64 script).
@@ -29,19 +30,10 @@ class RequestBody:
     :raises ConnectionError: from ``read``, when the client left before the end.
     """
 
-    def __init__(self, receive: Callable[[], Awaitable[dict[str, Any]]],
-                 loop: asyncio.AbstractEventLoop, content_length: int | None = None,
-                 chunked: bool = False) -> None:
+    def __init__(self, receive: Receive, loop: asyncio.AbstractEventLoop) -> None:
         self._receive, self._loop = receive, loop
-        self.content_length, self.chunked = content_length, chunked
         self._buffer = b""
         self._more = True
-        self._again = b""
-
-    @property
-    def done(self) -> bool:
-        """The whole body has been received (whatever was put back)."""
-        return not self._more and not self._buffer
 
     async def _next(self) -> bytes:
         message = await self._receive()
@@ -51,30 +43,18 @@ class RequestBody:
         self._more = bool(message.get("more_body", False))
         return bytes(message.get("body", b""))
 
-    def unread(self, data: bytes) -> None:
-        """Put back the first bytes of the body, read but never delivered: they are read
-        again first (a call that never reached its runtime is sent again whole)."""
-        self._again = data + self._again
-
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(iter(lambda: self.read(1 << 20), b""))
-        if self._again:
-            data, self._again = self._again[:size], self._again[size:]
-            return data
         while not self._buffer and self._more:
             self._buffer = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
         data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
 
-    def drain(self, limit: int | None = None) -> bool:
-        """Read and drop the rest; False if more than ``limit`` bytes were left."""
-        dropped = 0
-        while chunk := self.read(65536):
-            dropped += len(chunk)
-            if limit is not None and dropped > limit:
-                return False
-        return True
+    def drain(self) -> None:
+        """Read and drop the rest (an answer given before the body was read)."""
+        while self.read(65536):
+            pass
 
 
 @dataclass

@@ -16,7 +16,6 @@ from typing import Callable
 
 from ... import __version__
 from ...contract import basic_credentials
-from ...errors import ServiceNotFound
 from ..async_calls import async_function
 from ..backend import Backend
 from ..logs import parse_since
@@ -87,7 +86,7 @@ def function_logs(backend: Backend, req: Request) -> Response:
         return text_response("could not parse the log request", 422)
     if not name:
         return text_response("could not parse the log request: name is required", 422)
-    if not logs.known(name) and not _known(backend, name):
+    if not logs.known(name) and not backend.known(name):
         return text_response(f"function {name} not found", 404)
     follow = req.arg("follow").lower() in ("1", "t", "true")
     stream = logs.query(name, req.arg("instance"), since, tail, follow)
@@ -202,14 +201,6 @@ ROUTES: tuple[Route, ...] = (
 #: makes).
 ON_LOOP: frozenset[Handler] = frozenset({healthz, system_info, list_namespaces, get_namespace,
                                          mutate_namespace})
-
-
-def _known(backend: Backend, name: str) -> bool:
-    try:
-        backend.get_function(name)
-    except ServiceNotFound:
-        return False
-    return True
 
 
 def guarded(path: str) -> bool:

@@ -25,11 +25,11 @@ import uvicorn
 from ... import __version__
 from ...errors import ConfigError
 from ...httpserver import HttpLimits, server_options
+from ...launchers.host.isolation import Isolation
+from ...launchers.host.isolation import wanted as isolation_wanted
+from ...launchers.host.launcher import HostLauncher
+from ...launchers.launch import Launcher
 from ..backend import LocalBackend
-from ..host.isolation import Isolation
-from ..host.isolation import wanted as isolation_wanted
-from ..host.launcher import HostLauncher
-from ..runtimes.launch import Launcher
 from .app import ProviderApp
 
 log = logging.getLogger("oscar_faas.provider")
@@ -126,7 +126,8 @@ class ProviderServer:
 
 def _logs(folder: Path) -> Any:
     """The functions' logs (``GET /system/logs``), fed by their loggers."""
-    from ..logs import FUNCTION_LOGGER, FunctionLogs
+    from ...launchers.launch import FUNCTION_LOGGER
+    from ..logs import FunctionLogs
     from ..state.types import DEFAULT_NAMESPACE
     logs = FunctionLogs(DEFAULT_NAMESPACE, folder)
     function_loggers = logging.getLogger(FUNCTION_LOGGER)
@@ -152,11 +153,12 @@ def make_launcher(runtime: str, data_dir: str | Path,
                   isolation: Isolation | None = None) -> Launcher:
     """The launcher of ``--runtime``: ``host`` or ``container``.
 
-    :param isolation: host runtimes run as their function's own user (:mod:`..host.isolation`).
+    :param isolation: host runtimes run as their function's own user
+        (:mod:`oscar_faas.launchers.host.isolation`).
     :raises EngineUnavailable: ``container``, and no engine answers at ``DOCKER_HOST``.
     """
     if runtime == "container":
-        from ..containers.launcher import ContainerLauncher
+        from ...launchers.containers.launcher import ContainerLauncher
         return ContainerLauncher(data_dir)
     if runtime != "host":
         raise ConfigError(f"unknown runtime {runtime!r}: 'host' or 'container'")
@@ -203,19 +205,16 @@ def make_server(host: str, port: int, data_dir: str | Path, username: str | None
 
 
 def serve(host: str, port: int, data_dir: str | Path, username: str | None = None,
-          password: str | None = None, ready_event: threading.Event | None = None,
-          limits: HttpLimits | None = None, runtime: str = "host") -> None:
+          password: str | None = None, limits: HttpLimits | None = None,
+          runtime: str = "host") -> None:
     """Run the embedded OpenFaaS-compatible provider until interrupted (blocking).
 
     :param username: with ``password``, require basic auth on ``/system/*`` (not on
         ``/function/*`` or ``/healthz``), as an OpenFaaS gateway does.
-    :param ready_event: set once the socket listens, for callers running this in a thread.
     """
     server = make_server(host, port, data_dir, username, password, limits, runtime)
     log.info("oscar-faas local provider ready on %s (data dir %s, %s runtime)", server.url,
              Path(data_dir).resolve(), runtime)
-    if ready_event is not None:
-        ready_event.set()
     try:
         server.serve_forever()
     finally:

@@ -1,11 +1,12 @@
 """One long-lived runtime per function: started, watched, restarted, replaced, stopped.
 
 The :class:`RuntimeManager` keeps, per function, one :class:`ManagedRuntime`: a keeper thread
-that starts the runtime through a :class:`~.launch.Launcher`, polls ``GET {url}/_/health``
-until it answers 200 (then the function counts as ready: ``availableReplicas`` 1), watches it
-and starts it again when it dies. What it is doing, and why it is not running, is its
-:class:`~.state.RuntimeState` (the restart policy is described there): calls wait for a
-runtime that is starting, and get a 503 naming the cause at once while it is failed.
+that starts the runtime through a :class:`~oscar_faas.launchers.launch.Launcher`, polls
+``GET {url}/_/health`` until it answers 200 (then the function counts as ready:
+``availableReplicas`` 1), watches it and starts it again when it dies. What it is doing, and
+why it is not running, is its :class:`~.state.RuntimeState` (the restart policy is described
+there): calls wait for a runtime that is starting, and get a 503 naming the cause at once
+while it is failed.
 
 Life cycle, as the provider drives it:
 
@@ -33,9 +34,8 @@ import time
 from typing import Iterable
 
 from ...contract import RUNTIME_CONNECT_TIMEOUT
+from ...launchers.launch import Launcher, LaunchError, RuntimeHandle, RuntimeSpec, function_logger
 from ...upstream import Upstream
-from .launch import Launcher, LaunchError, RuntimeHandle, RuntimeSpec
-from ..logs import function_logger
 from .state import (FAILED, READY, RESTART_STABLE, STARTING, RuntimeState,
                             exit_cause, probe, restart_delay, summary)
 

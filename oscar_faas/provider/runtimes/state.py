@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import http.client
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
+
+from ...launchers.launch import _RUNTIME_LINE
 
 STARTING, READY, FAILED = "starting", "ready", "failed"
 
@@ -42,10 +43,6 @@ PROBE_TIMEOUT = 2.0
 CAUSE_LINES = 20
 
 
-#: The runtime's own log format (``<date> <time> - supervisor - LEVEL - ``), cut in summaries.
-_LOG_PREFIX = re.compile(r"^\S+ \S+ - supervisor - [A-Z]+ - ")
-
-
 def summary(reason: str) -> str:
     """One line of a cause: its first line, and when that only introduces the output that
     follows (``...:``), the output's last line too (where a runtime says what went wrong)."""
@@ -54,7 +51,8 @@ def summary(reason: str) -> str:
         return ""
     first = lines[0]
     if first.endswith(":") and len(lines) > 1:
-        first += " " + _LOG_PREFIX.sub("", lines[-1])
+        line = _RUNTIME_LINE.match(lines[-1])  # the runtime's own format: its message
+        first += " " + (line.group(2) if line else lines[-1])
     return first
 
 

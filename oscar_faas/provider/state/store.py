@@ -10,9 +10,9 @@ the old one (``os.replace`` is atomic on POSIX). Layout::
 
 The per-function secrets folder plays the role of OpenFaaS' ``/var/openfaas/secrets`` mount:
 a function sees its own secrets and nothing else. It is rewritten whenever a secret or the
-function changes. With :mod:`..host.isolation` (a provider running as root), that folder is the
-function's own in the isolation area instead: root-owned, group = the function's gid, files
-0640, so only that function's user can read it.
+function changes. With :mod:`oscar_faas.launchers.host.isolation` (a provider running as
+root), that folder is the function's own in the isolation area instead: root-owned, group =
+the function's gid, files 0640, so only that function's user can read it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-import secrets as pyrandom
 import shutil
 import threading
 from dataclasses import dataclass
@@ -30,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, InvalidService, ServiceNotFound
+from ...files import atomic_write
+from ...launchers.host.isolation import Isolation
 from ..errors import FunctionExists, SecretExists
-from ..host.isolation import Isolation
 from .types import FunctionDeployment, Secret, format_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -51,30 +50,6 @@ class FunctionRecord:
     @property
     def name(self) -> str:
         return self.deployment.service
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644,
-                 owner: tuple[int, int, int] | None = None) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix.
-
-    The temporary file is created with ``mode`` already set, so a secret is never readable by
-    others, not even for a moment. ``owner`` = ``(uid, gid, mode)`` is applied before the
-    file takes its name (only root may give a file away).
-    """
-    tmp = path.with_name(f".{path.name}.{pyrandom.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if owner is not None:
-                os.fchown(handle.fileno(), owner[0], owner[1])
-                os.fchmod(handle.fileno(), owner[2])
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class Store:
@@ -180,10 +155,7 @@ class Store:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         keep = {s for s in wanted if s in self._secrets}
         for secret in keep:
-            if owner is None:
-                atomic_write(folder / secret, self._secrets[secret], 0o600)
-            else:
-                atomic_write(folder / secret, self._secrets[secret], 0o600, owner)
+            atomic_write(folder / secret, self._secrets[secret], 0o600, owner)
         for path in folder.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)

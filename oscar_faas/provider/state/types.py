@@ -35,14 +35,12 @@ _DNS_SUBDOMAIN = re.compile(rf"{DNS1123_LABEL}(\.{DNS1123_LABEL})*")
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 
-def is_valid_function_name(name: str) -> bool:
-    """DNS-1123 label: what faas-netes and ``faas-cli new`` accept as a function name."""
-    return is_dns1123_label(name)
-
-
 def validate_function_name(name: str) -> None:
-    """:raises InvalidService: with faas-netes' wording, so clients see a familiar message."""
-    if not is_valid_function_name(name):
+    """A DNS-1123 label: what faas-netes and ``faas-cli new`` accept as a function name.
+
+    :raises InvalidService: with faas-netes' wording, so clients see a familiar message.
+    """
+    if not is_dns1123_label(name):
         raise InvalidService(
             f"validation failed: ({name}) must be a valid DNS entry for service name")
 
@@ -261,20 +259,6 @@ class FunctionStatus:
             out["runtime"] = self.runtime
         return out
 
-    @classmethod
-    def from_dict(cls, data: Any) -> FunctionStatus:
-        """Inverse of :meth:`to_dict` (absent numbers are 0, as Go clients read them)."""
-        data = _require_object(data, "function status")
-        fd = FunctionDeployment.from_dict({**data, "service": data.get("name")})
-        created = data.get("createdAt")
-        return cls(
-            deployment=fd,
-            invocation_count=float(data.get("invocationCount") or 0),
-            replicas=int(data.get("replicas") or 0),
-            available_replicas=int(data.get("availableReplicas") or 0),
-            created_at=parse_time(created) if isinstance(created, str) else _ZERO_TIME,
-            runtime=data.get("runtime") if isinstance(data.get("runtime"), dict) else None,
-        )
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Mapping
 from ... import SOURCE_ROOT
 from ...errors import OscarFaasError
 
-log = logging.getLogger("oscar_faas.provider.containers.runtime_binary")
+log = logging.getLogger("oscar_faas.launchers.containers.runtime_binary")
 
 ENV_BINARY = "OSCAR_FAAS_RUNTIME_BINARY"
 #: ``build-runtime.sh`` and the entry points it freezes (present in a source checkout).

@@ -27,10 +27,6 @@ class FunctionContainer:
     status: str = "running"
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
-    @property
-    def health_url(self) -> str:
-        return self.url + HEALTH_PATH
-
 
 @dataclass(frozen=True)
 class FunctionSpec:

@@ -153,7 +153,7 @@ class ContainerEngine:
         """Create and start a container of ``image`` running the function runtime.
 
         Does not wait for readiness (see :meth:`wait_ready`); other containers of the same
-        function are left alone (see :meth:`replace`).
+        function are left alone (an update starts the new one, then stops the old).
 
         :param env: the function's whole environment (nothing of the provider's is added).
         :param secrets_dir: host folder mounted read-only at ``/var/openfaas/secrets``.
@@ -237,25 +237,6 @@ class ContainerEngine:
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
 
-    def replace(self, function: str, image: str, env: Mapping[str, str], *,
-                timeout: float = 60, ready_path: str = HEALTH_PATH,
-                **options: Any) -> FunctionContainer:
-        """Start a new container for ``function``, wait until it is ready, then remove the
-        previous ones. If the new one fails, it is removed and the previous ones stay.
-
-        ``options`` are :meth:`start`'s.
-        """
-        old = [c for c in self._containers(function)]
-        fc = self.start(function, image, env, **options)
-        try:
-            self.wait_ready(fc, timeout, path=ready_path)
-        except BaseException:
-            self._remove_named(fc.id)
-            raise
-        for container in old:
-            self._remove_container(container)
-        return fc
-
     def remove(self, function: str) -> str:
         """Remove every container of ``function``; return their last output (for its logs)."""
         output = []
@@ -273,7 +254,7 @@ class ContainerEngine:
         """The running containers of this provider after a provider restart, by function.
 
         Stopped ones are started again; one that will not start is removed (the provider
-        recreates it from its stored function). When a function has several (a replace cut
+        recreates it from its stored function). When a function has several (an update cut
         short), the newest is kept and the others removed.
         """
         found: dict[str, FunctionContainer] = {}
@@ -342,7 +323,7 @@ class ContainerEngine:
             try:
                 return self.client.containers.list(all=True, filters={"label": filters})
             except docker.errors.APIError as err:
-                # the SDK inspects each listed container: one removed meanwhile (a replace,
+                # the SDK inspects each listed container: one removed meanwhile (an update,
                 # a delete) is not an error, just a reason to list again (Docker says 404,
                 # Podman may say 500 "no such container")
                 vanished = isinstance(err, docker.errors.NotFound) or \

@@ -45,7 +45,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ... import SOURCE_ROOT
 
-log = logging.getLogger("oscar_faas.provider.host.install_view")
+log = logging.getLogger("oscar_faas.launchers.host.install_view")
 
 #: Size of each covering tmpfs: it holds only the empty folders the binds hang on.
 TMPFS_OPTIONS = "mode=0755,size=1m,nosuid,nodev"

@@ -1,6 +1,6 @@
 """``--runtime container``: each function's runtime as a container of its own image.
 
-:class:`ContainerLauncher` is the provider's :class:`~..runtimes.launch.Launcher` on top of
+:class:`ContainerLauncher` is the provider's :class:`~..launch.Launcher` on top of
 :class:`~.engine.ContainerEngine` (the Docker Engine API at ``DOCKER_HOST``: Docker, or
 ``podman system service``). For every function it runs a container of ``spec.image`` whose
 entry point is the static function runtime (:mod:`.runtime_binary`), bind-mounted read-only at
@@ -58,11 +58,10 @@ from ...errors import OscarFaasError
 from .specs import FunctionContainer
 from .engine import SECRETS_MOUNT, ContainerEngine
 from .engine_api import ContainerError, connect
-from ..runtimes.launch import _RUNTIME_LINE, LaunchError, RuntimeSpec
-from ..logs import function_logger
+from ..launch import _RUNTIME_LINE, LaunchError, RuntimeSpec, function_logger
 from .runtime_binary import ensure_runtime, planned_dir
 
-log = logging.getLogger("oscar_faas.provider.containers.engine")
+log = logging.getLogger("oscar_faas.launchers.containers.engine")
 
 #: Which runtime binary a container was started with (the cache folder's name).
 LABEL_RUNTIME = "com.oscar-faas.runtime"
@@ -91,7 +90,7 @@ def provider_id(data_dir: str | Path) -> str:
 
 
 class ContainerHandle:
-    """A function's runtime in a container (a :class:`~..runtimes.launch.RuntimeHandle`)."""
+    """A function's runtime in a container (a :class:`~..launch.RuntimeHandle`)."""
 
     def __init__(self, launcher: ContainerLauncher, fc: FunctionContainer,
                  fingerprint: str) -> None:
@@ -187,7 +186,7 @@ class ContainerHandle:
 
 
 class ContainerLauncher:
-    """Starts function runtimes as containers (a :class:`~..runtimes.launch.Launcher`).
+    """Starts function runtimes as containers (a :class:`~..launch.Launcher`).
 
     :param data_dir: the provider's data dir (its id is kept there).
     :param env: where ``DOCKER_HOST``, ``OSCAR_FAAS_RUNTIME_BINARY``,

@@ -43,9 +43,10 @@ from typing import Any, Sequence
 
 from ... import SOURCE_ROOT
 from ...contract import ENV_ISOLATED
+from ...files import atomic_write
 from .install_view import InstallView, namespaces_work
 
-log = logging.getLogger("oscar_faas.provider.host.isolation")
+log = logging.getLogger("oscar_faas.launchers.host.isolation")
 
 #: First uid (and gid) given to functions, and how many there are to pick from: far above
 #: login users, system users and the usual subordinate-id ranges (100000 + 65536 * n).
@@ -151,7 +152,6 @@ def function_python(helper_dir: Path,
         return sys.executable, None
     helper_dir.mkdir(mode=0o755, exist_ok=True)
     os.chmod(helper_dir, 0o755)
-    from ..state.store import atomic_write
     atomic_write(helper_dir / "sitecustomize.py",
                  SITECUSTOMIZE.format(folders=_package_paths()).encode(), 0o644)
     extra = os.pathsep.join([str(helper_dir), *([inherited] if inherited else [])])
@@ -249,7 +249,6 @@ class Isolation:
     # --- state ----------------------------------------------------------------------------
 
     def _write(self, name: str, data: bytes) -> None:
-        from ..state.store import atomic_write
         atomic_write(self.data_dir / name, data, 0o600)
 
     def _read_users(self) -> dict[str, int]:

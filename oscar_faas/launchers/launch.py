@@ -5,24 +5,30 @@ The embedded provider runs one runtime (``python -m oscar_faas.runtime``, see
 the runtime runs once per call) and proxies ``/function/<name>`` to it. *Where* that runtime
 runs is a :class:`Launcher`'s business (a classic function's is always the host's):
 
-* :class:`~..host.launcher.HostLauncher`: a child process of the provider on this host;
-* :class:`~..containers.launcher.ContainerLauncher`: the function's image, under Podman or
+* :class:`~.host.launcher.HostLauncher`: a child process of the provider on this host;
+* :class:`~.containers.launcher.ContainerLauncher`: the function's image, under Podman or
   Docker.
 
 A :class:`RuntimeSpec` is everything needed to start one; :meth:`Launcher.start` returns a
 :class:`RuntimeHandle` once the runtime is *started* (its URL known), not necessarily *ready*:
 readiness is ``GET {url}/_/health`` == 200, which the caller (the provider's
-:class:`~.manager.RuntimeManager`) polls.
+``RuntimeManager``) polls. A runtime's lines go to :func:`function_logger` of its function's
+name, from where the provider serves them as that function's log.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+#: Parent of the per-function loggers a function's lines go to (its runtime's output, the
+#: launcher's and the manager's messages about it); the provider's logs read them from there.
+FUNCTION_LOGGER = "oscar_faas.provider.function"
 
 #: Lines of a runtime's output kept for error messages (:meth:`RuntimeHandle.output_tail`).
 TAIL_LINES = 40
@@ -30,6 +36,11 @@ TAIL_LINES = 40
 #: The runtime's log format (``supervisor.logs.LOG_FORMAT``): ``<date> <time> - supervisor -
 #: LEVEL - message``; such lines reach the function log at their own level.
 _RUNTIME_LINE = re.compile(r"^\S+ \S+ - supervisor - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - (.*)$")
+
+
+def function_logger(name: str) -> logging.Logger:
+    """Where the lines of function ``name`` go (and from where they reach its log)."""
+    return logging.getLogger(f"{FUNCTION_LOGGER}.{name}")
 
 
 @dataclass(frozen=True)

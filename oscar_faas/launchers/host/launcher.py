@@ -22,11 +22,11 @@ from typing import Mapping
 from ...contract import ENV_RUNTIME_LIFELINE, ENV_SECRETS_DIR
 from ...errors import OscarFaasError
 from ...runtime.children import kill_tree
-from ..logs import function_logger
-from ..runtimes.launch import _RUNTIME_LINE, TAIL_LINES, LaunchError, RuntimeHandle, RuntimeSpec
+from ..launch import (_RUNTIME_LINE, TAIL_LINES, LaunchError, RuntimeHandle, RuntimeSpec,
+                      function_logger)
 from .isolation import Isolation
 
-log = logging.getLogger("oscar_faas.provider.host.launcher")
+log = logging.getLogger("oscar_faas.launchers.host.launcher")
 
 #: How long :meth:`HostLauncher.start` waits for the runtime to say where it listens.
 LISTEN_TIMEOUT = 60.0
