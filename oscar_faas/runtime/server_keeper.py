@@ -22,7 +22,7 @@ from ..supervisor.logs import SupervisorLog
 from ..supervisor.upload import secret_environment
 from .expose_settings import ExposeSettings
 from .guardian import own_group
-from .workers import _Tail
+from .worker_io import Tail
 
 #: Seconds between health probes.
 PROBE_INTERVAL = 0.5
@@ -61,7 +61,7 @@ class ServerKeeper:
         #: why it is not healthy (for 503 answers)
         self.problem = "it is starting"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._tail: _Tail | None = None
+        self._tail: Tail | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="expose", daemon=True)
 
@@ -118,7 +118,7 @@ class ServerKeeper:
             raise ValueError(f"cannot start {argv[0]!r}: {err.strerror or err}") from None
         finally:
             os.close(log_w)
-        self._tail = _Tail(log_r, "server: ")
+        self._tail = Tail(log_r, "server: ")
         self.log.info("%s: server started (pid %d): %s", self.settings.name, self._proc.pid,
                       " ".join(argv))
 

@@ -37,7 +37,7 @@ from typing import Mapping, Sequence
 from ..supervisor.logs import SupervisorLog
 from .prefork import TemplateGone, can_fork
 from .settings import RuntimeSettings
-from .worker_io import TAIL_BYTES, Tail as _Tail  # noqa: F401 - the expose keeper's import
+from .worker_io import TAIL_BYTES
 from .worker_process import Worker, WorkerError, helper_path
 
 __all__ = ["TAIL_BYTES", "Worker", "WorkerError", "WorkerPool", "helper_path"]

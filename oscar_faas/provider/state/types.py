@@ -260,7 +260,6 @@ class FunctionStatus:
         return out
 
 
-
 @dataclass(frozen=True)
 class Secret:
     """Body of ``/system/secrets`` calls: ``value`` (text) or ``rawValue`` (base64 bytes)."""
