@@ -39,6 +39,8 @@ def tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 #: carries it (each copies ``os.environ``; a provider's host runtimes are found as its
 #: descendants): a process found with it at the end was left behind by this run. A user's
 #: own ``oscar-faas serve`` does not have it, and another run has a value of its own.
+#: A host runtime whose provider died is nobody's descendant any more, and its environment
+#: is the function's (no mark): such orphans count when they started after this run did.
 LEFTOVER_MARK = "OSCAR_FAAS_TEST_RUN"
 #: How long processes still stopping get before they count as left behind.
 LEFTOVER_GRACE = float(os.environ.get("OSCAR_FAAS_TEST_LEFTOVER_GRACE") or 15)
@@ -48,8 +50,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[LEFTOVER_MARK] = f"{os.getpid()}-{os.urandom(6).hex()}"
 
 
-def _processes() -> dict[int, tuple[int, str, bytes]]:
-    """Every live process: pid -> (parent pid, state, command line)."""
+def _processes() -> dict[int, tuple[int, str, bytes, int]]:
+    """Every live process: pid -> (parent pid, state, command line, start time in clock
+    ticks since boot)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -60,7 +63,7 @@ def _processes() -> dict[int, tuple[int, str, bytes]]:
         except OSError:
             continue
         fields = stat_line.rsplit(")", 1)[1].split()
-        found[int(entry.name)] = (int(fields[1]), fields[0], cmdline)
+        found[int(entry.name)] = (int(fields[1]), fields[0], cmdline, int(fields[19]))
     return found
 
 
@@ -78,8 +81,11 @@ def left_behind(mark: str) -> dict[int, str]:
     ours = {os.getpid(), *_ancestors(os.getpid(), procs)}
     marked = {pid for pid in procs if pid not in ours
               and _marked(pid, f"{LEFTOVER_MARK}={mark}".encode())}
+    born = procs[os.getpid()][3] if os.getpid() in procs else 0
+    marked |= {pid for pid, (ppid, _, cmdline, started) in procs.items()
+               if ppid == 1 and started >= born and b"oscar_faas.runtime" in cmdline}
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in procs.items():
+    for pid, (ppid, _, _, _) in procs.items():
         children.setdefault(ppid, []).append(pid)
     todo, found = list(marked), set()
     while todo:

@@ -111,10 +111,18 @@ def default_runtime(env: Mapping[str, str] | None = None) -> str:
 def _stop(signum: int, frame: FrameType | None) -> None:
     """The first SIGTERM or SIGINT stops the provider; later ones are ignored, so that they
     cannot cut its shutdown short (stopping every function and removing its container).
-    Ctrl-C under ``serve`` brings two: the terminal's SIGINT, then ``serve``'s SIGTERM."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Ctrl-C under ``serve`` brings two: the terminal's SIGINT, then ``serve``'s SIGTERM.
+
+    Ignored by a handler that does nothing, not by ``SIG_IGN``: an ignored signal stays
+    ignored across exec, so a runtime still being started during the shutdown would ignore
+    SIGTERM too, and with it its lifeline."""
+    signal.signal(signal.SIGTERM, _ignore)
+    signal.signal(signal.SIGINT, _ignore)
     raise KeyboardInterrupt
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """A signal received while the provider stops: nothing to do."""
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -232,6 +232,11 @@ def serve(host: str, port: int, env: Mapping[str, str] | None = None) -> int:
     guardian.start()  # what the runtime starts dies with it, even on SIGKILL
     env = dict(os.environ if env is None else env)
     log = SupervisorLog(stderr_logger())
+    # An ignored signal stays ignored across exec: a parent that ignored SIGTERM (a provider
+    # shutting down) would make the lifeline's SIGTERM, sent before the handler below is
+    # set, a no-op, and the runtime would outlive its provider for good.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if env.pop(LIFELINE_ENV, "") == "stdin":
         threading.Thread(target=_lifeline, name="lifeline", daemon=True).start()
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -231,6 +232,27 @@ def test_runtimes_stop_when_the_provider_is_killed(make_provider: Callable[..., 
     p.proc.kill()
     p.proc.wait()
     assert wait_dead(pid, within=WAIT)
+
+
+def test_a_runtime_started_while_the_provider_stops_does_not_ignore_sigterm() -> None:
+    """After its first SIGTERM the provider ignores more of them, but the processes it still
+    starts meanwhile (a runtime being started) must not inherit that: an ignored signal
+    stays ignored across exec, and a runtime's lifeline stops it with SIGTERM."""
+    code = (
+        "import signal, subprocess, sys\n"
+        "from oscar_faas.provider.__main__ import _stop\n"
+        "try:\n"
+        "    _stop(signal.SIGTERM, None)\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL\n"
+        "child = 'import signal; print(signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)'\n"
+        "print(subprocess.run([sys.executable, '-c', child], capture_output=True,\n"
+        "                     text=True).stdout.strip())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_large_bodies_stream_both_ways_through_the_proxy(shared_provider: ProviderProcess,
