@@ -308,7 +308,10 @@ class RawOpenFaaS:
         with conn:
             while True:
                 while b"\r\n\r\n" not in data:
-                    more = conn.recv(65536)
+                    try:
+                        more = conn.recv(65536)
+                    except OSError:  # a kept-alive connection the gateway left idle 20 s
+                        return
                     if not more:
                         return
                     data += more
